@@ -1,0 +1,30 @@
+//! The amos core: synchronous and I/O-free.
+//!
+//! - [`graph`]: the IR, independent of ONNX: per-image values, operators by family in
+//!   [`ops`], each node classified as linear or as a gate ([`ops::OpClass`]).
+//! - [`passes`]: rewrites from an imported graph to the conversion form (batch norm and
+//!   padding folded into convolutions; swish, hard-swish and GELU recognised).
+//! - [`engine`]: the batched, multi-threaded CPU engine.
+//!
+//! ```
+//! use amos_snn::{Engine, Graph, Tensor};
+//! use amos_snn::ops::{Activation, Op};
+//!
+//! let mut g = Graph::new("x", vec![3]);
+//! g.add_node("relu", Op::Activation(Activation::Relu), vec![g.input], "y").unwrap();
+//! let engine = Engine::new(g, 1).unwrap();
+//! let y = engine.run(Tensor::new(vec![1, 3], vec![-1.0, 0.5, 2.0]).unwrap()).unwrap();
+//! assert_eq!(y.data(), &[0.0, 0.5, 2.0]);
+//! ```
+
+pub mod engine;
+pub mod error;
+pub mod graph;
+pub mod ops;
+pub mod passes;
+pub mod tensor;
+
+pub use engine::Engine;
+pub use error::{EngineError, GraphError};
+pub use graph::{Graph, Node, Value, ValueId};
+pub use tensor::Tensor;

@@ -1,0 +1,99 @@
+//! Elementwise nonlinearities: the one-input gates of a network.
+
+use rayon::prelude::*;
+
+use super::GateKind;
+use crate::tensor::Tensor;
+
+/// An elementwise nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    /// `min(max(x, lo), hi)`; ReLU6 is `Clip { lo: 0, hi: 6 }`.
+    Clip {
+        lo: f32,
+        hi: f32,
+    },
+    Sigmoid,
+    /// `x·sigmoid(x)`, recognised from the Sigmoid + Mul pattern.
+    Swish,
+    /// `max(0, min(1, alpha·x + beta))`.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x·max(0, min(1, x/6 + 1/2))`.
+    HardSwish,
+    Tanh,
+    /// `x/2·(1 + erf(x/√2))`, recognised from the Erf pattern.
+    Gelu,
+    Erf,
+}
+
+impl Activation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Relu => "Relu",
+            Activation::Clip { .. } => "Clip",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Swish => "Swish",
+            Activation::HardSigmoid { .. } => "HardSigmoid",
+            Activation::HardSwish => "HardSwish",
+            Activation::Tanh => "Tanh",
+            Activation::Gelu => "Gelu",
+            Activation::Erf => "Erf",
+        }
+    }
+
+    /// The gate type this activation is converted as.
+    pub fn gate(&self) -> GateKind {
+        match *self {
+            Activation::Relu => GateKind::Relu,
+            Activation::Clip { lo, hi } if lo == 0.0 && hi == f32::INFINITY => GateKind::Relu,
+            Activation::Clip { lo, hi } if lo == 0.0 && hi == 6.0 => GateKind::Relu6,
+            Activation::Clip { .. } => GateKind::Clip,
+            Activation::Sigmoid => GateKind::Sigmoid,
+            Activation::Swish => GateKind::Swish,
+            Activation::HardSigmoid { .. } => GateKind::HardSigmoid,
+            Activation::HardSwish => GateKind::HardSwish,
+            Activation::Tanh => GateKind::Tanh,
+            Activation::Gelu => GateKind::Gelu,
+            Activation::Erf => GateKind::Erf,
+        }
+    }
+
+    /// The function itself, on one value.
+    #[inline]
+    pub fn apply(&self, x: f32) -> f32 {
+        match *self {
+            Activation::Relu => x.max(0.0),
+            Activation::Clip { lo, hi } => x.max(lo).min(hi),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Swish => x * sigmoid(x),
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::Erf => libm::erff(x),
+        }
+    }
+
+    pub(crate) fn eval(&self, x: &Tensor) -> Tensor {
+        let mut out = x.clone();
+        out.data_mut()
+            .par_chunks_mut(4096)
+            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = self.apply(*v)));
+        out
+    }
+}
+
+/// The logistic function, written to stay finite for any input.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}

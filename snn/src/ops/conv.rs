@@ -1,0 +1,236 @@
+//! 2-D convolution: general (im2col + GEMM), pointwise (GEMM on the input itself) and
+//! depthwise (direct loops).
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{batch_and_len, batched, make};
+use crate::tensor::Tensor;
+
+/// A 2-D convolution over a `[C, H, W]` image, with any batch norm already folded in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2d {
+    /// `[C_out, C_in / groups, kH, kW]`.
+    pub weight: Tensor,
+    /// One per output channel.
+    pub bias: Vec<f32>,
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Zero padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub groups: usize,
+}
+
+impl Conv2d {
+    pub fn out_channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    fn kernel(&self) -> [usize; 2] {
+        [self.weight.shape()[2], self.weight.shape()[3]]
+    }
+
+    /// One input channel per group: each output channel sees a single input channel.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.weight.shape()[1] == 1
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kernel() == [1, 1] && self.stride == [1, 1] && self.pads == [0; 4]
+    }
+
+    pub(crate) fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, String> {
+        let w = self.weight.shape();
+        if x.len() != 3 {
+            return Err(format!("expects a [C, H, W] image, got {x:?}"));
+        }
+        if w.len() != 4 || self.bias.len() != w[0] {
+            return Err(format!("weight {w:?} and {} biases do not fit", self.bias.len()));
+        }
+        let g = self.groups;
+        if g == 0 || x[0] % g != 0 || w[0] % g != 0 || w[1] * g != x[0] {
+            return Err(format!(
+                "weight {w:?} with {g} groups does not fit an input of {} channels",
+                x[0]
+            ));
+        }
+        if self.stride.contains(&0) || self.dilation.contains(&0) {
+            return Err("stride and dilation must be positive".into());
+        }
+        let k = self.kernel();
+        let dim = |i: usize| {
+            let span = self.dilation[i] * (k[i] - 1) + 1;
+            let padded = x[i + 1] + self.pads[i] + self.pads[i + 2];
+            if padded < span {
+                Err(format!(
+                    "kernel {k:?} (dilation {:?}) larger than the padded input {x:?}",
+                    self.dilation
+                ))
+            } else {
+                Ok((padded - span) / self.stride[i] + 1)
+            }
+        };
+        Ok(vec![w[0], dim(0)?, dim(1)?])
+    }
+
+    pub(crate) fn eval(&self, x: &Tensor, out_shape: &[usize], threads: usize) -> Tensor {
+        let (n, in_len) = batch_and_len(x);
+        let in_shape = [x.shape()[1], x.shape()[2], x.shape()[3]];
+        let out_len: usize = out_shape.iter().product();
+        let mut out = vec![0.0f32; n * out_len];
+        // Enough images to keep every thread busy: one image per task, GEMMs single-threaded.
+        // Fewer: let each GEMM use the threads.
+        let par = if n >= threads || threads <= 1 {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(threads)
+        };
+        if out_len > 0 {
+            out.par_chunks_mut(out_len)
+                .zip(x.data().par_chunks(in_len.max(1)))
+                .for_each(|(dst, src)| self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par));
+        }
+        make(batched(n, out_shape), out)
+    }
+
+    /// Convolves one image into `dst` (`[C_out, OH, OW]`).
+    fn image(&self, x: &[f32], [c, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2], par: Parallelism) {
+        let plane = oh * ow;
+        for (o, b) in dst.chunks_mut(plane).zip(&self.bias) {
+            o.fill(*b);
+        }
+        if self.is_depthwise() {
+            return self.depthwise(x, [c, h, w], dst, [oh, ow]);
+        }
+        let [kh, kw] = self.kernel();
+        let g = self.groups;
+        let (cg, og) = (c / g, self.out_channels() / g);
+        let k = cg * kh * kw;
+        let mut col = if self.is_pointwise() { Vec::new() } else { vec![0.0f32; k * plane] };
+        for gi in 0..g {
+            let src = &x[gi * cg * h * w..(gi + 1) * cg * h * w];
+            let rhs: &[f32] = if self.is_pointwise() {
+                src
+            } else {
+                self.im2col(src, [cg, h, w], &mut col, [oh, ow]);
+                &col
+            };
+            let lhs = &self.weight.data()[gi * og * k..(gi + 1) * og * k];
+            let out = &mut dst[gi * og * plane..(gi + 1) * og * plane];
+            matmul(og, plane, k, lhs, rhs, out, par);
+        }
+    }
+
+    /// Lays out every receptive field as a column: `col[(c·kH + ky)·kW + kx][oy·OW + ox]`.
+    fn im2col(&self, x: &[f32], [c, h, w]: [usize; 3], col: &mut [f32], [oh, ow]: [usize; 2]) {
+        let [kh, kw] = self.kernel();
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let [pt, pl, _, _] = self.pads;
+        let mut rows = col.chunks_mut(oh * ow);
+        for ci in 0..c {
+            let plane = &x[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let Some(row) = rows.next() else { return };
+                    let (lo, hi) = valid_range(ow, sw, kx * dw, pl, w);
+                    for oy in 0..oh {
+                        let line = &mut row[oy * ow..(oy + 1) * ow];
+                        let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                        if iy < 0 || iy >= h as isize {
+                            line.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        line[..lo].fill(0.0);
+                        line[hi.max(lo)..].fill(0.0);
+                        for (ox, v) in line.iter_mut().enumerate().take(hi).skip(lo) {
+                            *v = src[ox * sw + kx * dw - pl];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Depthwise (channel multiplier m = C_out / C_in) by direct accumulation.
+    fn depthwise(&self, x: &[f32], [c, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2]) {
+        let [kh, kw] = self.kernel();
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let [pt, pl, _, _] = self.pads;
+        let m = self.out_channels() / c;
+        let ranges: Vec<(usize, usize)> = (0..kw).map(|kx| valid_range(ow, sw, kx * dw, pl, w)).collect();
+        for oc in 0..self.out_channels() {
+            let plane = &x[(oc / m) * h * w..(oc / m + 1) * h * w];
+            let wk = &self.weight.data()[oc * kh * kw..(oc + 1) * kh * kw];
+            let out = &mut dst[oc * oh * ow..(oc + 1) * oh * ow];
+            for oy in 0..oh {
+                let line = &mut out[oy * ow..(oy + 1) * ow];
+                for ky in 0..kh {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    for kx in 0..kw {
+                        let wv = wk[ky * kw + kx];
+                        let (lo, hi) = ranges[kx];
+                        if sw == 1 {
+                            let off = kx * dw;
+                            let s = &src[lo + off - pl..hi + off - pl];
+                            for (o, v) in line[lo..hi].iter_mut().zip(s) {
+                                *o += wv * v;
+                            }
+                        } else {
+                            for (ox, o) in line.iter_mut().enumerate().take(hi).skip(lo) {
+                                *o += wv * src[ox * sw + kx * dw - pl];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output columns `lo..hi` whose input column `ox·stride + offset − pad` lies in `0..len`.
+fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, len: usize) -> (usize, usize) {
+    // ox·stride + offset ≥ pad  and  ox·stride + offset < pad + len
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    let hi = if pad + len > offset { (pad + len - offset).div_ceil(stride) } else { 0 };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major.
+pub(crate) fn matmul(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32], par: Parallelism) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every access of the row-major operands in bounds;
+    // `dst` does not alias `lhs` or `rhs` (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
