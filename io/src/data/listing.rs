@@ -1,0 +1,434 @@
+//! Which files make up a dataset, and their labels.
+//!
+//! Two layouts are recognised, by the presence of `ROOT/labels.csv`:
+//!
+//! * **CSV manifest** ([`Layout::CsvManifest`]): `ROOT/labels.csv` with a
+//!   `file,label` header; `file` is relative to `ROOT`, `label` an integer
+//!   (an empty label means "unlabelled"). Class names come from
+//!   `ROOT/classes.txt` (one per line) when it exists.
+//! * **ImageFolder** ([`Layout::ImageFolder`]): `ROOT/<wnid>/…/<image>`, the
+//!   torchvision layout. The class index is the wnid's position in a synset
+//!   list — by default the built-in ImageNet-1k list (the standard sorted-wnid
+//!   order), so a folder holding a *subset* of the classes still gets the
+//!   indices the model was trained with, which a torchvision-style
+//!   "index = position among the folders present" would get wrong.
+//!
+//! Entries are sorted by `image_id` (byte order) whatever the directory
+//! iteration order or manifest order, so runs are reproducible across file
+//! systems and batch `i` always holds the same images.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use super::DataError;
+
+/// The built-in synset list: `shared/data/LOC_synset_mapping.txt`, 1000 lines
+/// `<wnid> <name>` in ImageNet-1k class-index order.
+const IMAGENET_SYNSETS: &str = include_str!("LOC_synset_mapping.txt");
+
+/// File name extensions (lower-cased) taken as images in an ImageFolder tree.
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// How deep an ImageFolder class folder may nest; a guard against symlink
+/// loops, far beyond any real layout.
+const MAX_DEPTH: usize = 16;
+
+/// One image of a dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the dataset root with `/` separators, e.g.
+    /// `n01440764/n01440764_tench.JPEG`; stable across platforms, so usable
+    /// as a key in prediction files.
+    pub image_id: String,
+    /// Full path of the file (root joined with `image_id`).
+    pub path: PathBuf,
+    /// Class index, `None` for an unlabelled manifest row.
+    pub label: Option<i32>,
+}
+
+/// How a dataset folder is organised; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    ImageFolder,
+    CsvManifest,
+}
+
+/// A listed dataset: every image with its label, in deterministic order.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    /// Sorted by `image_id` (byte order).
+    pub entries: Vec<Entry>,
+    /// Class names by index. ImageFolder: the names of the synset list (all
+    /// of them, not only the folders present). CSV: the lines of
+    /// `classes.txt`, or empty when there is none.
+    pub classes: Vec<String>,
+    pub layout: Layout,
+}
+
+/// An ordered list of synsets (`<wnid> <name>` per line) giving each wnid its
+/// class index.
+#[derive(Clone, Debug)]
+pub struct SynsetList {
+    /// Wnids in class-index order.
+    pub wnids: Vec<String>,
+    /// Human-readable names, same order (the wnid itself when a line has no
+    /// name).
+    pub names: Vec<String>,
+    /// Where the list came from, for error messages.
+    pub source: String,
+    index: HashMap<String, usize>,
+}
+
+impl SynsetList {
+    /// The built-in ImageNet-1k list (1000 synsets, sorted wnid order).
+    pub fn imagenet() -> SynsetList {
+        // The embedded file is checked by a unit test, so this cannot fail.
+        Self::parse(IMAGENET_SYNSETS, Path::new("<built-in ImageNet-1k list>"))
+            .unwrap_or_else(|e| panic!("built-in synset list is malformed: {e}"))
+    }
+
+    /// Reads a synset file (`<wnid> <name>` lines; blank lines ignored).
+    pub fn from_file(path: &Path) -> Result<SynsetList, DataError> {
+        let text = fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses synset text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<SynsetList, DataError> {
+        let mut list = SynsetList {
+            wnids: Vec::new(),
+            names: Vec::new(),
+            source: origin.display().to_string(),
+            index: HashMap::new(),
+        };
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (wnid, name) = match line.split_once(char::is_whitespace) {
+                Some((w, n)) => (w, n.trim()),
+                None => (line, line),
+            };
+            if list
+                .index
+                .insert(wnid.to_string(), list.wnids.len())
+                .is_some()
+            {
+                return Err(DataError::ClassList {
+                    path: origin.to_path_buf(),
+                    line: i + 1,
+                    msg: format!("duplicate wnid {wnid:?}"),
+                });
+            }
+            list.wnids.push(wnid.to_string());
+            list.names.push(name.to_string());
+        }
+        if list.wnids.is_empty() {
+            return Err(DataError::ClassList {
+                path: origin.to_path_buf(),
+                line: 0,
+                msg: "no synsets".into(),
+            });
+        }
+        Ok(list)
+    }
+
+    /// Class index of `wnid`, if listed.
+    pub fn index_of(&self, wnid: &str) -> Option<usize> {
+        self.index.get(wnid).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.wnids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.wnids.is_empty()
+    }
+}
+
+impl Dataset {
+    /// Lists the dataset at `root`, auto-detecting the layout: `labels.csv`
+    /// present → CSV manifest, otherwise ImageFolder labelled through
+    /// `synsets` (a `<wnid> <name>` file; default: built-in ImageNet-1k).
+    /// `synsets` is ignored for a CSV manifest.
+    ///
+    /// Errors (each naming the path or manifest line): root missing or not a
+    /// folder, no images, a class folder not in the synset list, a manifest
+    /// row with a malformed/negative/out-of-range label, naming a missing
+    /// file, a path outside the root, or a duplicate.
+    pub fn open(root: &Path, synsets: Option<&Path>) -> Result<Dataset, DataError> {
+        let meta = fs::metadata(root).map_err(|e| DataError::io(root, e))?;
+        if !meta.is_dir() {
+            return Err(DataError::NotADirectory(root.to_path_buf()));
+        }
+        let manifest = root.join("labels.csv");
+        let ds = if manifest.is_file() {
+            open_manifest(root, &manifest)?
+        } else {
+            let list = match synsets {
+                Some(p) => SynsetList::from_file(p)?,
+                None => SynsetList::imagenet(),
+            };
+            open_image_folder(root, &list)?
+        };
+        if ds.entries.is_empty() {
+            return Err(DataError::NoImages(root.to_path_buf()));
+        }
+        Ok(ds)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of classes: the class-name count when known, otherwise one
+    /// more than the largest label (0 for an unlabelled dataset).
+    pub fn num_classes(&self) -> usize {
+        if !self.classes.is_empty() {
+            return self.classes.len();
+        }
+        self.entries
+            .iter()
+            .filter_map(|e| e.label)
+            .max()
+            .map_or(0, |m| m as usize + 1)
+    }
+}
+
+fn is_image(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+/// Sorted (byte order) names of the entries of `dir`; non-UTF-8 names are an
+/// error because `image_id` must be a string.
+fn sorted_names(dir: &Path) -> Result<Vec<String>, DataError> {
+    let mut names = Vec::new();
+    for item in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let item = item.map_err(|e| DataError::io(dir, e))?;
+        let name = item.file_name().into_string().map_err(|n| {
+            DataError::io(
+                dir.join(&n),
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "file name is not UTF-8"),
+            )
+        })?;
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn open_image_folder(root: &Path, synsets: &SynsetList) -> Result<Dataset, DataError> {
+    let mut entries = Vec::new();
+    for name in sorted_names(root)? {
+        let dir = root.join(&name);
+        // Follows symlinks, so a linked class folder works.
+        if is_hidden(&name) || !dir.is_dir() {
+            continue; // loose files at the root (README, …) are not images of a class
+        }
+        let label = synsets
+            .index_of(&name)
+            .ok_or_else(|| DataError::UnknownClass {
+                dir: dir.clone(),
+                wnid: name.clone(),
+                synsets: synsets.source.clone(),
+            })?;
+        collect_images(&dir, &name, label as i32, 0, &mut entries)?;
+    }
+    entries.sort_by(|a: &Entry, b: &Entry| a.image_id.cmp(&b.image_id));
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        entries,
+        classes: synsets.names.clone(),
+        layout: Layout::ImageFolder,
+    })
+}
+
+/// Adds every image under `dir` (recursively, like torchvision's ImageFolder)
+/// with `label`; `id_prefix` is `dir` relative to the root.
+fn collect_images(
+    dir: &Path,
+    id_prefix: &str,
+    label: i32,
+    depth: usize,
+    out: &mut Vec<Entry>,
+) -> Result<(), DataError> {
+    if depth > MAX_DEPTH {
+        return Err(DataError::io(
+            dir,
+            std::io::Error::other(format!("folders nested deeper than {MAX_DEPTH} levels")),
+        ));
+    }
+    for name in sorted_names(dir)? {
+        if is_hidden(&name) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let id = format!("{id_prefix}/{name}");
+        if path.is_dir() {
+            collect_images(&path, &id, label, depth + 1, out)?;
+        } else if is_image(&name) {
+            out.push(Entry {
+                image_id: id,
+                path,
+                label: Some(label),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn open_manifest(root: &Path, manifest: &Path) -> Result<Dataset, DataError> {
+    let row_err = |line: u64, msg: String| DataError::Manifest {
+        path: manifest.to_path_buf(),
+        line,
+        msg,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_path(manifest)
+        .map_err(|e| row_err(0, e.to_string()))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| row_err(1, e.to_string()))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let file_col = col("file")
+        .ok_or_else(|| row_err(1, format!("header has no `file` column: {headers:?}")))?;
+    let label_col = col("label");
+
+    let classes = read_classes(&root.join("classes.txt"))?;
+    let mut seen = HashSet::new();
+    let mut entries = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            row_err(line, e.to_string())
+        })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let file = rec.get(file_col).unwrap_or("");
+        if file.is_empty() {
+            return Err(row_err(line, "empty `file`".into()));
+        }
+        let image_id = file.replace('\\', "/");
+        let rel = Path::new(&image_id);
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(row_err(
+                line,
+                format!("`file` {file:?} must be a relative path inside the dataset root"),
+            ));
+        }
+        let label = match label_col.and_then(|c| rec.get(c)) {
+            None | Some("") => None,
+            Some(s) => {
+                let v: i32 = s
+                    .parse()
+                    .map_err(|_| row_err(line, format!("bad label {s:?} (expected an integer)")))?;
+                if v < 0 {
+                    return Err(row_err(line, format!("negative label {v}")));
+                }
+                if !classes.is_empty() && v as usize >= classes.len() {
+                    return Err(row_err(
+                        line,
+                        format!(
+                            "label {v} out of range: classes.txt has {} classes",
+                            classes.len()
+                        ),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        let path = root.join(rel);
+        if !path.is_file() {
+            return Err(row_err(line, format!("file {} not found", path.display())));
+        }
+        if !seen.insert(image_id.clone()) {
+            return Err(row_err(line, format!("duplicate file {file:?}")));
+        }
+        entries.push(Entry {
+            image_id,
+            path,
+            label,
+        });
+    }
+    entries.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        entries,
+        classes,
+        layout: Layout::CsvManifest,
+    })
+}
+
+/// Reads `classes.txt` (one name per line; trailing blank lines ignored,
+/// blank lines in between refused since they would shift every index after
+/// them). A missing file gives an empty list.
+fn read_classes(path: &Path) -> Result<Vec<String>, DataError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DataError::io(path, e)),
+    };
+    let mut names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while names.last().is_some_and(|n| n.is_empty()) {
+        names.pop();
+    }
+    if let Some(i) = names.iter().position(|n| n.is_empty()) {
+        return Err(DataError::ClassList {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg: "blank class name".into(),
+        });
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_synsets_parse() {
+        let s = SynsetList::imagenet();
+        assert_eq!(s.len(), 1000);
+        assert_eq!(s.wnids[0], "n01440764");
+        assert_eq!(s.names[0], "tench");
+        assert_eq!(s.names[2], "great white shark");
+        assert_eq!(s.index_of("n15075141"), Some(999));
+        let mut sorted = s.wnids.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted, s.wnids,
+            "ImageNet-1k index order is sorted wnid order"
+        );
+    }
+
+    #[test]
+    fn synset_duplicates_are_refused() {
+        let e = SynsetList::parse("a x\nb y\na z\n", Path::new("syn.txt")).unwrap_err();
+        assert!(e.to_string().contains("syn.txt:3"), "{e}");
+    }
+
+    #[test]
+    fn image_extensions() {
+        assert!(is_image("a.JPEG") && is_image("b.jpg") && is_image("c.Png"));
+        assert!(!is_image("labels.csv") && !is_image("jpeg") && !is_image("x.gif"));
+    }
+}

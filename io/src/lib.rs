@@ -1,0 +1,4 @@
+//! Storage side of amos: dataset listing, image decoding and preprocessing
+//! into model inputs (see [`data`]).
+
+pub mod data;
