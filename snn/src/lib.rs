@@ -17,9 +17,11 @@
 //! assert_eq!(y.data(), &[0.0, 0.5, 2.0]);
 //! ```
 
+pub mod amos;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod model;
 pub mod ops;
 pub mod passes;
 pub mod tensor;

@@ -1,0 +1,11 @@
+//! AMOS units: the spiking replacement of every gate (ARCHITECTURE.md §3).
+//!
+//! - [`unit`]: the unit and its exact evaluation semantics.
+//! - [`closed_form`]: binary-expansion units for ReLU, ReLU6 and identity (stage boundaries).
+//! - [`fit`]: units fitted by gradient descent to any other gate.
+
+pub mod closed_form;
+pub mod fit;
+pub mod unit;
+
+pub use unit::{AmosUnit, MAX_NEURONS};

@@ -1,0 +1,168 @@
+//! The AMOS unit (ARCHITECTURE.md §3): K threshold neurons that each fire at most once.
+//!
+//! ```text
+//! z_i = Θ(c_i·x + c′_i·x′ − H_i − T_i)      Θ(v) = 1 if v ≥ 0 else 0
+//! H_i = Σ_{j<i} h_ij · z_j
+//! y   = o + Σ_i d_i · z_i
+//! ```
+//!
+//! Neuron i fires only after neurons 0..i−1 have had their turn, so a unit takes K time steps.
+//! The floating-point evaluation order is part of the definition, so that every
+//! implementation (this reference, fused engine kernels, workers) gives bit-identical spikes:
+//! `v = c_i·x` (`+ c′_i·x′`), then `v −= h_ij` for each earlier neuron j that fired, in
+//! increasing j, then `v −= T_i`; and `y = o + (d_0·z_0 + d_1·z_1 + …)` summed in increasing i
+//! over the neurons that fired.
+
+/// Most neurons a unit may have: spikes are carried as the bits of a `u64`.
+pub const MAX_NEURONS: usize = 64;
+
+/// One AMOS unit's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AmosUnit {
+    /// Input weights, one per neuron.
+    pub c: Vec<f32>,
+    /// Weights of the second input of a two-input gate (the multiplication), else `None`.
+    pub c2: Option<Vec<f32>>,
+    /// Output weights.
+    pub d: Vec<f32>,
+    /// Thresholds.
+    pub t: Vec<f32>,
+    /// Inhibition weights h_ij (j < i), row by row: `h[i·(i−1)/2 + j]`.
+    pub h: Vec<f32>,
+    /// Output offset (0 for units of the paper's form; identity units use it).
+    pub o: f32,
+}
+
+impl AmosUnit {
+    /// A unit of `k` neurons with every parameter zero.
+    pub fn zeros(k: usize, two_inputs: bool) -> Self {
+        AmosUnit {
+            c: vec![0.0; k],
+            c2: two_inputs.then(|| vec![0.0; k]),
+            d: vec![0.0; k],
+            t: vec![0.0; k],
+            h: vec![0.0; k * k.saturating_sub(1) / 2],
+            o: 0.0,
+        }
+    }
+
+    /// Number of neurons K.
+    pub fn k(&self) -> usize {
+        self.c.len()
+    }
+
+    /// Whether the unit takes two inputs (x, x′).
+    pub fn is_two_input(&self) -> bool {
+        self.c2.is_some()
+    }
+
+    /// Parameter count as in the paper's Table 3: 3K + K(K−1)/2 for one input, 4K + K(K−1)/2
+    /// for two; the offset o is not counted.
+    pub fn param_count(&self) -> usize {
+        let k = self.k();
+        let per_neuron = if self.is_two_input() { 4 } else { 3 };
+        per_neuron * k + k * k.saturating_sub(1) / 2
+    }
+
+    /// h_ij for j < i.
+    #[inline]
+    pub fn h(&self, i: usize, j: usize) -> f32 {
+        self.h[i * (i - 1) / 2 + j]
+    }
+
+    /// Checks sizes and that every parameter is finite.
+    pub fn validate(&self) -> Result<(), String> {
+        let k = self.k();
+        if k == 0 || k > MAX_NEURONS {
+            return Err(format!("K = {k}; a unit has 1 to {MAX_NEURONS} neurons"));
+        }
+        let lens_ok = self.d.len() == k
+            && self.t.len() == k
+            && self.h.len() == k * (k - 1) / 2
+            && self.c2.as_ref().is_none_or(|c2| c2.len() == k);
+        if !lens_ok {
+            return Err(format!("parameter lengths do not fit K = {k}"));
+        }
+        let all = self.c.iter().chain(self.c2.iter().flatten()).chain(&self.d).chain(&self.t).chain(&self.h);
+        if !all.chain(std::iter::once(&self.o)).all(|v| v.is_finite()) {
+            return Err("non-finite parameter".into());
+        }
+        Ok(())
+    }
+
+    /// The spikes for input x (and x′ of a two-input unit): bit i is z_i.
+    #[inline]
+    pub fn spikes(&self, x: f32, x2: f32) -> u64 {
+        let mut z = 0u64;
+        let mut row = 0;
+        for i in 0..self.c.len() {
+            let mut v = self.c[i] * x;
+            if let Some(c2) = &self.c2 {
+                v += c2[i] * x2;
+            }
+            let mut fired = z;
+            while fired != 0 {
+                let j = fired.trailing_zeros() as usize;
+                v -= self.h[row + j];
+                fired &= fired - 1;
+            }
+            v -= self.t[i];
+            if v >= 0.0 {
+                z |= 1 << i;
+            }
+            row += i;
+        }
+        z
+    }
+
+    /// The output y for a spike pattern.
+    #[inline]
+    pub fn decode(&self, spikes: u64) -> f32 {
+        let mut acc = 0.0f32;
+        let mut s = spikes;
+        while s != 0 {
+            let i = s.trailing_zeros() as usize;
+            acc += self.d[i];
+            s &= s - 1;
+        }
+        self.o + acc
+    }
+
+    /// Spikes and output for one input.
+    #[inline]
+    pub fn eval(&self, x: f32, x2: f32) -> (u64, f32) {
+        let z = self.spikes(x, x2);
+        (z, self.decode(z))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(k: usize, two: bool) -> usize {
+        AmosUnit::zeros(k, two).param_count()
+    }
+
+    #[test]
+    fn parameter_counts_match_the_paper_table_3() {
+        assert_eq!(count(8, false), 52); // sigmoid
+        assert_eq!(count(10, false), 75); // ReLU
+        assert_eq!(count(12, false), 102); // swish
+        assert_eq!(count(40, true), 940); // two-input multiplication
+    }
+
+    #[test]
+    fn inhibition_follows_the_definition() {
+        // Two neurons: the first fires at x ≥ 1 and inhibits the second by 5.
+        let mut u = AmosUnit::zeros(2, false);
+        u.c = vec![1.0, 1.0];
+        u.t = vec![1.0, 0.0];
+        u.h = vec![5.0];
+        u.d = vec![10.0, 1.0];
+        assert_eq!(u.eval(0.5, 0.0), (0b10, 1.0)); // only the second fires
+        assert_eq!(u.eval(2.0, 0.0), (0b01, 10.0)); // the first fires and silences the second
+        assert_eq!(u.eval(6.0, 0.0), (0b11, 11.0)); // 6 − 5 ≥ 0: both
+        assert_eq!(u.eval(-1.0, 0.0), (0b00, 0.0));
+    }
+}
