@@ -50,6 +50,24 @@ impl Engine {
 
     /// Runs a batch `[N, per-image input shape…]`, returning `[N, per-image output shape…]`.
     pub fn run(&self, input: Tensor) -> Result<Tensor, EngineError> {
+        self.check_input(&input)?;
+        Ok(self.pool.install(|| self.run_in_pool(input, &mut |_, _| None)))
+    }
+
+    /// Runs a batch like [`Engine::run`], letting `replace` compute any node instead: it is
+    /// called with each node's index and runtime inputs, and a `Some` result becomes the
+    /// node's output. SNN mode replaces gates by their units this way; calibration records
+    /// gate inputs and returns `None`. `replace` runs inside the engine's thread pool.
+    pub fn run_with(
+        &self,
+        input: Tensor,
+        replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+    ) -> Result<Tensor, EngineError> {
+        self.check_input(&input)?;
+        Ok(self.pool.install(|| self.run_in_pool(input, replace)))
+    }
+
+    fn check_input(&self, input: &Tensor) -> Result<(), EngineError> {
         let expected = self.graph.input_shape();
         if input.shape().len() != expected.len() + 1 || &input.shape()[1..] != expected {
             return Err(EngineError::InputShape {
@@ -57,10 +75,19 @@ impl Engine {
                 expected: expected.to_vec(),
             });
         }
-        Ok(self.pool.install(|| self.run_in_pool(input)))
+        Ok(())
     }
 
-    fn run_in_pool(&self, input: Tensor) -> Tensor {
+    /// Runs `f` inside the engine's thread pool (so rayon work in it uses these threads).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    fn run_in_pool(
+        &self,
+        input: Tensor,
+        replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+    ) -> Tensor {
         let g = &self.graph;
         let mut values: Vec<Option<Tensor>> = vec![None; g.values.len()];
         values[g.input] = Some(input);
@@ -71,7 +98,10 @@ impl Engine {
                     .iter()
                     .map(|&v| values[v].as_ref().unwrap_or_else(|| crate::ops::unreachable_shape()))
                     .collect();
-                node.op.eval(&inputs, &g.values[node.output].shape, self.threads)
+                match replace(i, &inputs) {
+                    Some(t) => t,
+                    None => node.op.eval(&inputs, &g.values[node.output].shape, self.threads),
+                }
             };
             values[node.output] = Some(out);
             for &v in &node.inputs {

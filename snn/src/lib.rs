@@ -24,6 +24,7 @@ pub mod graph;
 pub mod model;
 pub mod ops;
 pub mod passes;
+pub mod simulate;
 pub mod tensor;
 
 pub use engine::Engine;

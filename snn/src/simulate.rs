@@ -1,0 +1,444 @@
+//! SNN mode: the converted network with every gate replaced by its AMOS unit.
+//!
+//! Linear layers are computed exactly from what the units feed forward, `y = o + Σ d_i·z_i`,
+//! which is the value a receiving neuron integrates; the spikes `z` are counted per unit and
+//! per image. The input layer encodes every uint8 pixel channel by its 8 bits (8 neurons, one
+//! spike per set bit); the first layer sees `(pixel − mean)/std` exactly as the ANN does.
+//!
+//! **Synaptic operations** count, for every spike, the synapses it reaches in the layers that
+//! read its unit: each weight of a convolution or fully-connected layer that connects the
+//! spiking element to an output (borders included, zero weights included, since they are
+//! connections of the layer), one per window of a pooling layer, one per element of a
+//! two-input unit it feeds. Shape-only and additive nodes (reshape, pad, concat, residual
+//! add, products with constants) pass the spike on to their own readers.
+//! Max-pooling is evaluated exactly on the decoded values (it selects one of its inputs,
+//! which are already spike-coded).
+
+use rayon::prelude::*;
+
+use crate::amos::AmosUnit;
+use crate::engine::Engine;
+use crate::error::{EngineError, GraphError};
+use crate::graph::{Graph, ValueId};
+use crate::model::ConvertedModel;
+use crate::ops::{Op, OpClass};
+use crate::tensor::Tensor;
+
+/// Bits per input pixel channel.
+pub const INPUT_BITS: u64 = 8;
+
+/// Spike statistics of one image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageStats {
+    /// Spikes of all units (the input layer is counted apart).
+    pub spikes: u64,
+    /// Synaptic operations of those spikes.
+    pub synops: u64,
+    /// Spikes per unit, indexed like [`ConvertedModel::units`].
+    pub unit_spikes: Vec<u32>,
+    /// Spikes of the input layer (set bits of the pixels).
+    pub input_spikes: u64,
+    /// Synaptic operations of the input spikes.
+    pub input_synops: u64,
+}
+
+/// What a batch produced in SNN mode.
+#[derive(Clone, Debug)]
+pub struct SnnOutput {
+    /// `[N, classes]` (or the model's output shape).
+    pub logits: Tensor,
+    pub stats: Vec<ImageStats>,
+}
+
+/// A converted model ready to run in SNN (and ANN) mode.
+pub struct SpikingNetwork {
+    engine: Engine,
+    /// The unit placement index of each gate node.
+    unit_of_node: Vec<Option<usize>>,
+    /// Parameters of each placement.
+    units: Vec<AmosUnit>,
+    /// Synapses per output element of each placement.
+    fanout: Vec<Vec<u32>>,
+    /// Synapses per input element.
+    input_fanout: Vec<u32>,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl SpikingNetwork {
+    pub fn new(model: &ConvertedModel, threads: usize) -> Result<Self, EngineError> {
+        let graph = &model.graph;
+        let mut unit_of_node = vec![None; graph.nodes.len()];
+        let mut units = Vec::with_capacity(model.units.len());
+        let mut fanout = Vec::with_capacity(model.units.len());
+        let mut fanouts = Fanouts::new(graph);
+        for (u, p) in model.units.iter().enumerate() {
+            unit_of_node[p.node] = Some(u);
+            units.push(model.unit_params[p.params].unit.clone());
+            fanout.push(fanouts.of_value(graph.nodes[p.node].output));
+        }
+        let input_fanout = fanouts.of_value(graph.input);
+        Ok(SpikingNetwork {
+            engine: Engine::new(graph.clone(), threads)?,
+            unit_of_node,
+            units,
+            fanout,
+            input_fanout,
+            mean: model.preprocess.mean,
+            std: model.preprocess.std,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Parameters of each unit placement.
+    pub fn units(&self) -> &[AmosUnit] {
+        &self.units
+    }
+
+    /// Synapses per output element of each unit placement.
+    pub fn fanout(&self, unit: usize) -> &[u32] {
+        &self.fanout[unit]
+    }
+
+    /// Neurons per image over all units (K × elements), the input layer not included.
+    pub fn neurons(&self) -> u64 {
+        self.units.iter().zip(&self.fanout).map(|(u, f)| (u.k() * f.len()) as u64).sum()
+    }
+
+    /// Neurons per unit placement.
+    pub fn unit_neurons(&self) -> Vec<u64> {
+        self.units.iter().zip(&self.fanout).map(|(u, f)| (u.k() * f.len()) as u64).collect()
+    }
+
+    /// Mean synapses per spike of each unit placement.
+    pub fn unit_fanout(&self) -> Vec<f64> {
+        self.fanout
+            .iter()
+            .map(|f| f.iter().map(|&x| x as f64).sum::<f64>() / f.len().max(1) as f64)
+            .collect()
+    }
+
+    /// Neurons of the input layer: 8 per pixel channel.
+    pub fn input_neurons(&self) -> u64 {
+        INPUT_BITS * self.input_fanout.len() as u64
+    }
+
+    /// The normalised input batch `[N, C, H, W]` for HWC uint8 images.
+    pub fn normalise(&self, images: &[&[u8]]) -> Result<Tensor, EngineError> {
+        let shape = self.engine.graph().input_shape().to_vec();
+        let per: usize = shape.iter().product();
+        let plane = per / 3;
+        let mut data = vec![0.0f32; images.len() * per];
+        for (img, out) in images.iter().zip(data.chunks_mut(per.max(1))) {
+            if img.len() != per || shape.len() != 3 || shape[0] != 3 {
+                return Err(EngineError::InputShape { got: vec![img.len()], expected: shape.clone() });
+            }
+            for (i, px) in img.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = (px[c] as f32 - self.mean[c]) / self.std[c];
+                }
+            }
+        }
+        let mut full = vec![images.len()];
+        full.extend_from_slice(&shape);
+        Tensor::new(full, data).map_err(|_| EngineError::InputShape { got: vec![images.len()], expected: shape })
+    }
+
+    /// ANN mode on HWC uint8 images.
+    pub fn run_ann(&self, images: &[&[u8]]) -> Result<Tensor, EngineError> {
+        self.engine.run(self.normalise(images)?)
+    }
+
+    /// SNN mode on HWC uint8 images.
+    pub fn run_snn(&self, images: &[&[u8]]) -> Result<SnnOutput, EngineError> {
+        self.run_snn_observed(images, &mut |_, _, _| {})
+    }
+
+    /// SNN mode, calling `observe(unit, inputs, output)` after each unit ran (for checks and
+    /// debugging: the unit placement index, its batched inputs and decoded output).
+    pub fn run_snn_observed(
+        &self,
+        images: &[&[u8]],
+        observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
+    ) -> Result<SnnOutput, EngineError> {
+        let input = self.normalise(images)?;
+        let n = images.len();
+        let mut stats: Vec<ImageStats> = (0..n)
+            .map(|_| ImageStats { unit_spikes: vec![0; self.units.len()], ..Default::default() })
+            .collect();
+        // Input layer: one spike per set bit; element order of the CHW input.
+        let plane = self.input_fanout.len() / 3;
+        for (img, st) in images.iter().zip(stats.iter_mut()) {
+            for (i, px) in img.chunks_exact(3).enumerate() {
+                for (c, &v) in px.iter().enumerate() {
+                    let s = v.count_ones() as u64;
+                    st.input_spikes += s;
+                    st.input_synops += s * self.input_fanout[c * plane + i] as u64;
+                }
+            }
+        }
+        let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
+            let u = self.unit_of_node[node]?;
+            let (out, per_image) = self.run_unit(u, inputs);
+            observe(u, inputs, &out);
+            for (st, (spikes, synops)) in stats.iter_mut().zip(per_image) {
+                st.unit_spikes[u] = spikes as u32;
+                st.spikes += spikes;
+                st.synops += synops;
+            }
+            Some(out)
+        };
+        let logits = self.engine.run_with(input, &mut replace)?;
+        Ok(SnnOutput { logits, stats })
+    }
+
+    /// Evaluates placement `u` on its gate's inputs: the decoded outputs, and per image the
+    /// spikes and synaptic operations.
+    fn run_unit(&self, u: usize, inputs: &[&Tensor]) -> (Tensor, Vec<(u64, u64)>) {
+        let unit = &self.units[u];
+        let fanout = &self.fanout[u];
+        let x = inputs[0];
+        let n = x.shape()[0];
+        let per = fanout.len();
+        let mut out = vec![0.0f32; n * per];
+        // The second input of a two-input unit, broadcast to the first's shape.
+        let x2 = inputs.get(1).map(|t| broadcast_to(t, &x.shape()[1..]));
+        let per_image: Vec<(u64, u64)> = out
+            .par_chunks_mut(per.max(1))
+            .enumerate()
+            .map(|(b, dst)| {
+                let (mut spikes, mut synops) = (0u64, 0u64);
+                let src = &x.data()[b * per..(b + 1) * per];
+                for (e, (o, &xv)) in dst.iter_mut().zip(src).enumerate() {
+                    let x2v = x2.as_ref().map_or(0.0, |t| t[b * per + e]);
+                    let (z, y) = unit.eval(xv, x2v);
+                    *o = y;
+                    let s = z.count_ones() as u64;
+                    spikes += s;
+                    synops += s * fanout[e] as u64;
+                }
+                (spikes, synops)
+            })
+            .collect();
+        (Tensor::new(x.shape().to_vec(), out).unwrap_or_else(|_| crate::ops::unreachable_shape()), per_image)
+    }
+}
+
+/// `t` (`[N, …]`) broadcast to `[N, shape…]`, as a flat vector.
+fn broadcast_to(t: &Tensor, shape: &[usize]) -> Vec<f32> {
+    if &t.shape()[1..] == shape {
+        return t.data().to_vec();
+    }
+    let n = t.shape()[0];
+    let src = &t.shape()[1..];
+    let per: usize = shape.iter().product();
+    let src_per: usize = src.iter().product();
+    let map = broadcast_map(src, shape);
+    let mut out = Vec::with_capacity(n * per);
+    for b in 0..n {
+        out.extend(map.iter().map(|&i| t.data()[b * src_per + i]));
+    }
+    out
+}
+
+/// For each element of `to`, the index of the element of `from` it broadcasts from.
+fn broadcast_map(from: &[usize], to: &[usize]) -> Vec<usize> {
+    let rank = to.len();
+    let mut strides = vec![0usize; rank];
+    let mut acc = 1;
+    for (k, &d) in from.iter().enumerate().rev() {
+        let o = rank - (from.len() - k);
+        strides[o] = if d == 1 { 0 } else { acc };
+        acc *= d;
+    }
+    let total: usize = to.iter().product();
+    (0..total)
+        .map(|flat| {
+            let (mut r, mut i) = (flat, 0);
+            for d in (0..rank).rev() {
+                i += (r % to[d]) * strides[d];
+                r /= to[d];
+            }
+            i
+        })
+        .collect()
+}
+
+/// Synapses per element of each value, memoised.
+struct Fanouts<'g> {
+    graph: &'g Graph,
+    readers: Vec<Vec<usize>>,
+    memo: Vec<Option<Vec<u32>>>,
+}
+
+impl<'g> Fanouts<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        let mut readers = vec![Vec::new(); graph.values.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for &v in &n.inputs {
+                if !readers[v].contains(&i) {
+                    readers[v].push(i);
+                }
+            }
+        }
+        Fanouts { graph, readers, memo: vec![None; graph.values.len()] }
+    }
+
+    fn of_value(&mut self, v: ValueId) -> Vec<u32> {
+        if let Some(f) = &self.memo[v] {
+            return f.clone();
+        }
+        let len: usize = self.graph.values[v].shape.iter().product();
+        let mut total = vec![0u32; len];
+        for r in self.readers[v].clone() {
+            let node = &self.graph.nodes[r];
+            let per_input = self.through(r, v);
+            // A node reading the same value twice (x·x) counts both connections.
+            let times = node.inputs.iter().filter(|&&i| i == v).count() as u32;
+            for (t, f) in total.iter_mut().zip(per_input) {
+                *t = t.saturating_add(f.saturating_mul(times));
+            }
+        }
+        self.memo[v] = Some(total.clone());
+        total
+    }
+
+    /// Synapses per element of input `v` of node `r`.
+    fn through(&mut self, r: usize, v: ValueId) -> Vec<u32> {
+        let node = &self.graph.nodes[r];
+        let in_shape = self.graph.values[v].shape.clone();
+        let out_shape = self.graph.values[node.output].shape.clone();
+        let len: usize = in_shape.iter().product();
+        match &node.op {
+            Op::Conv(c) => conv_fanout(c, &in_shape, &out_shape),
+            Op::Linear(l) => vec![l.out_features() as u32; len],
+            Op::GlobalAvgPool | Op::ReduceMean(_) => vec![1; len],
+            Op::AvgPool(p) => window_fanout(&p.window, &in_shape, &out_shape),
+            Op::MaxPool(p) => window_fanout(&p.window, &in_shape, &out_shape),
+            Op::Softmax(_) => vec![0; len],
+            _ if matches!(node.op.class(), OpClass::Gate(_)) => {
+                // Another unit: one connection per element it reaches (broadcast included).
+                let map = broadcast_map(&in_shape, &out_shape);
+                let mut f = vec![0u32; len];
+                map.iter().for_each(|&i| f[i] += 1);
+                f
+            }
+            // Pass-through nodes hand each element's spikes to the readers of their output.
+            _ => {
+                let out_fan = self.of_value(node.output);
+                let map = source_map(&node.op, node, v, self.graph);
+                let mut f = vec![0u32; len];
+                for (o, src) in map.into_iter().enumerate() {
+                    if let Some(i) = src {
+                        f[i] = f[i].saturating_add(out_fan[o]);
+                    }
+                }
+                f
+            }
+        }
+    }
+}
+
+/// For each output element of a pass-through node, the element of input `v` it carries.
+fn source_map(op: &Op, node: &crate::graph::Node, v: ValueId, graph: &Graph) -> Vec<Option<usize>> {
+    let in_shape = &graph.values[v].shape;
+    let out_shape = &graph.values[node.output].shape;
+    let out_len: usize = out_shape.iter().product();
+    match op {
+        Op::Pad(p) => {
+            let mut map = vec![None; out_len];
+            let in_len: usize = in_shape.iter().product();
+            for i in 0..in_len {
+                let (mut r, mut o, mut stride) = (i, 0, 1);
+                for d in (0..in_shape.len()).rev() {
+                    o += (r % in_shape[d] + p.begin[d]) * stride;
+                    r /= in_shape[d];
+                    stride *= out_shape[d];
+                }
+                map[o] = Some(i);
+            }
+            map
+        }
+        Op::Concat(c) => {
+            let inner: usize = out_shape[c.axis + 1..].iter().product();
+            let offset: usize = node
+                .inputs
+                .iter()
+                .take_while(|&&i| i != v)
+                .map(|&i| graph.values[i].shape[c.axis])
+                .sum();
+            (0..out_len)
+                .map(|o| {
+                    let a = (o / inner) % out_shape[c.axis];
+                    let outer = o / (inner * out_shape[c.axis]);
+                    (a >= offset && a < offset + in_shape[c.axis])
+                        .then(|| (outer * in_shape[c.axis] + a - offset) * inner + o % inner)
+                })
+                .collect()
+        }
+        // Elementwise (possibly broadcasting) and reshapes keep element order.
+        _ if in_shape.iter().product::<usize>() == out_len => (0..out_len).map(Some).collect(),
+        _ => broadcast_map(in_shape, out_shape).into_iter().map(Some).collect(),
+    }
+}
+
+/// Synapses of each input element of a convolution: the output positions whose receptive
+/// field holds it, times the output channels of its group.
+fn conv_fanout(c: &crate::ops::Conv2d, in_shape: &[usize], out_shape: &[usize]) -> Vec<u32> {
+    let (h, w) = (in_shape[1], in_shape[2]);
+    let (kh, kw) = (c.weight.shape()[2], c.weight.shape()[3]);
+    let per_group = (c.out_channels() / c.groups) as u32;
+    let rows = taps(h, out_shape[1], kh, c.stride[0], c.dilation[0], c.pads[0]);
+    let cols = taps(w, out_shape[2], kw, c.stride[1], c.dilation[1], c.pads[1]);
+    let mut f = Vec::with_capacity(in_shape[0] * h * w);
+    for _ in 0..in_shape[0] {
+        for &r in &rows {
+            for &col in &cols {
+                f.push(per_group * r * col);
+            }
+        }
+    }
+    f
+}
+
+/// For each input position along one axis, how many (output, tap) pairs read it.
+fn taps(len: usize, out: usize, k: usize, stride: usize, dilation: usize, pad: usize) -> Vec<u32> {
+    let mut t = vec![0u32; len];
+    for o in 0..out {
+        for j in 0..k {
+            let i = (o * stride + j * dilation) as isize - pad as isize;
+            if i >= 0 && (i as usize) < len {
+                t[i as usize] += 1;
+            }
+        }
+    }
+    t
+}
+
+fn window_fanout(p: &crate::ops::pool::PoolWindow, in_shape: &[usize], out_shape: &[usize]) -> Vec<u32> {
+    let rows = taps(in_shape[1], out_shape[1], p.kernel[0], p.stride[0], p.dilation[0], p.pads[0]);
+    let cols = taps(in_shape[2], out_shape[2], p.kernel[1], p.stride[1], p.dilation[1], p.pads[1]);
+    let mut f = Vec::new();
+    for _ in 0..in_shape[0] {
+        for &r in &rows {
+            for &c in &cols {
+                f.push(r * c);
+            }
+        }
+    }
+    f
+}
+
+/// Checks that every placement points at a gate node of the graph.
+pub fn check_placements(model: &ConvertedModel) -> Result<(), GraphError> {
+    for (i, p) in model.units.iter().enumerate() {
+        let node = model.graph.nodes.get(p.node).ok_or_else(|| GraphError::Structure(format!("unit {i} names node #{} out of range", p.node)))?;
+        if !matches!(node.op.class(), OpClass::Gate(_)) || p.params >= model.unit_params.len() {
+            return Err(GraphError::Structure(format!("unit {i} is placed on node '{}', which is not a gate, or names missing parameters", node.name)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! SNN mode on a small hand-built network: unit outputs equal the reference unit evaluation
+//! bit for bit, and spikes and synaptic operations equal a brute-force count over every
+//! weight of the consuming layers.
+
+use amos_snn::amos::closed_form::{self, Rounding};
+use amos_snn::model::{ConversionSettings, ConvertedModel, Recipe, UnitParams, UnitPlacement};
+use amos_snn::ops::{Activation, Binary, BinaryKind, Conv2d, GateKind, Linear, Op};
+use amos_snn::simulate::SpikingNetwork;
+use amos_snn::{Graph, Tensor};
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32) -> Conv2d {
+    let n = cout * cin * k * k;
+    let weight: Vec<f32> = (0..n).map(|i| ((((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+    Conv2d {
+        weight: Tensor::new(vec![cout, cin, k, k], weight).unwrap(),
+        bias: (0..cout).map(|i| 0.1 * i as f32).collect(),
+        stride: [stride, stride],
+        dilation: [1, 1],
+        pads: [pad; 4],
+        groups: 1,
+    }
+}
+
+/// input [3,5,5] → conv1 3x3 → relu (unit 0) ─┬→ conv2 3x3/2 ─┐
+///                                           └→ conv3 1x1/2 ─┴→ add → relu (unit 1) → GAP → linear
+fn model() -> ConvertedModel {
+    let mut g = Graph::new("input", vec![3, 5, 5]);
+    let c1 = g.add_node("conv1", Op::Conv(conv(3, 3, 3, 1, 1, 1)), vec![g.input], "c1").unwrap();
+    let r1 = g.add_node("relu1", Op::Activation(Activation::Relu), vec![c1], "r1").unwrap();
+    let c2 = g.add_node("conv2", Op::Conv(conv(3, 4, 3, 2, 1, 2)), vec![r1], "c2").unwrap();
+    let c3 = g.add_node("conv3", Op::Conv(conv(3, 4, 1, 2, 0, 3)), vec![r1], "c3").unwrap();
+    let add = Op::Binary(Binary { kind: BinaryKind::Add, constant: None });
+    let s = g.add_node("add", add, vec![c2, c3], "s").unwrap();
+    let r2 = g.add_node("relu2", Op::Activation(Activation::Relu), vec![s], "r2").unwrap();
+    let p = g.add_node("gap", Op::GlobalAvgPool, vec![r2], "p").unwrap();
+    let f = g.add_node("flat", Op::Reshape(amos_snn::ops::Reshape { shape: vec![4] }), vec![p], "f").unwrap();
+    let w = Tensor::new(vec![4, 5], (0..20).map(|i| i as f32 / 10.0 - 1.0).collect()).unwrap();
+    g.add_node("fc", Op::Linear(Linear { weight: w, bias: vec![0.0; 5] }), vec![f], "out").unwrap();
+    let relu = |alpha| UnitParams {
+        unit: closed_form::relu(6, alpha, Rounding::Nearest),
+        gate: GateKind::Relu,
+        range: [0.0, alpha],
+        range2: None,
+        mse: 0.0,
+        method: "closed-form-rounding".into(),
+    };
+    ConvertedModel {
+        units: vec![
+            UnitPlacement { node: 1, gate: GateKind::Relu, params: 0 },
+            UnitPlacement { node: 5, gate: GateKind::Relu, params: 1 },
+        ],
+        unit_params: vec![relu(4.0), relu(3.0)],
+        graph: g,
+        preprocess: Recipe {
+            preset: "custom".into(),
+            resize: "none".into(),
+            resize_param: 0,
+            crop: [5, 5],
+            interp: "bilinear".into(),
+            mean: [100.0, 120.0, 140.0],
+            std: [60.0, 50.0, 40.0],
+        },
+        classes: vec![],
+        settings: ConversionSettings { k: vec![], rounding: true, calibration_images: 0, seed: 0, tool_version: "test".into() },
+        source_sha256: String::new(),
+    }
+}
+
+fn images() -> Vec<Vec<u8>> {
+    (0..3u32).map(|b| (0..75u32).map(|i| ((i * 37 + b * 101) % 256) as u8).collect()).collect()
+}
+
+/// Brute force: Σ over every weight (oc, oy, ox, ic, ky, kx) of `c` of the spikes of the input
+/// element it reads.
+fn conv_synops(c: &Conv2d, spikes: &[u32], [cin, h, w]: [usize; 3]) -> u64 {
+    let k = c.weight.shape()[2];
+    let (s, p) = (c.stride[0] as isize, c.pads[0] as isize);
+    let oh = (h as isize + 2 * p - k as isize) / s + 1;
+    let ow = (w as isize + 2 * p - k as isize) / s + 1;
+    let mut total = 0u64;
+    for _oc in 0..c.out_channels() {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ic in 0..cin {
+                    for ky in 0..k as isize {
+                        for kx in 0..k as isize {
+                            let (iy, ix) = (oy * s - p + ky, ox * s - p + kx);
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                total += spikes[ic * h * w + iy as usize * w + ix as usize] as u64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn units_match_reference_evaluation_and_synops_match_brute_force() {
+    let m = model();
+    let net = SpikingNetwork::new(&m, 2).unwrap();
+    let imgs = images();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    // Per unit and image: spikes per element, recomputed from the unit's inputs.
+    let mut recorded: Vec<Vec<Vec<u32>>> = vec![Vec::new(); 2];
+    let out = net
+        .run_snn_observed(&refs, &mut |u, inputs, output| {
+            let unit = &m.unit_params[m.units[u].params].unit;
+            let per = output.len() / 3;
+            for b in 0..3 {
+                let mut z = Vec::new();
+                for e in 0..per {
+                    let x = inputs[0].data()[b * per + e];
+                    let (spikes, y) = unit.eval(x, 0.0);
+                    assert_eq!(y.to_bits(), output.data()[b * per + e].to_bits(), "unit {u} element {e}");
+                    z.push(spikes.count_ones());
+                }
+                recorded[u].push(z);
+            }
+        })
+        .unwrap();
+    let Op::Conv(c1) = &m.graph.nodes[0].op else { unreachable!() };
+    let Op::Conv(c2) = &m.graph.nodes[2].op else { unreachable!() };
+    let Op::Conv(c3) = &m.graph.nodes[3].op else { unreachable!() };
+    for b in 0..3 {
+        let st = &out.stats[b];
+        let s0: u64 = recorded[0][b].iter().map(|&s| s as u64).sum();
+        let s1: u64 = recorded[1][b].iter().map(|&s| s as u64).sum();
+        assert_eq!(st.unit_spikes, vec![s0 as u32, s1 as u32]);
+        assert_eq!(st.spikes, s0 + s1);
+        // Unit 0 feeds conv2 and conv3; unit 1 feeds the global average (one synapse each).
+        let expected = conv_synops(c2, &recorded[0][b], [3, 5, 5]) + conv_synops(c3, &recorded[0][b], [3, 5, 5]) + s1;
+        assert_eq!(st.synops, expected, "image {b}");
+        // Input layer: the set bits of every pixel channel, into conv1.
+        let img = &imgs[b];
+        let mut bits = vec![0u32; 75];
+        for (i, px) in img.chunks(3).enumerate() {
+            for c in 0..3 {
+                bits[c * 25 + i] = px[c].count_ones();
+            }
+        }
+        assert_eq!(st.input_spikes, bits.iter().map(|&x| x as u64).sum::<u64>());
+        assert_eq!(st.input_synops, conv_synops(c1, &bits, [3, 5, 5]));
+    }
+    assert_eq!(net.neurons(), 6 * (3 * 25) + 6 * (4 * 9));
+    assert_eq!(net.input_neurons(), 8 * 75);
+}
+
+#[test]
+fn snn_with_fine_units_approaches_the_ann() {
+    // With many neurons per unit the spiking network must reproduce the ANN closely.
+    let mut m = model();
+    for p in &mut m.unit_params {
+        p.unit = closed_form::relu(20, p.range[1] * 4.0, Rounding::Nearest);
+    }
+    let net = SpikingNetwork::new(&m, 1).unwrap();
+    let imgs = images();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    let ann = net.run_ann(&refs).unwrap();
+    let snn = net.run_snn(&refs).unwrap();
+    for (a, s) in ann.data().iter().zip(snn.logits.data()) {
+        assert!((a - s).abs() < 1e-3, "ann {a} snn {s}");
+    }
+}
