@@ -5,17 +5,31 @@
 //! accuracy; it never stops the run.
 
 use amos_io::data::{Dataset, Entry, Preprocess};
+use amos_snn::simulate::SpikingNetwork;
 use amos_snn::{Engine, Tensor};
 use rayon::prelude::*;
 
 /// What evaluation produced for one image.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Prediction {
     pub image_id: String,
     pub label: Option<i32>,
-    /// Classes by decreasing score (ties: lower index first); empty when `error` is set.
+    /// ANN classes by decreasing score (ties: lower index first); empty when not run.
     pub top5: Vec<usize>,
+    /// SNN classes, likewise; empty when not run.
+    pub snn_top5: Vec<usize>,
+    /// SNN spikes (units, the input layer not included) and synaptic operations.
+    pub spikes: u64,
+    pub synops: u64,
     pub error: Option<String>,
+}
+
+/// Which networks to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Snn,
+    Ann,
+    Both,
 }
 
 /// Accuracy over the evaluated images.
@@ -76,7 +90,7 @@ pub fn evaluate(
                 Ok(_) => (top_k(rows.next().unwrap_or(&[]), 5), None),
                 Err(e) => (Vec::new(), Some(e.clone())),
             };
-            predictions.push(Prediction { image_id: entry.image_id.clone(), label: entry.label, top5, error });
+            predictions.push(Prediction { image_id: entry.image_id.clone(), label: entry.label, top5, error, ..Default::default() });
         }
         progress(predictions.len());
     }
@@ -91,26 +105,106 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// Top-1 and top-5 accuracy over the labelled, evaluated images.
-pub fn summarise(predictions: &[Prediction]) -> Summary {
+/// Runs a converted model in SNN and/or ANN mode on the dataset's images.
+pub fn evaluate_converted(
+    net: &SpikingNetwork,
+    dataset: &Dataset,
+    preprocess: &Preprocess,
+    mode: Mode,
+    options: &EvalOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Prediction>, amos_snn::EngineError> {
+    let entries = &dataset.entries[..options.limit.unwrap_or(usize::MAX).min(dataset.entries.len())];
+    let mut predictions = Vec::with_capacity(entries.len());
+    for chunk in entries.chunks(options.batch.max(1)) {
+        let decoded: Vec<Result<Vec<u8>, String>> =
+            chunk.par_iter().map(|e| preprocess.load_u8(&e.path).map_err(|err| err.to_string())).collect();
+        let ok: Vec<&[u8]> = decoded.iter().filter_map(|d| d.as_deref().ok()).collect();
+        let (mut ann, mut snn) = (Vec::new(), None);
+        if !ok.is_empty() {
+            if mode != Mode::Snn {
+                ann = net.run_ann(&ok)?.into_data();
+            }
+            if mode != Mode::Ann {
+                snn = Some(net.run_snn(&ok)?);
+            }
+        }
+        let classes = net.engine().graph().output_shape().iter().product::<usize>().max(1);
+        let mut k = 0;
+        for (entry, d) in chunk.iter().zip(&decoded) {
+            let mut p = Prediction { image_id: entry.image_id.clone(), label: entry.label, ..Default::default() };
+            match d {
+                Err(e) => p.error = Some(e.clone()),
+                Ok(_) => {
+                    if !ann.is_empty() {
+                        p.top5 = top_k(&ann[k * classes..(k + 1) * classes], 5);
+                    }
+                    if let Some(s) = &snn {
+                        p.snn_top5 = top_k(&s.logits.data()[k * classes..(k + 1) * classes], 5);
+                        p.spikes = s.stats[k].spikes;
+                        p.synops = s.stats[k].synops;
+                    }
+                    k += 1;
+                }
+            }
+            predictions.push(p);
+        }
+        progress(predictions.len());
+    }
+    Ok(predictions)
+}
+
+/// Top-1 and top-5 accuracy over the labelled, evaluated images, from `top5` (ANN) or
+/// `snn_top5` (SNN).
+pub fn summarise_by(predictions: &[Prediction], snn: bool) -> Summary {
+    let pick = |p: &Prediction| if snn { p.snn_top5.clone() } else { p.top5.clone() };
     let evaluated: Vec<&Prediction> = predictions.iter().filter(|p| p.error.is_none()).collect();
-    let labelled: Vec<(&Prediction, usize)> = evaluated
+    let labelled: Vec<(Vec<usize>, usize)> = evaluated
         .iter()
-        .filter_map(|p| p.label.and_then(|l| usize::try_from(l).ok()).map(|l| (*p, l)))
+        .filter_map(|p| p.label.and_then(|l| usize::try_from(l).ok()).map(|l| (pick(p), l)))
         .collect();
     let pct = |hits: usize| if labelled.is_empty() { 0.0 } else { 100.0 * hits as f64 / labelled.len() as f64 };
-    let top1 = labelled.iter().filter(|(p, l)| p.top5.first() == Some(l)).count();
-    let top5 = labelled.iter().filter(|(p, l)| p.top5.contains(l)).count();
+    let top1 = labelled.iter().filter(|(t, l)| t.first() == Some(l)).count();
+    let top5 = labelled.iter().filter(|(t, l)| t.contains(l)).count();
     Summary { images: evaluated.len(), errors: predictions.len() - evaluated.len(), top1: pct(top1), top5: pct(top5) }
 }
 
-/// Writes `image_id,label,ann_top1..ann_top5,error`, one row per image.
-pub fn write_predictions(path: &std::path::Path, predictions: &[Prediction]) -> Result<(), csv::Error> {
+/// ANN accuracy (see [`summarise_by`]).
+pub fn summarise(predictions: &[Prediction]) -> Summary {
+    summarise_by(predictions, false)
+}
+
+/// Percent of evaluated images whose SNN and ANN top-1 agree.
+pub fn agreement_top1(predictions: &[Prediction]) -> f64 {
+    let both: Vec<_> = predictions.iter().filter(|p| !p.top5.is_empty() && !p.snn_top5.is_empty()).collect();
+    if both.is_empty() {
+        return 0.0;
+    }
+    100.0 * both.iter().filter(|p| p.top5[0] == p.snn_top5[0]).count() as f64 / both.len() as f64
+}
+
+/// Writes `image_id,label,ann_top1..ann_top5,error` one row per image, and with `snn` also
+/// `snn_top1..snn_top5,spikes,synops` before `error`.
+pub fn write_predictions(path: &std::path::Path, predictions: &[Prediction], snn: bool) -> Result<(), csv::Error> {
     let mut out = csv::Writer::from_path(path)?;
-    out.write_record(["image_id", "label", "ann_top1", "ann_top2", "ann_top3", "ann_top4", "ann_top5", "error"])?;
+    let mut header: Vec<String> = vec!["image_id".into(), "label".into()];
+    header.extend((1..=5).map(|i| format!("ann_top{i}")));
+    if snn {
+        header.extend((1..=5).map(|i| format!("snn_top{i}")));
+        header.extend(["spikes".to_string(), "synops".to_string()]);
+    }
+    header.push("error".into());
+    out.write_record(&header)?;
+    let cols = |t: &[usize]| (0..5).map(|i| t.get(i).map(|c| c.to_string()).unwrap_or_default()).collect::<Vec<_>>();
     for p in predictions {
         let mut row = vec![p.image_id.clone(), p.label.map(|l| l.to_string()).unwrap_or_default()];
-        row.extend((0..5).map(|i| p.top5.get(i).map(|c| c.to_string()).unwrap_or_default()));
+        row.extend(cols(&p.top5));
+        if snn {
+            row.extend(cols(&p.snn_top5));
+            let ok = p.error.is_none();
+            row.push(if ok { p.spikes.to_string() } else { String::new() });
+            row.push(if ok { p.synops.to_string() } else { String::new() });
+        }
         row.push(p.error.clone().unwrap_or_default());
         out.write_record(&row)?;
     }

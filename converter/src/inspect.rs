@@ -80,3 +80,142 @@ impl std::fmt::Display for OnnxReport {
         Ok(())
     }
 }
+
+/// The report of `amos-convert inspect MODEL.amos`.
+#[derive(Debug, Serialize)]
+pub struct AmosReport {
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub ann_params: usize,
+    /// Parameters of the distinct unit parameter sets (the paper's Table 3 count).
+    pub amos_params: usize,
+    /// Unit placements (gate nodes replaced).
+    pub units: usize,
+    /// Neurons per image over all units (K × elements); the input layer is `input_neurons`.
+    pub neurons: u64,
+    pub input_neurons: u64,
+    /// Time steps along the deepest path: Σ K of the units on it.
+    pub layers: u64,
+    pub units_by_gate: BTreeMap<String, GateSummary>,
+    /// Every distinct unit: gate, K, range, method, approximation error.
+    pub unit_params: Vec<UnitSummary>,
+    pub preprocess: String,
+    pub source_sha256: String,
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GateSummary {
+    pub units: usize,
+    pub k: Vec<usize>,
+    pub neurons: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitSummary {
+    pub gate: String,
+    pub k: usize,
+    pub params: usize,
+    pub range: [f32; 2],
+    pub range2: Option<[f32; 2]>,
+    pub method: String,
+    pub mse: f32,
+    pub placements: usize,
+}
+
+pub fn amos_report(model: &amos_snn::model::ConvertedModel, net: &amos_snn::simulate::SpikingNetwork) -> AmosReport {
+    let g = &model.graph;
+    let neurons_per_unit = net.unit_neurons();
+    let mut by_gate: BTreeMap<String, GateSummary> = BTreeMap::new();
+    for (p, n) in model.units.iter().zip(&neurons_per_unit) {
+        let k = model.unit_params[p.params].unit.k();
+        let e = by_gate.entry(p.gate.name().to_string()).or_insert(GateSummary { units: 0, k: Vec::new(), neurons: 0 });
+        e.units += 1;
+        e.neurons += n;
+        if !e.k.contains(&k) {
+            e.k.push(k);
+        }
+    }
+    let unit_params = model
+        .unit_params
+        .iter()
+        .enumerate()
+        .map(|(i, u)| UnitSummary {
+            gate: u.gate.name().to_string(),
+            k: u.unit.k(),
+            params: u.unit.param_count(),
+            range: u.range,
+            range2: u.range2,
+            method: u.method.clone(),
+            mse: u.mse,
+            placements: model.units.iter().filter(|p| p.params == i).count(),
+        })
+        .collect();
+    let r = &model.preprocess;
+    let s = &model.settings;
+    let mut settings = BTreeMap::new();
+    settings.insert("k".into(), s.k.iter().map(|(g, k)| format!("{g}={k}")).collect::<Vec<_>>().join(","));
+    settings.insert("rounding".into(), s.rounding.to_string());
+    settings.insert("calibration_images".into(), s.calibration_images.to_string());
+    settings.insert("seed".into(), s.seed.to_string());
+    settings.insert("tool_version".into(), s.tool_version.clone());
+    AmosReport {
+        input_shape: g.input_shape().to_vec(),
+        output_shape: g.output_shape().to_vec(),
+        ann_params: g.param_count(),
+        amos_params: model.unit_params.iter().map(|u| u.unit.param_count()).sum(),
+        units: model.units.len(),
+        neurons: net.neurons(),
+        input_neurons: net.input_neurons(),
+        layers: layers(model),
+        units_by_gate: by_gate,
+        unit_params,
+        preprocess: format!(
+            "{} (resize {} {}, crop {}x{}, {}, mean {:?}, std {:?})",
+            r.preset, r.resize, r.resize_param, r.crop[0], r.crop[1], r.interp, r.mean, r.std
+        ),
+        source_sha256: model.source_sha256.clone(),
+        settings,
+    }
+}
+
+/// Time steps along the deepest path of the converted network: each unit takes K steps
+/// (its neurons fire in turn); linear layers add none.
+pub fn layers(model: &amos_snn::model::ConvertedModel) -> u64 {
+    let g = &model.graph;
+    let mut k_of_node = vec![0u64; g.nodes.len()];
+    for p in &model.units {
+        k_of_node[p.node] = model.unit_params[p.params].unit.k() as u64;
+    }
+    let mut depth = vec![0u64; g.values.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        let d = n.inputs.iter().map(|&v| depth[v]).max().unwrap_or(0);
+        depth[n.output] = d + k_of_node[i];
+    }
+    depth[g.output]
+}
+
+impl std::fmt::Display for AmosReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims = |d: &[usize]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+        writeln!(f, "input           [N, {}]   output [N, {}]", dims(&self.input_shape), dims(&self.output_shape))?;
+        writeln!(f, "preprocessing   {}", self.preprocess)?;
+        writeln!(f, "source sha256   {}", self.source_sha256)?;
+        writeln!(f, "ANN parameters  {}", self.ann_params)?;
+        writeln!(f, "AMOS parameters {}", self.amos_params)?;
+        writeln!(f, "units           {}", self.units)?;
+        writeln!(f, "neurons/image   {} (+ {} input neurons)", self.neurons, self.input_neurons)?;
+        writeln!(f, "layers          {} time steps on the deepest path", self.layers)?;
+        writeln!(f, "\n{:<14} {:>6} {:>6} {:>14}", "gate", "units", "K", "neurons/image")?;
+        for (gate, s) in &self.units_by_gate {
+            let ks = s.k.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+            writeln!(f, "{gate:<14} {:>6} {ks:>6} {:>14}", s.units, s.neurons)?;
+        }
+        writeln!(f, "\n{:<14} {:>4} {:>7} {:>24} {:<22} {:>10} {:>6}", "unit", "K", "params", "range", "method", "mse", "used")?;
+        for u in &self.unit_params {
+            let range = format!("[{:.3}, {:.3}]", u.range[0], u.range[1]);
+            writeln!(f, "{:<14} {:>4} {:>7} {range:>24} {:<22} {:>10.3e} {:>6}", u.gate, u.k, u.params, u.method, u.mse, u.placements)?;
+        }
+        Ok(())
+    }
+}

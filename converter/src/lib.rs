@@ -1,9 +1,26 @@
-//! `amos-converter`: ONNX import and the library behind `amos-convert`.
+//! `amos-converter`: ONNX import, calibration, conversion, and the library behind
+//! `amos-convert`.
 //!
 //! - [`onnx`]: ONNX → [`amos_snn::Graph`], operators by family, constants folded.
-//! - [`inspect`]: what a model holds and which nodes conversion replaces.
-//! - [`eval`]: single-process evaluation of a model on a dataset.
+//! - [`calibrate`]: what each gate sees on real images.
+//! - [`convert`]: an AMOS unit for every gate.
+//! - [`eval`]: single-process evaluation in ANN and SNN mode.
+//! - [`inspect`]: what a model holds.
 
+pub mod calibrate;
+pub mod convert;
+pub mod error;
 pub mod eval;
 pub mod inspect;
 pub mod onnx;
+pub mod plot;
+pub mod recipe;
+
+pub use error::ConvertError;
+
+/// Whether `bytes` start like an `.amos` model file.
+pub fn is_amos_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x89AMOS\r\n\x1a"
+}

@@ -1,12 +1,18 @@
-//! `amos-convert`: inspect and evaluate image classifiers (ONNX), on the way to AMOS spiking
-//! networks. A thin layer over the `amos_converter` library: parse arguments, call, report.
+//! `amos-convert`: convert image classifiers (ONNX) to AMOS spiking networks, inspect and
+//! evaluate them. A thin layer over the `amos_converter` library: parse arguments, call,
+//! report.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amos_converter::eval::{self, EvalOptions};
-use amos_converter::inspect::onnx_report;
+use amos_converter::calibrate::calibrate;
+use amos_converter::convert::{ConvertOptions, ModelInfo, convert};
+use amos_converter::eval::{self, EvalOptions, Mode};
+use amos_converter::inspect::{amos_report, onnx_report};
 use amos_converter::onnx::import_file;
+use amos_converter::{is_amos_file, recipe};
+use amos_snn::model_file;
+use amos_snn::simulate::SpikingNetwork;
 use amos_io::data::{Dataset, Preprocess, PreprocessFlags};
 use amos_snn::Engine;
 use anyhow::{Context, Result, bail};
@@ -23,28 +29,82 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Operators, parameter count and the gates conversion will replace.
+    /// Convert an ONNX model to an AMOS spiking network (a `.amos` model file).
+    Convert(ConvertArgs),
+    /// What a model holds: for ONNX, operators, parameters and the gates conversion replaces;
+    /// for `.amos`, units, neurons, layers and approximation errors.
     Inspect {
-        /// An ONNX model.
+        /// An ONNX or `.amos` model.
         model: PathBuf,
-        /// Print JSON (keys: ann_params, ops, gates, gate_nodes, onnx_ops, …).
+        /// Print JSON (ONNX keys: ann_params, ops, gates, gate_nodes, onnx_ops; `.amos` keys:
+        /// ann_params, amos_params, units, neurons, layers, units_by_gate, unit_params).
         #[arg(long)]
         json: bool,
     },
-    /// Top-1/top-5 accuracy of the model on a labelled image dataset (ANN mode).
+    /// Top-1/top-5 accuracy on a labelled image dataset: ANN mode for ONNX models, SNN and/or
+    /// ANN mode for `.amos` models.
     Eval(EvalArgs),
+    /// Pictures of every unit against its gate (PNG), and the spikes per unit for one image.
+    Plot {
+        /// A `.amos` model.
+        model: PathBuf,
+        /// Folder for the pictures.
+        #[arg(long)]
+        out: PathBuf,
+        /// An image for the spikes-per-unit chart (preprocessed with the model's recipe).
+        #[arg(long)]
+        image: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Output model file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Preprocessing recipe stored in the model: efficientnet-lite, torchvision or cifar.
+    #[arg(long)]
+    preset: String,
+    /// Calibration images (a dataset folder) for unit ranges and fitting samples.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// How many calibration images to use (the first N, sorted).
+    #[arg(long, default_value_t = 256)]
+    calibration_images: usize,
+    /// Neurons per unit, e.g. `relu6=8,swish=16` (defaults: relu 10, relu6 10, sigmoid 8,
+    /// swish 12, mul 40, hard_swish 12, hard_sigmoid 8, tanh 8, gelu 12, clip 10, erf 8).
+    #[arg(long)]
+    k: Option<String>,
+    /// Closed-form units truncate as in the paper (default: round to the nearest level).
+    #[arg(long)]
+    truncate: bool,
+    /// Seed of every random choice in fitting.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Synset list naming the ImageFolder classes of the calibration data.
+    #[arg(long)]
+    synsets: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(clap::Args)]
 struct EvalArgs {
-    /// An ONNX model.
+    /// An ONNX or `.amos` model.
     model: PathBuf,
     /// Dataset folder: ImageFolder (ROOT/<wnid>/<image>) or a CSV manifest (labels.csv: file,label).
     #[arg(long)]
     data: PathBuf,
-    /// Preprocessing recipe: efficientnet-lite, torchvision or cifar.
+    /// Preprocessing recipe: efficientnet-lite, torchvision or cifar (default for `.amos`:
+    /// the recipe stored in the model).
     #[arg(long)]
     preset: Option<String>,
+    /// `.amos` models: run the spiking network, the ANN, or both (for agreement).
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
     /// Synset list (`<wnid> <name>` per line) giving ImageFolder class indices; default ImageNet-1k.
     #[arg(long)]
     synsets: Option<PathBuf>,
@@ -72,10 +132,11 @@ struct EvalArgs {
     /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Write one CSV row per image: image_id,label,ann_top1..ann_top5,error.
+    /// Write one CSV row per image: image_id,label,ann_top1..ann_top5[,snn_top1..snn_top5,spikes,synops],error.
     #[arg(long)]
     predictions: Option<PathBuf>,
-    /// Print JSON (keys: images, ann_top1, ann_top5, errors, seconds).
+    /// Print JSON (keys: images, ann_top1, ann_top5, errors, seconds; `.amos` adds snn_top1,
+    /// snn_top5, agreement_top1, mean_spikes, mean_synops, neurons).
     #[arg(long)]
     json: bool,
 }
@@ -93,8 +154,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Convert(args) => convert_model(args),
+        Command::Inspect { model, json } if is_amos_file(&model) => inspect_amos(&model, json),
         Command::Inspect { model, json } => inspect(&model, json),
+        Command::Eval(args) if is_amos_file(&args.model) => evaluate_amos(args),
         Command::Eval(args) => evaluate(args),
+        Command::Plot { model, out, image } => plot(&model, &out, image.as_deref()),
     }
 }
 
@@ -110,6 +175,163 @@ fn inspect(model: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn progress_bar(len: usize, hidden: bool, what: &str) -> ProgressBar {
+    let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new(len as u64) };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  ETA {{eta}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn preprocess_flags(args: &EvalArgs) -> PreprocessFlags {
+    PreprocessFlags {
+        resize: args.resize,
+        crop: args.crop,
+        interp: args.interp.clone(),
+        mean: args.mean.clone(),
+        std: args.std.clone(),
+    }
+}
+
+fn convert_model(args: ConvertArgs) -> Result<()> {
+    let start = Instant::now();
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let sha = sha256_hex(&bytes);
+    let imported = import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let input = imported.graph.input_shape().to_vec();
+    let [3, h, w] = input[..] else {
+        bail!("{}: input [N, {input:?}] is not an [N, 3, H, W] image batch", args.model.display());
+    };
+    let preprocess = Preprocess::preset(&args.preset, (h as u32, w as u32))?;
+    let mut options = ConvertOptions { rounding: !args.truncate, seed: args.seed, ..Default::default() };
+    if let Some(spec) = &args.k {
+        options.set_k(spec)?;
+    }
+    let engine = Engine::new(imported.graph.clone(), args.threads)?;
+    let (calibration, classes) = match &args.calibration {
+        Some(dir) => {
+            let dataset = Dataset::open(dir, args.synsets.as_deref())?;
+            let n = args.calibration_images.min(dataset.entries.len());
+            let bar = progress_bar(n, false, "calibration images");
+            let cal = calibrate(&engine, &dataset, &preprocess, n, 16, |d| bar.set_position(d as u64))?;
+            bar.finish_and_clear();
+            (Some(cal), dataset.classes.clone())
+        }
+        None => (None, Vec::new()),
+    };
+    let info = ModelInfo { recipe: recipe::to_recipe(&args.preset, &preprocess), classes, source_sha256: sha };
+    let model = convert(imported.graph, calibration.as_ref(), &options, info, |gate| tracing::info!(gate, "building unit"))?;
+    model_file::write_file(&args.output, &model).with_context(|| format!("writing {}", args.output.display()))?;
+    let net = SpikingNetwork::new(&model, args.threads)?;
+    let report = amos_report(&model, &net);
+    println!("converted {} -> {} in {:.1} s", args.model.display(), args.output.display(), start.elapsed().as_secs_f64());
+    print!("{report}");
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn inspect_amos(path: &Path, json: bool) -> Result<()> {
+    let model = model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
+    let net = SpikingNetwork::new(&model, 1)?;
+    let report = amos_report(&model, &net);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("model           {}", path.display());
+        print!("{report}");
+    }
+    Ok(())
+}
+
+fn evaluate_amos(args: EvalArgs) -> Result<()> {
+    let model = model_file::read_file(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let stored = recipe::from_recipe(&model.preprocess)?;
+    let flags = preprocess_flags(&args);
+    let preprocess = match &args.preset {
+        Some(preset) => Preprocess::from_flags(preset, stored.crop, &flags)?,
+        None if flags == PreprocessFlags::default() => stored,
+        None => bail!("give --preset along with explicit preprocessing flags"),
+    };
+    let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
+    let net = SpikingNetwork::new(&model, args.threads)?;
+    let total = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
+    let bar = progress_bar(total, args.json, "images");
+    let start = Instant::now();
+    let options = EvalOptions { batch: args.batch, limit: args.limit };
+    let predictions = eval::evaluate_converted(&net, &dataset, &preprocess, args.mode, &options, |d| bar.set_position(d as u64))?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let ann = (args.mode != Mode::Snn).then(|| eval::summarise_by(&predictions, false));
+    let snn = (args.mode != Mode::Ann).then(|| eval::summarise_by(&predictions, true));
+    let evaluated: Vec<_> = predictions.iter().filter(|p| p.error.is_none()).collect();
+    let mean = |f: fn(&eval::Prediction) -> u64| evaluated.iter().map(|p| f(p) as f64).sum::<f64>() / evaluated.len().max(1) as f64;
+    let (mean_spikes, mean_synops) = (mean(|p| p.spikes), mean(|p| p.synops));
+    let agreement = (args.mode == Mode::Both).then(|| eval::agreement_top1(&predictions));
+    if let Some(path) = &args.predictions {
+        eval::write_predictions(path, &predictions, args.mode != Mode::Ann).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let images = evaluated.len();
+    if args.json {
+        let out = json!({
+            "images": images,
+            "errors": predictions.len() - images,
+            "snn_top1": snn.as_ref().map(|s| s.top1),
+            "snn_top5": snn.as_ref().map(|s| s.top5),
+            "ann_top1": ann.as_ref().map(|s| s.top1),
+            "ann_top5": ann.as_ref().map(|s| s.top5),
+            "agreement_top1": agreement,
+            "mean_spikes": snn.as_ref().map(|_| mean_spikes),
+            "mean_synops": snn.as_ref().map(|_| mean_synops),
+            "neurons": net.neurons(),
+            "input_neurons": net.input_neurons(),
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("images        {images} ({} could not be read)", predictions.len() - images);
+        if let Some(s) = &snn {
+            println!("SNN top-1     {:.2}%   top-5 {:.2}%", s.top1, s.top5);
+        }
+        if let Some(s) = &ann {
+            println!("ANN top-1     {:.2}%   top-5 {:.2}%", s.top1, s.top5);
+        }
+        if let Some(a) = agreement {
+            println!("agreement     {a:.2}% of images have the same top-1");
+        }
+        if snn.is_some() {
+            println!("spikes/image  {mean_spikes:.0}   synops/image {mean_synops:.0}   neurons {}", net.neurons());
+        }
+        println!("time          {seconds:.1} s ({:.1} images/s)", images as f64 / seconds.max(1e-9));
+    }
+    Ok(())
+}
+
+fn plot(path: &Path, out: &Path, image: Option<&Path>) -> Result<()> {
+    let model = model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
+    for file in amos_converter::plot::plot_units(&model, out)? {
+        println!("wrote {}", file.display());
+    }
+    match image {
+        Some(img) => {
+            let preprocess = recipe::from_recipe(&model.preprocess)?;
+            let pixels = preprocess.load_u8(img)?;
+            let net = SpikingNetwork::new(&model, 0)?;
+            let run = net.run_snn(&[pixels.as_slice()])?;
+            let file = out.join("spikes-per-unit.png");
+            let stats = run.stats.first().context("no statistics for the image")?;
+            amos_converter::plot::plot_spikes(&model, &stats.unit_spikes, &img.display().to_string(), &file)?;
+            println!("wrote {}", file.display());
+        }
+        None => println!("(give --image FILE for the chart of spikes per unit)"),
+    }
+    Ok(())
+}
+
 fn evaluate(args: EvalArgs) -> Result<()> {
     let imported = import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
     let input = imported.graph.input_shape().to_vec();
@@ -119,7 +341,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     let Some(preset) = args.preset.as_deref() else {
         bail!("--preset is required for an ONNX model (efficientnet-lite, torchvision or cifar): ONNX files do not record their preprocessing");
     };
-    let flags = PreprocessFlags { resize: args.resize, crop: args.crop, interp: args.interp, mean: args.mean, std: args.std };
+    let flags = preprocess_flags(&args);
     let preprocess = Preprocess::from_flags(preset, (h as u32, w as u32), &flags)?;
     if preprocess.chw_len() != 3 * h * w {
         bail!("the preprocessing produces {} values per image; the model takes 3×{h}×{w}", preprocess.chw_len());
@@ -127,11 +349,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
     let engine = Engine::new(imported.graph, args.threads)?;
     let total = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(total, args.json, "images");
     let start = Instant::now();
     let options = EvalOptions { batch: args.batch, limit: args.limit };
     let predictions = eval::evaluate(&engine, &dataset, &preprocess, &options, |done| bar.set_position(done as u64))?;
@@ -142,7 +360,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         tracing::warn!(image = %p.image_id, error = p.error.as_deref().unwrap_or(""), "image skipped");
     }
     if let Some(path) = &args.predictions {
-        eval::write_predictions(path, &predictions).with_context(|| format!("writing {}", path.display()))?;
+        eval::write_predictions(path, &predictions, false).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
         let out = json!({

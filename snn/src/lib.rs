@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod model_file;
 pub mod ops;
 pub mod passes;
 pub mod simulate;

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::amos::AmosUnit;
+use crate::amos::{AmosUnit, UnitKernel};
 use crate::engine::Engine;
 use crate::error::{EngineError, GraphError};
 use crate::graph::{Graph, ValueId};
@@ -57,6 +57,8 @@ pub struct SpikingNetwork {
     unit_of_node: Vec<Option<usize>>,
     /// Parameters of each placement.
     units: Vec<AmosUnit>,
+    /// The same, prepared for evaluation.
+    kernels: Vec<UnitKernel>,
     /// Synapses per output element of each placement.
     fanout: Vec<Vec<u32>>,
     /// Synapses per input element.
@@ -81,6 +83,7 @@ impl SpikingNetwork {
         Ok(SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
+            kernels: units.iter().cloned().map(UnitKernel::new).collect(),
             units,
             fanout,
             input_fanout,
@@ -198,7 +201,7 @@ impl SpikingNetwork {
     /// Evaluates placement `u` on its gate's inputs: the decoded outputs, and per image the
     /// spikes and synaptic operations.
     fn run_unit(&self, u: usize, inputs: &[&Tensor]) -> (Tensor, Vec<(u64, u64)>) {
-        let unit = &self.units[u];
+        let unit = &self.kernels[u];
         let fanout = &self.fanout[u];
         let x = inputs[0];
         let n = x.shape()[0];
@@ -210,16 +213,16 @@ impl SpikingNetwork {
             .par_chunks_mut(per.max(1))
             .enumerate()
             .map(|(b, dst)| {
-                let (mut spikes, mut synops) = (0u64, 0u64);
                 let src = &x.data()[b * per..(b + 1) * per];
-                for (e, (o, &xv)) in dst.iter_mut().zip(src).enumerate() {
-                    let x2v = x2.as_ref().map_or(0.0, |t| t[b * per + e]);
-                    let (z, y) = unit.eval(xv, x2v);
-                    *o = y;
-                    let s = z.count_ones() as u64;
-                    spikes += s;
-                    synops += s * fanout[e] as u64;
-                }
+                let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
+                let mut z = vec![0u64; per];
+                unit.eval_many(src, src2, dst, &mut z);
+                let spikes = z.iter().map(|s| s.count_ones() as u64).sum();
+                let synops = z
+                    .iter()
+                    .zip(fanout)
+                    .map(|(s, &f)| s.count_ones() as u64 * f as u64)
+                    .sum();
                 (spikes, synops)
             })
             .collect();

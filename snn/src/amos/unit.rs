@@ -136,6 +136,107 @@ impl AmosUnit {
     }
 }
 
+/// A unit prepared for evaluating many inputs, with a fast path for units whose inhibition
+/// does not depend on the receiving neuron (h_ij = h_j, and one input weight c for all
+/// neurons), as the closed forms are: their potential is one running residual
+/// `r = c·x − Σ h_j` over the neurons fired so far, so a unit costs O(K) instead of O(K²).
+/// The floating-point operations are the same, in the same order, as [`AmosUnit::spikes`],
+/// so the spikes are bit-identical.
+#[derive(Clone, Debug)]
+pub struct UnitKernel {
+    unit: AmosUnit,
+    /// `h_j` when every row of h agrees on column j and all c_i are equal.
+    residual: Option<(f32, Vec<f32>)>,
+}
+
+impl UnitKernel {
+    pub fn new(unit: AmosUnit) -> Self {
+        let k = unit.k();
+        let same_c =
+            unit.c2.is_none() && unit.c.iter().all(|&c| c.to_bits() == unit.c[0].to_bits());
+        let column =
+            |j: usize| ((j + 1)..k).all(|i| unit.h(i, j).to_bits() == unit.h(j + 1, j).to_bits());
+        let residual = (same_c && k > 0 && (0..k.saturating_sub(1)).all(column)).then(|| {
+            let h = (0..k)
+                .map(|j| if j + 1 < k { unit.h(j + 1, j) } else { 0.0 })
+                .collect();
+            (unit.c[0], h)
+        });
+        UnitKernel { unit, residual }
+    }
+
+    pub fn unit(&self) -> &AmosUnit {
+        &self.unit
+    }
+
+    /// [`UnitKernel::eval`] over many inputs: `y[e]`, `z[e]` for `x[e]` (and `x2[e]`).
+    ///
+    /// The residual form runs branch-free over blocks of elements (a select instead of a
+    /// branch per neuron, which the compiler vectorises); selects keep every floating-point
+    /// operation of the scalar definition, so results are bit-identical.
+    pub fn eval_many(&self, x: &[f32], x2: Option<&[f32]>, y: &mut [f32], z: &mut [u64]) {
+        const BLOCK: usize = 16;
+        let Some((c, h)) = &self.residual else {
+            for e in 0..x.len() {
+                let (s, v) = self.unit.eval(x[e], x2.map_or(0.0, |x2| x2[e]));
+                z[e] = s;
+                y[e] = v;
+            }
+            return;
+        };
+        let (t, d, o) = (&self.unit.t, &self.unit.d, self.unit.o);
+        for ((xs, ys), zs) in x
+            .chunks(BLOCK)
+            .zip(y.chunks_mut(BLOCK))
+            .zip(z.chunks_mut(BLOCK))
+        {
+            let n = xs.len();
+            let mut r = [0.0f32; BLOCK];
+            let mut bits = [0u64; BLOCK];
+            let mut acc = [0.0f32; BLOCK];
+            for e in 0..n {
+                r[e] = c * xs[e];
+            }
+            for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
+                for e in 0..BLOCK {
+                    let fire = r[e] - ti >= 0.0;
+                    bits[e] |= (fire as u64) << i;
+                    r[e] = if fire { r[e] - hi } else { r[e] };
+                }
+            }
+            for (i, &di) in d.iter().enumerate() {
+                for e in 0..BLOCK {
+                    let fired = (bits[e] >> i) & 1 == 1;
+                    acc[e] = if fired { acc[e] + di } else { acc[e] };
+                }
+            }
+            for e in 0..n {
+                zs[e] = bits[e];
+                ys[e] = o + acc[e];
+            }
+        }
+    }
+
+    /// Same as [`AmosUnit::eval`].
+    #[inline]
+    pub fn eval(&self, x: f32, x2: f32) -> (u64, f32) {
+        match &self.residual {
+            Some((c, h)) => {
+                let mut r = c * x;
+                let mut z = 0u64;
+                for (i, (t, hj)) in self.unit.t.iter().zip(h).enumerate() {
+                    if r - t >= 0.0 {
+                        z |= 1 << i;
+                        r -= hj;
+                    }
+                }
+                (z, self.unit.decode(z))
+            }
+            None => self.unit.eval(x, x2),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +251,29 @@ mod tests {
         assert_eq!(count(10, false), 75); // ReLU
         assert_eq!(count(12, false), 102); // swish
         assert_eq!(count(40, true), 940); // two-input multiplication
+    }
+
+    #[test]
+    fn kernel_fast_path_is_bit_identical() {
+        use crate::amos::closed_form::{self, Rounding};
+        for unit in [
+            closed_form::relu6(10, Rounding::Nearest),
+            closed_form::relu6(7, Rounding::Truncate),
+            closed_form::identity(12, -3.3, 4.1, Rounding::Nearest),
+        ] {
+            let kernel = UnitKernel::new(unit.clone());
+            assert!(kernel.residual.is_some());
+            let xs: Vec<f32> = (0..200_003)
+                .map(|i| -8.0 + i as f32 * 1e-4 * 0.77)
+                .collect();
+            let (mut ys, mut zs) = (vec![0.0; xs.len()], vec![0; xs.len()]);
+            kernel.eval_many(&xs, None, &mut ys, &mut zs);
+            for (e, &x) in xs.iter().enumerate() {
+                let (a, b) = (kernel.eval(x, 0.0), unit.eval(x, 0.0));
+                assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "x = {x}");
+                assert_eq!((zs[e], ys[e].to_bits()), (b.0, b.1.to_bits()), "x = {x}");
+            }
+        }
     }
 
     #[test]
