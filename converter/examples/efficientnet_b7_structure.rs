@@ -19,7 +19,11 @@ use amos_snn::{Graph, Tensor, ValueId};
 /// torchvision's `_make_divisible(v, 8)`.
 fn make_divisible(v: f64) -> usize {
     let new_v = (8usize).max(((v + 4.0) as usize) / 8 * 8);
-    if (new_v as f64) < 0.9 * v { new_v + 8 } else { new_v }
+    if (new_v as f64) < 0.9 * v {
+        new_v + 8
+    } else {
+        new_v
+    }
 }
 
 struct Builder {
@@ -47,7 +51,9 @@ impl Builder {
     fn node(&mut self, op: Op, inputs: Vec<ValueId>) -> ValueId {
         self.n += 1;
         let name = format!("n{}", self.n);
-        self.g.add_node(&name, op, inputs, &name).expect("valid B7 structure")
+        self.g
+            .add_node(&name, op, inputs, &name)
+            .expect("valid B7 structure")
     }
 
     fn conv(&mut self, x: ValueId, cout: usize, k: usize, stride: usize, groups: usize) -> ValueId {
@@ -69,7 +75,14 @@ impl Builder {
         self.node(Op::Activation(Activation::Swish), vec![x])
     }
 
-    fn mbconv(&mut self, x: ValueId, expand: usize, k: usize, stride: usize, cout: usize) -> ValueId {
+    fn mbconv(
+        &mut self,
+        x: ValueId,
+        expand: usize,
+        k: usize,
+        stride: usize,
+        cout: usize,
+    ) -> ValueId {
         let cin = self.g.values[x].shape[0];
         let expanded = make_divisible((cin * expand) as f64);
         let mut h = x;
@@ -86,10 +99,22 @@ impl Builder {
         let s = self.swish(s);
         let e = self.conv(s, expanded, 1, 1, 1);
         let e = self.node(Op::Activation(Activation::Sigmoid), vec![e]);
-        h = self.node(Op::Binary(Binary { kind: BinaryKind::Mul, constant: None }), vec![h, e]);
+        h = self.node(
+            Op::Binary(Binary {
+                kind: BinaryKind::Mul,
+                constant: None,
+            }),
+            vec![h, e],
+        );
         h = self.conv(h, cout, 1, 1, 1);
         if stride == 1 && cin == cout {
-            h = self.node(Op::Binary(Binary { kind: BinaryKind::Add, constant: None }), vec![h, x]);
+            h = self.node(
+                Op::Binary(Binary {
+                    kind: BinaryKind::Add,
+                    constant: None,
+                }),
+                vec![h, x],
+            );
         }
         h
     }
@@ -97,13 +122,25 @@ impl Builder {
 
 fn main() -> anyhow::Result<()> {
     let (width, depth, resolution) = (2.0f64, 3.1f64, 600usize);
-    let mut b = Builder { g: Graph::new("input", vec![3, resolution, resolution]), seed: 7, n: 0 };
+    let mut b = Builder {
+        g: Graph::new("input", vec![3, resolution, resolution]),
+        seed: 7,
+        n: 0,
+    };
     let ch = |c: usize| make_divisible(c as f64 * width);
     let mut x = b.g.input;
     x = b.conv(x, ch(32), 3, 2, 1);
     x = b.swish(x);
     // (expand ratio, kernel, stride, in, out, layers) of torchvision's EfficientNet-B0 table.
-    let stages = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)];
+    let stages = [
+        (1, 3, 1, 32, 16, 1),
+        (6, 3, 2, 16, 24, 2),
+        (6, 5, 2, 24, 40, 2),
+        (6, 3, 2, 40, 80, 3),
+        (6, 5, 1, 80, 112, 3),
+        (6, 5, 2, 112, 192, 4),
+        (6, 3, 1, 192, 320, 1),
+    ];
     let mut blocks = 0;
     for (expand, k, stride, _cin, cout, layers) in stages {
         let layers = (layers as f64 * depth).ceil() as usize;
@@ -118,9 +155,18 @@ fn main() -> anyhow::Result<()> {
     let c = b.g.values[x].shape[0];
     x = b.node(Op::Reshape(Reshape { shape: vec![c] }), vec![x]);
     let w = b.weights(c * 1000, c);
-    b.node(Op::Linear(Linear { weight: Tensor::new(vec![c, 1000], w)?, bias: vec![0.0; 1000] }), vec![x]);
+    b.node(
+        Op::Linear(Linear {
+            weight: Tensor::new(vec![c, 1000], w)?,
+            bias: vec![0.0; 1000],
+        }),
+        vec![x],
+    );
     let graph = b.g;
-    println!("EfficientNet-B7 (torchvision structure, {resolution}x{resolution}): {blocks} MBConv blocks, {} ANN parameters", graph.param_count());
+    println!(
+        "EfficientNet-B7 (torchvision structure, {resolution}x{resolution}): {blocks} MBConv blocks, {} ANN parameters",
+        graph.param_count()
+    );
 
     let recipe = Recipe {
         preset: "torchvision".into(),
@@ -131,8 +177,14 @@ fn main() -> anyhow::Result<()> {
         mean: [123.675, 116.28, 103.53],
         std: [58.395, 57.12, 57.375],
     };
-    let info = ModelInfo { recipe, classes: Vec::new(), source_sha256: String::new() };
-    let model = convert(graph, None, &ConvertOptions::default(), info, |g| eprintln!("fitting {g}"))?;
+    let info = ModelInfo {
+        recipe,
+        classes: Vec::new(),
+        source_sha256: String::new(),
+    };
+    let model = convert(graph, None, &ConvertOptions::default(), info, |g| {
+        eprintln!("fitting {g}")
+    })?;
     let net = SpikingNetwork::new(&model, 0)?;
     let report = amos_report(&model, &net);
     print!("{report}");

@@ -49,13 +49,22 @@ pub fn calibrate(
         .iter()
         .enumerate()
         .filter_map(|(i, n)| match n.op.class() {
-            OpClass::Gate(g) => Some(GateSamples { node: i, gate: Some(g), min: f32::INFINITY, max: f32::NEG_INFINITY, ..Default::default() }),
+            OpClass::Gate(g) => Some(GateSamples {
+                node: i,
+                gate: Some(g),
+                min: f32::INFINITY,
+                max: f32::NEG_INFINITY,
+                ..Default::default()
+            }),
             _ => None,
         })
         .collect();
     let slot: Vec<Option<usize>> = {
         let mut s = vec![None; graph.nodes.len()];
-        gates.iter().enumerate().for_each(|(k, g)| s[g.node] = Some(k));
+        gates
+            .iter()
+            .enumerate()
+            .for_each(|(k, g)| s[g.node] = Some(k));
         s
     };
     let entries = &dataset.entries[..images.min(dataset.entries.len())];
@@ -78,7 +87,10 @@ pub fn calibrate(
         done += chunk.len();
         progress(done);
     }
-    Ok(Calibration { images: done, gates })
+    Ok(Calibration {
+        images: done,
+        gates,
+    })
 }
 
 fn record_gate(g: &mut GateSamples, inputs: &[&Tensor]) {
@@ -96,7 +108,11 @@ fn record_gate(g: &mut GateSamples, inputs: &[&Tensor]) {
             g.x.push(x.data()[b * per + e]);
             if let Some((t, per2)) = second {
                 // Broadcast [C,1,1] against [C,H,W]: the channel of element e.
-                let idx = if per2 == per { e } else { e / (per / per2.max(1)).max(1) };
+                let idx = if per2 == per {
+                    e
+                } else {
+                    e / (per / per2.max(1)).max(1)
+                };
                 g.x2.push(t.data()[b * per2 + idx.min(per2 - 1)]);
             }
         }

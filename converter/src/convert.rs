@@ -66,7 +66,11 @@ pub struct ConvertOptions {
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions { k: GATES.iter().map(|&g| (g, default_k(g))).collect(), rounding: true, seed: 0 }
+        ConvertOptions {
+            k: GATES.iter().map(|&g| (g, default_k(g))).collect(),
+            rounding: true,
+            seed: 0,
+        }
     }
 }
 
@@ -74,25 +78,44 @@ impl ConvertOptions {
     /// Applies `--k GATE=K,...` overrides.
     pub fn set_k(&mut self, spec: &str) -> Result<(), ConvertError> {
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, k) = part.split_once('=').ok_or_else(|| ConvertError::Settings(format!("--k entry '{part}' is not GATE=K")))?;
+            let (name, k) = part.split_once('=').ok_or_else(|| {
+                ConvertError::Settings(format!("--k entry '{part}' is not GATE=K"))
+            })?;
             let gate = GATES
                 .iter()
                 .copied()
                 .find(|g| g.name() == name.trim())
-                .ok_or_else(|| ConvertError::Settings(format!(
-                    "--k: unknown gate '{name}' (gates: {})",
-                    GATES.iter().map(|g| g.name()).collect::<Vec<_>>().join(", ")
-                )))?;
-            let k: usize = k.trim().parse().ok().filter(|k| (1..=amos_snn::amos::MAX_NEURONS).contains(k)).ok_or_else(|| {
-                ConvertError::Settings(format!("--k {name}={k}: K must be 1 to {}", amos_snn::amos::MAX_NEURONS))
-            })?;
+                .ok_or_else(|| {
+                    ConvertError::Settings(format!(
+                        "--k: unknown gate '{name}' (gates: {})",
+                        GATES
+                            .iter()
+                            .map(|g| g.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            let k: usize = k
+                .trim()
+                .parse()
+                .ok()
+                .filter(|k| (1..=amos_snn::amos::MAX_NEURONS).contains(k))
+                .ok_or_else(|| {
+                    ConvertError::Settings(format!(
+                        "--k {name}={k}: K must be 1 to {}",
+                        amos_snn::amos::MAX_NEURONS
+                    ))
+                })?;
             self.k.insert(gate, k);
         }
         Ok(())
     }
 
     fn k(&self, gate: GateKind) -> usize {
-        self.k.get(&gate).copied().unwrap_or_else(|| default_k(gate))
+        self.k
+            .get(&gate)
+            .copied()
+            .unwrap_or_else(|| default_k(gate))
     }
 }
 
@@ -134,11 +157,21 @@ pub fn convert(
         let params = make_unit(*gate, *act, options, &samples)?;
         let index = unit_params.len();
         unit_params.push(params);
-        units.extend(nodes.iter().map(|&node| UnitPlacement { node, gate: *gate, params: index }));
+        units.extend(nodes.iter().map(|&node| UnitPlacement {
+            node,
+            gate: *gate,
+            params: index,
+        }));
     }
     units.sort_by_key(|u| u.node);
     let settings = ConversionSettings {
-        k: options.k.iter().map(|(g, k)| (g.name().to_string(), *k as u32)).collect::<BTreeMap<_, _>>().into_iter().collect(),
+        k: options
+            .k
+            .iter()
+            .map(|(g, k)| (g.name().to_string(), *k as u32))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
         rounding: options.rounding,
         calibration_images: calibration.map_or(0, |c| c.images as u32),
         seed: options.seed,
@@ -165,13 +198,22 @@ struct Samples {
 
 fn pooled_samples(calibration: Option<&Calibration>, nodes: &[usize]) -> Option<Samples> {
     let cal = calibration?;
-    let gates: Vec<_> = cal.gates.iter().filter(|g| nodes.contains(&g.node)).collect();
+    let gates: Vec<_> = cal
+        .gates
+        .iter()
+        .filter(|g| nodes.contains(&g.node))
+        .collect();
     let total: usize = gates.iter().map(|g| g.x.len()).sum();
     if total == 0 {
         return None;
     }
     let stride = total.div_ceil(MAX_FIT_SAMPLES);
-    let mut s = Samples { x: Vec::new(), x2: Vec::new(), min: f32::INFINITY, max: f32::NEG_INFINITY };
+    let mut s = Samples {
+        x: Vec::new(),
+        x2: Vec::new(),
+        min: f32::INFINITY,
+        max: f32::NEG_INFINITY,
+    };
     let mut i = 0usize;
     for g in gates {
         s.min = s.min.min(g.min);
@@ -190,17 +232,37 @@ fn pooled_samples(calibration: Option<&Calibration>, nodes: &[usize]) -> Option<
 }
 
 /// Builds the unit of one group.
-fn make_unit(gate: GateKind, act: Option<Activation>, options: &ConvertOptions, samples: &Option<Samples>) -> Result<UnitParams, ConvertError> {
+fn make_unit(
+    gate: GateKind,
+    act: Option<Activation>,
+    options: &ConvertOptions,
+    samples: &Option<Samples>,
+) -> Result<UnitParams, ConvertError> {
     let k = options.k(gate);
-    let rounding = if options.rounding { Rounding::Nearest } else { Rounding::Truncate };
-    let method = if options.rounding { "closed-form-rounding" } else { "closed-form" };
+    let rounding = if options.rounding {
+        Rounding::Nearest
+    } else {
+        Rounding::Truncate
+    };
+    let method = if options.rounding {
+        "closed-form-rounding"
+    } else {
+        "closed-form"
+    };
     let closed = |unit: AmosUnit, range: [f32; 2]| {
         let f = |x: f32| act.map_or(x, |a| a.apply(x));
         let mse = match samples {
             Some(s) => mse_one(&unit, &s.x, f),
             None => mse_one(&unit, &sweep(range[0] - 1.0, range[1] + 1.0, 10_000), f),
         };
-        UnitParams { unit, gate, range, range2: None, mse, method: method.to_string() }
+        UnitParams {
+            unit,
+            gate,
+            range,
+            range2: None,
+            mse,
+            method: method.to_string(),
+        }
     };
     match (gate, act) {
         (GateKind::Relu6, _) => return Ok(closed(closed_form::relu6(k, rounding), [0.0, 6.0])),
@@ -208,7 +270,10 @@ fn make_unit(gate: GateKind, act: Option<Activation>, options: &ConvertOptions, 
             return Ok(closed(closed_form::identity(k, lo, hi, rounding), [lo, hi]));
         }
         (GateKind::Relu, _) => {
-            let top = samples.as_ref().map_or(6.0, |s| s.max).max(f32::MIN_POSITIVE);
+            let top = samples
+                .as_ref()
+                .map_or(6.0, |s| s.max)
+                .max(f32::MIN_POSITIVE);
             let alpha = (top as f64 / (1.0 - 0.5f64.powi(k as i32))) as f32;
             return Ok(closed(closed_form::relu(k, alpha, rounding), [0.0, top]));
         }
@@ -219,43 +284,97 @@ fn make_unit(gate: GateKind, act: Option<Activation>, options: &ConvertOptions, 
         let product = |x: f32, y: f32| x * y;
         let (pairs, range, range2) = match samples {
             Some(s) if s.x2.len() == s.x.len() => {
-                let r2 = s.x2.iter().fold([f32::INFINITY, f32::NEG_INFINITY], |r, &v| [r[0].min(v), r[1].max(v)]);
-                (s.x.iter().copied().zip(s.x2.iter().copied()).collect::<Vec<_>>(), [s.min, s.max], r2)
+                let r2 =
+                    s.x2.iter()
+                        .fold([f32::INFINITY, f32::NEG_INFINITY], |r, &v| {
+                            [r[0].min(v), r[1].max(v)]
+                        });
+                (
+                    s.x.iter()
+                        .copied()
+                        .zip(s.x2.iter().copied())
+                        .collect::<Vec<_>>(),
+                    [s.min, s.max],
+                    r2,
+                )
             }
             _ => {
                 let (r, r2) = match fit::default_ranges("mul") {
                     Some(&[r, r2]) => (r, r2),
                     _ => ([0.0, 6.0], [0.0, 1.0]),
                 };
-                (fit::uniform_pairs(r, r2, MAX_FIT_SAMPLES, options.seed), r, r2)
+                (
+                    fit::uniform_pairs(r, r2, MAX_FIT_SAMPLES, options.seed),
+                    r,
+                    r2,
+                )
             }
         };
-        let fitted = fit::fit(&Target::TwoInput { f: &product, samples: &pairs }, &config);
-        return Ok(UnitParams { unit: fitted.unit, gate, range, range2: Some(range2), mse: fitted.mse, method: "fitted".into() });
+        let fitted = fit::fit(
+            &Target::TwoInput {
+                f: &product,
+                samples: &pairs,
+            },
+            &config,
+        );
+        return Ok(UnitParams {
+            unit: fitted.unit,
+            gate,
+            range,
+            range2: Some(range2),
+            mse: fitted.mse,
+            method: "fitted".into(),
+        });
     }
     let Some(act) = act else {
-        return Err(ConvertError::Settings(format!("gate {} has no function to fit", gate.name())));
+        return Err(ConvertError::Settings(format!(
+            "gate {} has no function to fit",
+            gate.name()
+        )));
     };
     let f = move |x: f32| act.apply(x);
     let (xs, range) = match samples {
         Some(s) => (s.x.clone(), [s.min, s.max]),
         None => {
-            let r = fit::default_range(gate.name()).ok_or_else(|| ConvertError::Settings(format!("no default range for gate {}", gate.name())))?;
-            (fit::uniform_samples(r[0], r[1], MAX_FIT_SAMPLES, options.seed), r)
+            let r = fit::default_range(gate.name()).ok_or_else(|| {
+                ConvertError::Settings(format!("no default range for gate {}", gate.name()))
+            })?;
+            (
+                fit::uniform_samples(r[0], r[1], MAX_FIT_SAMPLES, options.seed),
+                r,
+            )
         }
     };
-    let fitted = fit::fit(&Target::OneInput { f: &f, samples: &xs }, &config);
-    Ok(UnitParams { unit: fitted.unit, gate, range, range2: None, mse: fitted.mse, method: "fitted".into() })
+    let fitted = fit::fit(
+        &Target::OneInput {
+            f: &f,
+            samples: &xs,
+        },
+        &config,
+    );
+    Ok(UnitParams {
+        unit: fitted.unit,
+        gate,
+        range,
+        range2: None,
+        mse: fitted.mse,
+        method: "fitted".into(),
+    })
 }
 
 fn mse_one(unit: &AmosUnit, xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     if xs.is_empty() {
         return 0.0;
     }
-    let sum: f64 = xs.iter().map(|&x| (unit.eval(x, 0.0).1 as f64 - f(x) as f64).powi(2)).sum();
+    let sum: f64 = xs
+        .iter()
+        .map(|&x| (unit.eval(x, 0.0).1 as f64 - f(x) as f64).powi(2))
+        .sum();
     (sum / xs.len() as f64) as f32
 }
 
 fn sweep(lo: f32, hi: f32, n: usize) -> Vec<f32> {
-    (0..n).map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32).collect()
+    (0..n)
+        .map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32)
+        .collect()
 }

@@ -61,7 +61,10 @@ pub fn evaluate(
     options: &EvalOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Prediction>, amos_snn::EngineError> {
-    let entries = &dataset.entries[..options.limit.unwrap_or(usize::MAX).min(dataset.entries.len())];
+    let entries = &dataset.entries[..options
+        .limit
+        .unwrap_or(usize::MAX)
+        .min(dataset.entries.len())];
     let per_image = preprocess.chw_len();
     let input_shape = engine.graph().input_shape().to_vec();
     let mut predictions = Vec::with_capacity(entries.len());
@@ -77,20 +80,31 @@ pub fn evaluate(
             ok.iter().for_each(|d| data.extend_from_slice(d));
             let mut shape = vec![ok.len()];
             shape.extend_from_slice(&input_shape);
-            let batch = Tensor::new(shape, data).map_err(|_| amos_snn::EngineError::InputShape {
-                got: vec![ok.len(), per_image],
-                expected: input_shape.clone(),
-            })?;
+            let batch =
+                Tensor::new(shape, data).map_err(|_| amos_snn::EngineError::InputShape {
+                    got: vec![ok.len(), per_image],
+                    expected: input_shape.clone(),
+                })?;
             scores = engine.run(batch)?.into_data();
         }
-        let classes = if ok.is_empty() { 0 } else { scores.len() / ok.len() };
+        let classes = if ok.is_empty() {
+            0
+        } else {
+            scores.len() / ok.len()
+        };
         let mut rows = scores.chunks(classes.max(1));
         for (entry, d) in chunk.iter().zip(&decoded) {
             let (top5, error) = match d {
                 Ok(_) => (top_k(rows.next().unwrap_or(&[]), 5), None),
                 Err(e) => (Vec::new(), Some(e.clone())),
             };
-            predictions.push(Prediction { image_id: entry.image_id.clone(), label: entry.label, top5, error, ..Default::default() });
+            predictions.push(Prediction {
+                image_id: entry.image_id.clone(),
+                label: entry.label,
+                top5,
+                error,
+                ..Default::default()
+            });
         }
         progress(predictions.len());
     }
@@ -114,11 +128,16 @@ pub fn evaluate_converted(
     options: &EvalOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Prediction>, amos_snn::EngineError> {
-    let entries = &dataset.entries[..options.limit.unwrap_or(usize::MAX).min(dataset.entries.len())];
+    let entries = &dataset.entries[..options
+        .limit
+        .unwrap_or(usize::MAX)
+        .min(dataset.entries.len())];
     let mut predictions = Vec::with_capacity(entries.len());
     for chunk in entries.chunks(options.batch.max(1)) {
-        let decoded: Vec<Result<Vec<u8>, String>> =
-            chunk.par_iter().map(|e| preprocess.load_u8(&e.path).map_err(|err| err.to_string())).collect();
+        let decoded: Vec<Result<Vec<u8>, String>> = chunk
+            .par_iter()
+            .map(|e| preprocess.load_u8(&e.path).map_err(|err| err.to_string()))
+            .collect();
         let ok: Vec<&[u8]> = decoded.iter().filter_map(|d| d.as_deref().ok()).collect();
         let (mut ann, mut snn) = (Vec::new(), None);
         if !ok.is_empty() {
@@ -129,10 +148,20 @@ pub fn evaluate_converted(
                 snn = Some(net.run_snn(&ok)?);
             }
         }
-        let classes = net.engine().graph().output_shape().iter().product::<usize>().max(1);
+        let classes = net
+            .engine()
+            .graph()
+            .output_shape()
+            .iter()
+            .product::<usize>()
+            .max(1);
         let mut k = 0;
         for (entry, d) in chunk.iter().zip(&decoded) {
-            let mut p = Prediction { image_id: entry.image_id.clone(), label: entry.label, ..Default::default() };
+            let mut p = Prediction {
+                image_id: entry.image_id.clone(),
+                label: entry.label,
+                ..Default::default()
+            };
             match d {
                 Err(e) => p.error = Some(e.clone()),
                 Ok(_) => {
@@ -157,16 +186,40 @@ pub fn evaluate_converted(
 /// Top-1 and top-5 accuracy over the labelled, evaluated images, from `top5` (ANN) or
 /// `snn_top5` (SNN).
 pub fn summarise_by(predictions: &[Prediction], snn: bool) -> Summary {
-    let pick = |p: &Prediction| if snn { p.snn_top5.clone() } else { p.top5.clone() };
+    let pick = |p: &Prediction| {
+        if snn {
+            p.snn_top5.clone()
+        } else {
+            p.top5.clone()
+        }
+    };
     let evaluated: Vec<&Prediction> = predictions.iter().filter(|p| p.error.is_none()).collect();
     let labelled: Vec<(Vec<usize>, usize)> = evaluated
         .iter()
-        .filter_map(|p| p.label.and_then(|l| usize::try_from(l).ok()).map(|l| (pick(p), l)))
+        .filter_map(|p| {
+            p.label
+                .and_then(|l| usize::try_from(l).ok())
+                .map(|l| (pick(p), l))
+        })
         .collect();
-    let pct = |hits: usize| if labelled.is_empty() { 0.0 } else { 100.0 * hits as f64 / labelled.len() as f64 };
-    let top1 = labelled.iter().filter(|(t, l)| t.first() == Some(l)).count();
+    let pct = |hits: usize| {
+        if labelled.is_empty() {
+            0.0
+        } else {
+            100.0 * hits as f64 / labelled.len() as f64
+        }
+    };
+    let top1 = labelled
+        .iter()
+        .filter(|(t, l)| t.first() == Some(l))
+        .count();
     let top5 = labelled.iter().filter(|(t, l)| t.contains(l)).count();
-    Summary { images: evaluated.len(), errors: predictions.len() - evaluated.len(), top1: pct(top1), top5: pct(top5) }
+    Summary {
+        images: evaluated.len(),
+        errors: predictions.len() - evaluated.len(),
+        top1: pct(top1),
+        top5: pct(top5),
+    }
 }
 
 /// ANN accuracy (see [`summarise_by`]).
@@ -176,7 +229,10 @@ pub fn summarise(predictions: &[Prediction]) -> Summary {
 
 /// Percent of evaluated images whose SNN and ANN top-1 agree.
 pub fn agreement_top1(predictions: &[Prediction]) -> f64 {
-    let both: Vec<_> = predictions.iter().filter(|p| !p.top5.is_empty() && !p.snn_top5.is_empty()).collect();
+    let both: Vec<_> = predictions
+        .iter()
+        .filter(|p| !p.top5.is_empty() && !p.snn_top5.is_empty())
+        .collect();
     if both.is_empty() {
         return 0.0;
     }
@@ -185,7 +241,11 @@ pub fn agreement_top1(predictions: &[Prediction]) -> f64 {
 
 /// Writes `image_id,label,ann_top1..ann_top5,error` one row per image, and with `snn` also
 /// `snn_top1..snn_top5,spikes,synops` before `error`.
-pub fn write_predictions(path: &std::path::Path, predictions: &[Prediction], snn: bool) -> Result<(), csv::Error> {
+pub fn write_predictions(
+    path: &std::path::Path,
+    predictions: &[Prediction],
+    snn: bool,
+) -> Result<(), csv::Error> {
     let mut out = csv::Writer::from_path(path)?;
     let mut header: Vec<String> = vec!["image_id".into(), "label".into()];
     header.extend((1..=5).map(|i| format!("ann_top{i}")));
@@ -195,15 +255,30 @@ pub fn write_predictions(path: &std::path::Path, predictions: &[Prediction], snn
     }
     header.push("error".into());
     out.write_record(&header)?;
-    let cols = |t: &[usize]| (0..5).map(|i| t.get(i).map(|c| c.to_string()).unwrap_or_default()).collect::<Vec<_>>();
+    let cols = |t: &[usize]| {
+        (0..5)
+            .map(|i| t.get(i).map(|c| c.to_string()).unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
     for p in predictions {
-        let mut row = vec![p.image_id.clone(), p.label.map(|l| l.to_string()).unwrap_or_default()];
+        let mut row = vec![
+            p.image_id.clone(),
+            p.label.map(|l| l.to_string()).unwrap_or_default(),
+        ];
         row.extend(cols(&p.top5));
         if snn {
             row.extend(cols(&p.snn_top5));
             let ok = p.error.is_none();
-            row.push(if ok { p.spikes.to_string() } else { String::new() });
-            row.push(if ok { p.synops.to_string() } else { String::new() });
+            row.push(if ok {
+                p.spikes.to_string()
+            } else {
+                String::new()
+            });
+            row.push(if ok {
+                p.synops.to_string()
+            } else {
+                String::new()
+            });
         }
         row.push(p.error.clone().unwrap_or_default());
         out.write_record(&row)?;

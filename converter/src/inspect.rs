@@ -54,7 +54,11 @@ pub fn onnx_report(model: &ImportedModel) -> OnnxReport {
         input_shape: g.input_shape().to_vec(),
         output_shape: g.output_shape().to_vec(),
         ann_params: g.param_count(),
-        ops: g.op_histogram().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ops: g
+            .op_histogram()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         onnx_ops: model.onnx_ops.clone(),
         gates,
         gate_nodes,
@@ -63,7 +67,12 @@ pub fn onnx_report(model: &ImportedModel) -> OnnxReport {
 
 impl std::fmt::Display for OnnxReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dims = |d: &[usize]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+        let dims = |d: &[usize]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         writeln!(f, "opset          {}", self.opset)?;
         writeln!(f, "input          [N, {}]", dims(&self.input_shape))?;
         writeln!(f, "output         [N, {}]", dims(&self.output_shape))?;
@@ -123,13 +132,22 @@ pub struct UnitSummary {
     pub placements: usize,
 }
 
-pub fn amos_report(model: &amos_snn::model::ConvertedModel, net: &amos_snn::simulate::SpikingNetwork) -> AmosReport {
+pub fn amos_report(
+    model: &amos_snn::model::ConvertedModel,
+    net: &amos_snn::simulate::SpikingNetwork,
+) -> AmosReport {
     let g = &model.graph;
     let neurons_per_unit = net.unit_neurons();
     let mut by_gate: BTreeMap<String, GateSummary> = BTreeMap::new();
     for (p, n) in model.units.iter().zip(&neurons_per_unit) {
         let k = model.unit_params[p.params].unit.k();
-        let e = by_gate.entry(p.gate.name().to_string()).or_insert(GateSummary { units: 0, k: Vec::new(), neurons: 0 });
+        let e = by_gate
+            .entry(p.gate.name().to_string())
+            .or_insert(GateSummary {
+                units: 0,
+                k: Vec::new(),
+                neurons: 0,
+            });
         e.units += 1;
         e.neurons += n;
         if !e.k.contains(&k) {
@@ -154,9 +172,18 @@ pub fn amos_report(model: &amos_snn::model::ConvertedModel, net: &amos_snn::simu
     let r = &model.preprocess;
     let s = &model.settings;
     let mut settings = BTreeMap::new();
-    settings.insert("k".into(), s.k.iter().map(|(g, k)| format!("{g}={k}")).collect::<Vec<_>>().join(","));
+    settings.insert(
+        "k".into(),
+        s.k.iter()
+            .map(|(g, k)| format!("{g}={k}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     settings.insert("rounding".into(), s.rounding.to_string());
-    settings.insert("calibration_images".into(), s.calibration_images.to_string());
+    settings.insert(
+        "calibration_images".into(),
+        s.calibration_images.to_string(),
+    );
     settings.insert("seed".into(), s.seed.to_string());
     settings.insert("tool_version".into(), s.tool_version.clone());
     AmosReport {
@@ -197,24 +224,58 @@ pub fn layers(model: &amos_snn::model::ConvertedModel) -> u64 {
 
 impl std::fmt::Display for AmosReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dims = |d: &[usize]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
-        writeln!(f, "input           [N, {}]   output [N, {}]", dims(&self.input_shape), dims(&self.output_shape))?;
+        let dims = |d: &[usize]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            f,
+            "input           [N, {}]   output [N, {}]",
+            dims(&self.input_shape),
+            dims(&self.output_shape)
+        )?;
         writeln!(f, "preprocessing   {}", self.preprocess)?;
         writeln!(f, "source sha256   {}", self.source_sha256)?;
         writeln!(f, "ANN parameters  {}", self.ann_params)?;
         writeln!(f, "AMOS parameters {}", self.amos_params)?;
         writeln!(f, "units           {}", self.units)?;
-        writeln!(f, "neurons/image   {} (+ {} input neurons)", self.neurons, self.input_neurons)?;
-        writeln!(f, "layers          {} time steps on the deepest path", self.layers)?;
-        writeln!(f, "\n{:<14} {:>6} {:>6} {:>14}", "gate", "units", "K", "neurons/image")?;
+        writeln!(
+            f,
+            "neurons/image   {} (+ {} input neurons)",
+            self.neurons, self.input_neurons
+        )?;
+        writeln!(
+            f,
+            "layers          {} time steps on the deepest path",
+            self.layers
+        )?;
+        writeln!(
+            f,
+            "\n{:<14} {:>6} {:>6} {:>14}",
+            "gate", "units", "K", "neurons/image"
+        )?;
         for (gate, s) in &self.units_by_gate {
-            let ks = s.k.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+            let ks =
+                s.k.iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
             writeln!(f, "{gate:<14} {:>6} {ks:>6} {:>14}", s.units, s.neurons)?;
         }
-        writeln!(f, "\n{:<14} {:>4} {:>7} {:>24} {:<22} {:>10} {:>6}", "unit", "K", "params", "range", "method", "mse", "used")?;
+        writeln!(
+            f,
+            "\n{:<14} {:>4} {:>7} {:>24} {:<22} {:>10} {:>6}",
+            "unit", "K", "params", "range", "method", "mse", "used"
+        )?;
         for u in &self.unit_params {
             let range = format!("[{:.3}, {:.3}]", u.range[0], u.range[1]);
-            writeln!(f, "{:<14} {:>4} {:>7} {range:>24} {:<22} {:>10.3e} {:>6}", u.gate, u.k, u.params, u.method, u.mse, u.placements)?;
+            writeln!(
+                f,
+                "{:<14} {:>4} {:>7} {range:>24} {:<22} {:>10.3e} {:>6}",
+                u.gate, u.k, u.params, u.method, u.mse, u.placements
+            )?;
         }
         Ok(())
     }

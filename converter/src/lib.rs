@@ -22,5 +22,8 @@ pub use error::ConvertError;
 pub fn is_amos_file(path: &std::path::Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 8];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x89AMOS\r\n\x1a"
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x89AMOS\r\n\x1a"
 }

@@ -11,17 +11,20 @@ use amos_converter::eval::{self, EvalOptions, Mode};
 use amos_converter::inspect::{amos_report, onnx_report};
 use amos_converter::onnx::import_file;
 use amos_converter::{is_amos_file, recipe};
-use amos_snn::model_file;
-use amos_snn::simulate::SpikingNetwork;
 use amos_io::data::{Dataset, Preprocess, PreprocessFlags};
 use amos_snn::Engine;
+use amos_snn::model_file;
+use amos_snn::simulate::SpikingNetwork;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(version, about = "Convert image classifiers to AMOS spiking networks, inspect and evaluate them")]
+#[command(
+    version,
+    about = "Convert image classifiers to AMOS spiking networks, inspect and evaluate them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -176,10 +179,16 @@ fn inspect(model: &Path, json: bool) -> Result<()> {
 }
 
 fn progress_bar(len: usize, hidden: bool, what: &str) -> ProgressBar {
-    let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new(len as u64) };
+    let bar = if hidden {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
     bar.set_style(
-        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  ETA {{eta}}"))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
@@ -196,15 +205,24 @@ fn preprocess_flags(args: &EvalArgs) -> PreprocessFlags {
 
 fn convert_model(args: ConvertArgs) -> Result<()> {
     let start = Instant::now();
-    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let sha = sha256_hex(&bytes);
-    let imported = import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let imported =
+        import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
     let input = imported.graph.input_shape().to_vec();
     let [3, h, w] = input[..] else {
-        bail!("{}: input [N, {input:?}] is not an [N, 3, H, W] image batch", args.model.display());
+        bail!(
+            "{}: input [N, {input:?}] is not an [N, 3, H, W] image batch",
+            args.model.display()
+        );
     };
     let preprocess = Preprocess::preset(&args.preset, (h as u32, w as u32))?;
-    let mut options = ConvertOptions { rounding: !args.truncate, seed: args.seed, ..Default::default() };
+    let mut options = ConvertOptions {
+        rounding: !args.truncate,
+        seed: args.seed,
+        ..Default::default()
+    };
     if let Some(spec) = &args.k {
         options.set_k(spec)?;
     }
@@ -214,29 +232,51 @@ fn convert_model(args: ConvertArgs) -> Result<()> {
             let dataset = Dataset::open(dir, args.synsets.as_deref())?;
             let n = args.calibration_images.min(dataset.entries.len());
             let bar = progress_bar(n, false, "calibration images");
-            let cal = calibrate(&engine, &dataset, &preprocess, n, 16, |d| bar.set_position(d as u64))?;
+            let cal = calibrate(&engine, &dataset, &preprocess, n, 16, |d| {
+                bar.set_position(d as u64)
+            })?;
             bar.finish_and_clear();
             (Some(cal), dataset.classes.clone())
         }
         None => (None, Vec::new()),
     };
-    let info = ModelInfo { recipe: recipe::to_recipe(&args.preset, &preprocess), classes, source_sha256: sha };
-    let model = convert(imported.graph, calibration.as_ref(), &options, info, |gate| tracing::info!(gate, "building unit"))?;
-    model_file::write_file(&args.output, &model).with_context(|| format!("writing {}", args.output.display()))?;
+    let info = ModelInfo {
+        recipe: recipe::to_recipe(&args.preset, &preprocess),
+        classes,
+        source_sha256: sha,
+    };
+    let model = convert(
+        imported.graph,
+        calibration.as_ref(),
+        &options,
+        info,
+        |gate| tracing::info!(gate, "building unit"),
+    )?;
+    model_file::write_file(&args.output, &model)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     let net = SpikingNetwork::new(&model, args.threads)?;
     let report = amos_report(&model, &net);
-    println!("converted {} -> {} in {:.1} s", args.model.display(), args.output.display(), start.elapsed().as_secs_f64());
+    println!(
+        "converted {} -> {} in {:.1} s",
+        args.model.display(),
+        args.output.display(),
+        start.elapsed().as_secs_f64()
+    );
     print!("{report}");
     Ok(())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn inspect_amos(path: &Path, json: bool) -> Result<()> {
-    let model = model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
+    let model =
+        model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
     let net = SpikingNetwork::new(&model, 1)?;
     let report = amos_report(&model, &net);
     if json {
@@ -249,7 +289,8 @@ fn inspect_amos(path: &Path, json: bool) -> Result<()> {
 }
 
 fn evaluate_amos(args: EvalArgs) -> Result<()> {
-    let model = model_file::read_file(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model = model_file::read_file(&args.model)
+        .with_context(|| format!("reading {}", args.model.display()))?;
     let stored = recipe::from_recipe(&model.preprocess)?;
     let flags = preprocess_flags(&args);
     let preprocess = match &args.preset {
@@ -262,18 +303,27 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
     let total = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
     let bar = progress_bar(total, args.json, "images");
     let start = Instant::now();
-    let options = EvalOptions { batch: args.batch, limit: args.limit };
-    let predictions = eval::evaluate_converted(&net, &dataset, &preprocess, args.mode, &options, |d| bar.set_position(d as u64))?;
+    let options = EvalOptions {
+        batch: args.batch,
+        limit: args.limit,
+    };
+    let predictions =
+        eval::evaluate_converted(&net, &dataset, &preprocess, args.mode, &options, |d| {
+            bar.set_position(d as u64)
+        })?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let ann = (args.mode != Mode::Snn).then(|| eval::summarise_by(&predictions, false));
     let snn = (args.mode != Mode::Ann).then(|| eval::summarise_by(&predictions, true));
     let evaluated: Vec<_> = predictions.iter().filter(|p| p.error.is_none()).collect();
-    let mean = |f: fn(&eval::Prediction) -> u64| evaluated.iter().map(|p| f(p) as f64).sum::<f64>() / evaluated.len().max(1) as f64;
+    let mean = |f: fn(&eval::Prediction) -> u64| {
+        evaluated.iter().map(|p| f(p) as f64).sum::<f64>() / evaluated.len().max(1) as f64
+    };
     let (mean_spikes, mean_synops) = (mean(|p| p.spikes), mean(|p| p.synops));
     let agreement = (args.mode == Mode::Both).then(|| eval::agreement_top1(&predictions));
     if let Some(path) = &args.predictions {
-        eval::write_predictions(path, &predictions, args.mode != Mode::Ann).with_context(|| format!("writing {}", path.display()))?;
+        eval::write_predictions(path, &predictions, args.mode != Mode::Ann)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let images = evaluated.len();
     if args.json {
@@ -293,7 +343,10 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("images        {images} ({} could not be read)", predictions.len() - images);
+        println!(
+            "images        {images} ({} could not be read)",
+            predictions.len() - images
+        );
         if let Some(s) = &snn {
             println!("SNN top-1     {:.2}%   top-5 {:.2}%", s.top1, s.top5);
         }
@@ -304,15 +357,22 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
             println!("agreement     {a:.2}% of images have the same top-1");
         }
         if snn.is_some() {
-            println!("spikes/image  {mean_spikes:.0}   synops/image {mean_synops:.0}   neurons {}", net.neurons());
+            println!(
+                "spikes/image  {mean_spikes:.0}   synops/image {mean_synops:.0}   neurons {}",
+                net.neurons()
+            );
         }
-        println!("time          {seconds:.1} s ({:.1} images/s)", images as f64 / seconds.max(1e-9));
+        println!(
+            "time          {seconds:.1} s ({:.1} images/s)",
+            images as f64 / seconds.max(1e-9)
+        );
     }
     Ok(())
 }
 
 fn plot(path: &Path, out: &Path, image: Option<&Path>) -> Result<()> {
-    let model = model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
+    let model =
+        model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
     for file in amos_converter::plot::plot_units(&model, out)? {
         println!("wrote {}", file.display());
     }
@@ -324,7 +384,12 @@ fn plot(path: &Path, out: &Path, image: Option<&Path>) -> Result<()> {
             let run = net.run_snn(&[pixels.as_slice()])?;
             let file = out.join("spikes-per-unit.png");
             let stats = run.stats.first().context("no statistics for the image")?;
-            amos_converter::plot::plot_spikes(&model, &stats.unit_spikes, &img.display().to_string(), &file)?;
+            amos_converter::plot::plot_spikes(
+                &model,
+                &stats.unit_spikes,
+                &img.display().to_string(),
+                &file,
+            )?;
             println!("wrote {}", file.display());
         }
         None => println!("(give --image FILE for the chart of spikes per unit)"),
@@ -333,26 +398,40 @@ fn plot(path: &Path, out: &Path, image: Option<&Path>) -> Result<()> {
 }
 
 fn evaluate(args: EvalArgs) -> Result<()> {
-    let imported = import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let imported =
+        import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
     let input = imported.graph.input_shape().to_vec();
     let [3, h, w] = input[..] else {
-        bail!("{}: input [N, {input:?}] is not an [N, 3, H, W] image batch", args.model.display());
+        bail!(
+            "{}: input [N, {input:?}] is not an [N, 3, H, W] image batch",
+            args.model.display()
+        );
     };
     let Some(preset) = args.preset.as_deref() else {
-        bail!("--preset is required for an ONNX model (efficientnet-lite, torchvision or cifar): ONNX files do not record their preprocessing");
+        bail!(
+            "--preset is required for an ONNX model (efficientnet-lite, torchvision or cifar): ONNX files do not record their preprocessing"
+        );
     };
     let flags = preprocess_flags(&args);
     let preprocess = Preprocess::from_flags(preset, (h as u32, w as u32), &flags)?;
     if preprocess.chw_len() != 3 * h * w {
-        bail!("the preprocessing produces {} values per image; the model takes 3×{h}×{w}", preprocess.chw_len());
+        bail!(
+            "the preprocessing produces {} values per image; the model takes 3×{h}×{w}",
+            preprocess.chw_len()
+        );
     }
     let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
     let engine = Engine::new(imported.graph, args.threads)?;
     let total = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
     let bar = progress_bar(total, args.json, "images");
     let start = Instant::now();
-    let options = EvalOptions { batch: args.batch, limit: args.limit };
-    let predictions = eval::evaluate(&engine, &dataset, &preprocess, &options, |done| bar.set_position(done as u64))?;
+    let options = EvalOptions {
+        batch: args.batch,
+        limit: args.limit,
+    };
+    let predictions = eval::evaluate(&engine, &dataset, &preprocess, &options, |done| {
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let summary = eval::summarise(&predictions);
@@ -360,7 +439,8 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         tracing::warn!(image = %p.image_id, error = p.error.as_deref().unwrap_or(""), "image skipped");
     }
     if let Some(path) = &args.predictions {
-        eval::write_predictions(path, &predictions, false).with_context(|| format!("writing {}", path.display()))?;
+        eval::write_predictions(path, &predictions, false)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
         let out = json!({
@@ -373,10 +453,17 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("images   {} ({} could not be read)", summary.images, summary.errors);
+        println!(
+            "images   {} ({} could not be read)",
+            summary.images, summary.errors
+        );
         println!("top-1    {:.2}%", summary.top1);
         println!("top-5    {:.2}%", summary.top5);
-        println!("time     {seconds:.1} s ({:.1} images/s, {} threads)", summary.images as f64 / seconds.max(1e-9), engine.threads());
+        println!(
+            "time     {seconds:.1} s ({:.1} images/s, {} threads)",
+            summary.images as f64 / seconds.max(1e-9),
+            engine.threads()
+        );
     }
     Ok(())
 }

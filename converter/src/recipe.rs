@@ -30,15 +30,29 @@ pub fn to_recipe(preset: &str, p: &Preprocess) -> Recipe {
 
 /// The preprocessing a model file asks for.
 pub fn from_recipe(r: &Recipe) -> Result<Preprocess, ConvertError> {
-    let bad = |what: &str| ConvertError::Settings(format!("model file: unknown preprocessing {what}"));
+    let bad =
+        |what: &str| ConvertError::Settings(format!("model file: unknown preprocessing {what}"));
     let resize = match r.resize.as_str() {
         "none" => Resize::None,
-        "center-crop-padded" => Resize::CenterCropPadded { pad: r.resize_param },
-        "shorter-side" => Resize::ShorterSide { size: r.resize_param },
+        "center-crop-padded" => Resize::CenterCropPadded {
+            pad: r.resize_param,
+        },
+        "shorter-side" => Resize::ShorterSide {
+            size: r.resize_param,
+        },
         other => return Err(bad(&format!("resize '{other}'"))),
     };
-    let interp = r.interp.parse::<Interpolation>().map_err(|_| bad(&format!("interpolation '{}'", r.interp)))?;
-    let p = Preprocess { resize, crop: (r.crop[0], r.crop[1]), interp, mean: r.mean, std: r.std };
+    let interp = r
+        .interp
+        .parse::<Interpolation>()
+        .map_err(|_| bad(&format!("interpolation '{}'", r.interp)))?;
+    let p = Preprocess {
+        resize,
+        crop: (r.crop[0], r.crop[1]),
+        interp,
+        mean: r.mean,
+        std: r.std,
+    };
     p.validate()?;
     Ok(p)
 }

@@ -9,8 +9,15 @@ use common::shared;
 use serde_json::Value;
 
 fn amos_convert(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_amos-convert")).args(args).output().expect("run amos-convert");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_amos-convert"))
+        .args(args)
+        .output()
+        .expect("run amos-convert");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn json(args: &[&str]) -> Value {
@@ -27,7 +34,10 @@ fn inspect_lite0_lists_33_relu6_gates_and_folds_padding() {
     assert_eq!(v["onnx_ops"]["Pad"], 17);
     // Every exported "same" Pad is folded into its convolution, every BN was folded by torch.
     assert!(v["ops"].get("Pad").is_none(), "{}", v["ops"]);
-    assert_eq!(v["ops"]["Conv"].as_u64().unwrap_or(0) + v["ops"]["DepthwiseConv"].as_u64().unwrap_or(0), 49);
+    assert_eq!(
+        v["ops"]["Conv"].as_u64().unwrap_or(0) + v["ops"]["DepthwiseConv"].as_u64().unwrap_or(0),
+        49
+    );
     // Parameters of the ONNX initializers feeding Conv and Gemm (weights + biases).
     assert_eq!(v["ann_params"], 4_631_000);
 }
@@ -38,7 +48,10 @@ fn inspect_swish_se_recognises_swish_and_the_se_gates() {
     let v = json(&["inspect", model.to_str().expect("utf-8 path"), "--json"]);
     // 26 Sigmoid+Mul pairs in the file: 20 are x·sigmoid(x) (swish, incl. the SE's hidden
     // layer), 6 are the SE gate sigmoid(e) whose product with the feature map is a mul gate.
-    assert_eq!(v["gates"], serde_json::json!({"swish": 20, "sigmoid": 6, "mul": 6}));
+    assert_eq!(
+        v["gates"],
+        serde_json::json!({"swish": 20, "sigmoid": 6, "mul": 6})
+    );
     assert_eq!(v["gate_nodes"].as_array().map(Vec::len), Some(32));
 }
 
@@ -49,11 +62,21 @@ fn eval_on_shipped_cifar_examples_matches_reference_predictions() {
     let data = root.join("examples/cifar10/images");
     let preds = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cifar-examples.csv");
     let v = json(&[
-        "eval", model.to_str().expect("path"), "--data", data.to_str().expect("path"), "--preset", "cifar",
-        "--predictions", preds.to_str().expect("path"), "--json",
+        "eval",
+        model.to_str().expect("path"),
+        "--data",
+        data.to_str().expect("path"),
+        "--preset",
+        "cifar",
+        "--predictions",
+        preds.to_str().expect("path"),
+        "--json",
     ]);
     // Independent expectation: ONNX Runtime's top-1 for the same files.
-    let mut reference = csv::Reader::from_path(shared().join("reference/cifar10-test2000.swish_se.predictions.csv")).expect("csv");
+    let mut reference = csv::Reader::from_path(
+        shared().join("reference/cifar10-test2000.swish_se.predictions.csv"),
+    )
+    .expect("csv");
     let reference: HashMap<String, (String, String)> = reference
         .records()
         .map(|r| r.expect("row"))
@@ -62,7 +85,10 @@ fn eval_on_shipped_cifar_examples_matches_reference_predictions() {
     let mut ours = csv::Reader::from_path(&preds).expect("predictions");
     assert_eq!(
         ours.headers().expect("header").iter().collect::<Vec<_>>(),
-        ["image_id", "label", "ann_top1", "ann_top2", "ann_top3", "ann_top4", "ann_top5", "error"]
+        [
+            "image_id", "label", "ann_top1", "ann_top2", "ann_top3", "ann_top4", "ann_top5",
+            "error"
+        ]
     );
     let (mut rows, mut correct) = (0, 0);
     for r in ours.records() {
@@ -76,7 +102,10 @@ fn eval_on_shipped_cifar_examples_matches_reference_predictions() {
     assert_eq!(rows, 50);
     assert_eq!(v["images"], 50);
     let expected = 100.0 * correct as f64 / 50.0;
-    assert!((v["ann_top1"].as_f64().unwrap_or(-1.0) - expected).abs() < 1e-9, "{v}");
+    assert!(
+        (v["ann_top1"].as_f64().unwrap_or(-1.0) - expected).abs() < 1e-9,
+        "{v}"
+    );
     assert!(v["ann_top5"].as_f64().unwrap_or(-1.0) >= expected);
 }
 
@@ -84,7 +113,14 @@ fn eval_on_shipped_cifar_examples_matches_reference_predictions() {
 fn eval_without_preset_and_with_missing_data_fail_clearly() {
     let model = shared().join("models/cifar10_swish_se.onnx");
     let model = model.to_str().expect("path");
-    let (ok, _, err) = amos_convert(&["eval", model, "--data", "/nonexistent/images", "--preset", "cifar"]);
+    let (ok, _, err) = amos_convert(&[
+        "eval",
+        model,
+        "--data",
+        "/nonexistent/images",
+        "--preset",
+        "cifar",
+    ]);
     assert!(!ok && err.contains("/nonexistent/images"), "{err}");
     let (ok, _, err) = amos_convert(&["eval", model, "--data", "/nonexistent/images"]);
     assert!(!ok && err.contains("--preset"), "{err}");

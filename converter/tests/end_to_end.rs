@@ -18,11 +18,16 @@ fn lite0_on_1000_photographs_agrees_with_onnx_runtime() {
     let engine = Engine::new(model.graph, 2).expect("engine");
     let dataset = Dataset::open(&shared().join("data/imagenet-sample"), None).expect("dataset");
     let pre = Preprocess::preset("efficientnet-lite", (224, 224)).expect("preset");
-    let options = EvalOptions { batch: 16, limit: None };
+    let options = EvalOptions {
+        batch: 16,
+        limit: None,
+    };
     let predictions = evaluate(&engine, &dataset, &pre, &options, |_| {}).expect("evaluate");
     assert_eq!(predictions.len(), 1000);
 
-    let mut reference = csv::Reader::from_path(shared().join("reference/imagenet-sample.lite0.predictions.csv")).expect("csv");
+    let mut reference =
+        csv::Reader::from_path(shared().join("reference/imagenet-sample.lite0.predictions.csv"))
+            .expect("csv");
     let reference: HashMap<String, usize> = reference
         .records()
         .map(|r| {
@@ -30,9 +35,22 @@ fn lite0_on_1000_photographs_agrees_with_onnx_runtime() {
             (r[0].to_string(), r[2].parse().expect("top1"))
         })
         .collect();
-    let agree = predictions.iter().filter(|p| reference.get(&p.image_id) == p.top5.first()).count();
+    let agree = predictions
+        .iter()
+        .filter(|p| reference.get(&p.image_id) == p.top5.first())
+        .count();
     let summary = summarise(&predictions);
-    eprintln!("lite0 end to end: top-1 {:.1}%, top-5 {:.1}%, agreement with ORT {agree}/1000", summary.top1, summary.top5);
-    assert!(agree >= 990, "top-1 agrees with ONNX Runtime on only {agree}/1000 images");
-    assert!((summary.top1 - 88.5).abs() <= 0.5, "top-1 {:.2}% is not within 0.5 points of ORT's 88.5%", summary.top1);
+    eprintln!(
+        "lite0 end to end: top-1 {:.1}%, top-5 {:.1}%, agreement with ORT {agree}/1000",
+        summary.top1, summary.top5
+    );
+    assert!(
+        agree >= 990,
+        "top-1 agrees with ONNX Runtime on only {agree}/1000 images"
+    );
+    assert!(
+        (summary.top1 - 88.5).abs() <= 0.5,
+        "top-1 {:.2}% is not within 0.5 points of ORT's 88.5%",
+        summary.top1
+    );
 }

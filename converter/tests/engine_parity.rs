@@ -8,7 +8,8 @@ use common::{argmax_rows, max_abs_diff, read_npy, shared};
 
 #[test]
 fn lite0_logits_match_onnx_runtime_on_identical_input() {
-    let model = import_file(&shared().join("models/efficientnet_lite0.onnx")).expect("import lite0");
+    let model =
+        import_file(&shared().join("models/efficientnet_lite0.onnx")).expect("import lite0");
     let engine = Engine::new(model.graph, 2).expect("engine");
     let input = read_npy(&shared().join("reference/lite0-sample8/input.npy"));
     let expected = read_npy(&shared().join("reference/lite0-sample8/logits.npy"));

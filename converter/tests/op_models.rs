@@ -19,8 +19,13 @@ fn models() -> &'static Path {
     DIR.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("opmodels");
         let _ = std::fs::remove_dir_all(&out);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/opmodels/gen_op_models.py");
-        let status = Command::new("python3").arg(&script).arg(&out).status().expect("running python3");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/opmodels/gen_op_models.py");
+        let status = Command::new("python3")
+            .arg(&script)
+            .arg(&out)
+            .status()
+            .expect("running python3");
         assert!(status.success(), "{} failed", script.display());
         out
     })
@@ -35,27 +40,40 @@ fn every_operator_matches_onnx_runtime() {
     for case in cases.lines().filter(|l| !l.trim().is_empty()) {
         count += 1;
         let d = dir.join(case);
-        let result = import_file(&d.join("model.onnx")).map_err(|e| e.to_string()).and_then(|m| {
-            let engine = Engine::new(m.graph, 2).map_err(|e| e.to_string())?;
-            engine.run(read_npy(&d.join("input.npy"))).map_err(|e| e.to_string())
-        });
+        let result = import_file(&d.join("model.onnx"))
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                let engine = Engine::new(m.graph, 2).map_err(|e| e.to_string())?;
+                engine
+                    .run(read_npy(&d.join("input.npy")))
+                    .map_err(|e| e.to_string())
+            });
         let expected = read_npy(&d.join("expected.npy"));
         match result {
             Err(e) => failures.push(format!("{case}: {e}")),
-            Ok(got) if got.shape() != expected.shape() => {
-                failures.push(format!("{case}: shape {:?}, expected {:?}", got.shape(), expected.shape()))
-            }
+            Ok(got) if got.shape() != expected.shape() => failures.push(format!(
+                "{case}: shape {:?}, expected {:?}",
+                got.shape(),
+                expected.shape()
+            )),
             Ok(got) => {
                 let scale = expected.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 let diff = max_abs_diff(&got, &expected);
                 if diff > 1e-5 * scale.max(1.0) * 10.0 {
-                    failures.push(format!("{case}: max |diff| {diff:e} (max |expected| {scale})"));
+                    failures.push(format!(
+                        "{case}: max |diff| {diff:e} (max |expected| {scale})"
+                    ));
                 }
             }
         }
     }
     assert!(count >= 60, "only {count} cases generated");
-    assert!(failures.is_empty(), "{} of {count} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -96,7 +114,13 @@ fn truncated_model_is_an_error_not_a_panic() {
         let err = import_file(&path).expect_err("a truncated model must not import");
         let msg = err.to_string();
         assert!(!msg.is_empty());
-        assert!(msg.contains("cut") || msg.contains("node") || msg.contains("graph") || msg.contains("tensor"), "{msg}");
+        assert!(
+            msg.contains("cut")
+                || msg.contains("node")
+                || msg.contains("graph")
+                || msg.contains("tensor"),
+            "{msg}"
+        );
     }
 }
 

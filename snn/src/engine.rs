@@ -51,7 +51,9 @@ impl Engine {
     /// Runs a batch `[N, per-image input shape…]`, returning `[N, per-image output shape…]`.
     pub fn run(&self, input: Tensor) -> Result<Tensor, EngineError> {
         self.check_input(&input)?;
-        Ok(self.pool.install(|| self.run_in_pool(input, &mut |_, _| None)))
+        Ok(self
+            .pool
+            .install(|| self.run_in_pool(input, &mut |_, _| None)))
     }
 
     /// Runs a batch like [`Engine::run`], letting `replace` compute any node instead: it is
@@ -96,11 +98,17 @@ impl Engine {
                 let inputs: Vec<&Tensor> = node
                     .inputs
                     .iter()
-                    .map(|&v| values[v].as_ref().unwrap_or_else(|| crate::ops::unreachable_shape()))
+                    .map(|&v| {
+                        values[v]
+                            .as_ref()
+                            .unwrap_or_else(|| crate::ops::unreachable_shape())
+                    })
                     .collect();
                 match replace(i, &inputs) {
                     Some(t) => t,
-                    None => node.op.eval(&inputs, &g.values[node.output].shape, self.threads),
+                    None => node
+                        .op
+                        .eval(&inputs, &g.values[node.output].shape, self.threads),
                 }
             };
             values[node.output] = Some(out);

@@ -24,13 +24,22 @@ pub enum GraphError {
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum EngineError {
     /// The batch does not have the graph input's per-image shape.
-    #[error("input has shape {got:?}; the model expects [N, {}]", fmt_dims(expected))]
-    InputShape { got: Vec<usize>, expected: Vec<usize> },
+    #[error(
+        "input has shape {got:?}; the model expects [N, {}]",
+        fmt_dims(expected)
+    )]
+    InputShape {
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(String),
 }
 
 fn fmt_dims(d: &[usize]) -> String {
-    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    d.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

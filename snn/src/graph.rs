@@ -73,7 +73,10 @@ impl Graph {
         if let Some(&bad) = inputs.iter().find(|&&v| v >= self.values.len()) {
             return Err(err(format!("input value #{bad} does not exist")));
         }
-        let shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.values[v].shape.as_slice()).collect();
+        let shapes: Vec<&[usize]> = inputs
+            .iter()
+            .map(|&v| self.values[v].shape.as_slice())
+            .collect();
         let shape = op.output_shape(&shapes).map_err(err)?;
         let output = self.values.len();
         self.values.push(Value {
@@ -92,7 +95,9 @@ impl Graph {
 
     pub fn set_output(&mut self, value: ValueId) -> Result<(), GraphError> {
         if value >= self.values.len() {
-            return Err(GraphError::Structure(format!("output value #{value} does not exist")));
+            return Err(GraphError::Structure(format!(
+                "output value #{value} does not exist"
+            )));
         }
         self.output = value;
         Ok(())
@@ -210,7 +215,9 @@ impl Graph {
     pub fn validate(&self) -> Result<(), GraphError> {
         let mut defined = vec![false; self.values.len()];
         if self.input >= self.values.len() || self.output >= self.values.len() {
-            return Err(GraphError::Structure("input or output value does not exist".into()));
+            return Err(GraphError::Structure(
+                "input or output value does not exist".into(),
+            ));
         }
         defined[self.input] = true;
         for n in &self.nodes {

@@ -23,7 +23,9 @@ pub fn fold_channel_affine_into_conv(graph: &mut Graph) {
     let producers = graph.producers();
     let uses = graph.use_counts();
     for i in 0..graph.nodes.len() {
-        let Op::ChannelAffine(affine) = &graph.nodes[i].op else { continue };
+        let Op::ChannelAffine(affine) = &graph.nodes[i].op else {
+            continue;
+        };
         let src = graph.nodes[i].inputs[0];
         let Some(p) = producers[src] else { continue };
         if uses[src] != 1 || !matches!(graph.nodes[p].op, Op::Conv(_)) {
@@ -32,7 +34,12 @@ pub fn fold_channel_affine_into_conv(graph: &mut Graph) {
         let affine = affine.clone();
         if let Op::Conv(conv) = &mut graph.nodes[p].op {
             let per_out = conv.weight.len() / conv.out_channels().max(1);
-            for (co, chunk) in conv.weight.data_mut().chunks_mut(per_out.max(1)).enumerate() {
+            for (co, chunk) in conv
+                .weight
+                .data_mut()
+                .chunks_mut(per_out.max(1))
+                .enumerate()
+            {
                 chunk.iter_mut().for_each(|w| *w *= affine.scale[co]);
             }
             for (co, b) in conv.bias.iter_mut().enumerate() {
@@ -54,7 +61,9 @@ pub fn fold_zero_pad_into_conv(graph: &mut Graph) {
         }
         let src = graph.nodes[i].inputs[0];
         let Some(p) = producers[src] else { continue };
-        let Op::Pad(pad) = &graph.nodes[p].op else { continue };
+        let Op::Pad(pad) = &graph.nodes[p].op else {
+            continue;
+        };
         let spatial_only = pad.begin.len() == 3 && pad.begin[0] == 0 && pad.end[0] == 0;
         if uses[src] != 1 || pad.value != 0.0 || !spatial_only {
             continue;
@@ -78,7 +87,11 @@ pub fn fuse_gated_products(graph: &mut Graph) {
     let producers = graph.producers();
     let uses = graph.use_counts();
     for i in 0..graph.nodes.len() {
-        let Op::Binary(Binary { kind: BinaryKind::Mul, constant: None }) = graph.nodes[i].op else {
+        let Op::Binary(Binary {
+            kind: BinaryKind::Mul,
+            constant: None,
+        }) = graph.nodes[i].op
+        else {
             continue;
         };
         let (a, b) = (graph.nodes[i].inputs[0], graph.nodes[i].inputs[1]);
@@ -110,11 +123,10 @@ pub fn fuse_gelu(graph: &mut Graph) {
     let readers = readers(graph);
     let scalar = |op: &Op, kind: BinaryKind| -> Option<f32> {
         match op {
-            Op::Binary(Binary { kind: k, constant: Some(c) })
-                if *k == kind && !c.on_left && c.tensor.len() == 1 =>
-            {
-                Some(c.tensor.data()[0])
-            }
+            Op::Binary(Binary {
+                kind: k,
+                constant: Some(c),
+            }) if *k == kind && !c.on_left && c.tensor.len() == 1 => Some(c.tensor.data()[0]),
             _ => None,
         }
     };
@@ -124,25 +136,43 @@ pub fn fuse_gelu(graph: &mut Graph) {
             continue;
         }
         // u = x / √2  (or x · 1/√2)
-        let Some(u_node) = producers[graph.nodes[e].inputs[0]] else { continue };
+        let Some(u_node) = producers[graph.nodes[e].inputs[0]] else {
+            continue;
+        };
         let u_op = &graph.nodes[u_node].op;
         let scaled = near(scalar(u_op, BinaryKind::Div), std::f32::consts::SQRT_2)
-            || near(scalar(u_op, BinaryKind::Mul), std::f32::consts::FRAC_1_SQRT_2);
+            || near(
+                scalar(u_op, BinaryKind::Mul),
+                std::f32::consts::FRAC_1_SQRT_2,
+            );
         if !scaled || uses[graph.nodes[u_node].output] != 1 {
             continue;
         }
         let x = graph.nodes[u_node].inputs[0];
         // a = erf(u) + 1
-        let Some(&[add]) = readers[graph.nodes[e].output].as_deref() else { continue };
+        let Some(&[add]) = readers[graph.nodes[e].output].as_deref() else {
+            continue;
+        };
         if !near(scalar(&graph.nodes[add].op, BinaryKind::Add), 1.0) {
             continue;
         }
         // m = a · x  then  · ½,   or   m = a · (x · ½)
-        let Some(&[m]) = readers[graph.nodes[add].output].as_deref() else { continue };
-        if graph.nodes[m].op != Op::Binary(Binary { kind: BinaryKind::Mul, constant: None }) {
+        let Some(&[m]) = readers[graph.nodes[add].output].as_deref() else {
+            continue;
+        };
+        if graph.nodes[m].op
+            != Op::Binary(Binary {
+                kind: BinaryKind::Mul,
+                constant: None,
+            })
+        {
             continue;
         }
-        let other = graph.nodes[m].inputs.iter().copied().find(|&v| v != graph.nodes[add].output);
+        let other = graph.nodes[m]
+            .inputs
+            .iter()
+            .copied()
+            .find(|&v| v != graph.nodes[add].output);
         let last = if other == Some(x) {
             match readers[graph.nodes[m].output].as_deref() {
                 Some(&[h]) if near(scalar(&graph.nodes[h].op, BinaryKind::Mul), 0.5) => h,

@@ -108,12 +108,20 @@ impl SpikingNetwork {
 
     /// Neurons per image over all units (K × elements), the input layer not included.
     pub fn neurons(&self) -> u64 {
-        self.units.iter().zip(&self.fanout).map(|(u, f)| (u.k() * f.len()) as u64).sum()
+        self.units
+            .iter()
+            .zip(&self.fanout)
+            .map(|(u, f)| (u.k() * f.len()) as u64)
+            .sum()
     }
 
     /// Neurons per unit placement.
     pub fn unit_neurons(&self) -> Vec<u64> {
-        self.units.iter().zip(&self.fanout).map(|(u, f)| (u.k() * f.len()) as u64).collect()
+        self.units
+            .iter()
+            .zip(&self.fanout)
+            .map(|(u, f)| (u.k() * f.len()) as u64)
+            .collect()
     }
 
     /// Mean synapses per spike of each unit placement.
@@ -137,7 +145,10 @@ impl SpikingNetwork {
         let mut data = vec![0.0f32; images.len() * per];
         for (img, out) in images.iter().zip(data.chunks_mut(per.max(1))) {
             if img.len() != per || shape.len() != 3 || shape[0] != 3 {
-                return Err(EngineError::InputShape { got: vec![img.len()], expected: shape.clone() });
+                return Err(EngineError::InputShape {
+                    got: vec![img.len()],
+                    expected: shape.clone(),
+                });
             }
             for (i, px) in img.chunks_exact(3).enumerate() {
                 for c in 0..3 {
@@ -147,7 +158,10 @@ impl SpikingNetwork {
         }
         let mut full = vec![images.len()];
         full.extend_from_slice(&shape);
-        Tensor::new(full, data).map_err(|_| EngineError::InputShape { got: vec![images.len()], expected: shape })
+        Tensor::new(full, data).map_err(|_| EngineError::InputShape {
+            got: vec![images.len()],
+            expected: shape,
+        })
     }
 
     /// ANN mode on HWC uint8 images.
@@ -170,7 +184,10 @@ impl SpikingNetwork {
         let input = self.normalise(images)?;
         let n = images.len();
         let mut stats: Vec<ImageStats> = (0..n)
-            .map(|_| ImageStats { unit_spikes: vec![0; self.units.len()], ..Default::default() })
+            .map(|_| ImageStats {
+                unit_spikes: vec![0; self.units.len()],
+                ..Default::default()
+            })
             .collect();
         // Input layer: one spike per set bit; element order of the CHW input.
         let plane = self.input_fanout.len() / 3;
@@ -226,7 +243,11 @@ impl SpikingNetwork {
                 (spikes, synops)
             })
             .collect();
-        (Tensor::new(x.shape().to_vec(), out).unwrap_or_else(|_| crate::ops::unreachable_shape()), per_image)
+        (
+            Tensor::new(x.shape().to_vec(), out)
+                .unwrap_or_else(|_| crate::ops::unreachable_shape()),
+            per_image,
+        )
     }
 }
 
@@ -287,7 +308,11 @@ impl<'g> Fanouts<'g> {
                 }
             }
         }
-        Fanouts { graph, readers, memo: vec![None; graph.values.len()] }
+        Fanouts {
+            graph,
+            readers,
+            memo: vec![None; graph.values.len()],
+        }
     }
 
     fn of_value(&mut self, v: ValueId) -> Vec<u32> {
@@ -384,7 +409,10 @@ fn source_map(op: &Op, node: &crate::graph::Node, v: ValueId, graph: &Graph) -> 
         }
         // Elementwise (possibly broadcasting) and reshapes keep element order.
         _ if in_shape.iter().product::<usize>() == out_len => (0..out_len).map(Some).collect(),
-        _ => broadcast_map(in_shape, out_shape).into_iter().map(Some).collect(),
+        _ => broadcast_map(in_shape, out_shape)
+            .into_iter()
+            .map(Some)
+            .collect(),
     }
 }
 
@@ -421,9 +449,27 @@ fn taps(len: usize, out: usize, k: usize, stride: usize, dilation: usize, pad: u
     t
 }
 
-fn window_fanout(p: &crate::ops::pool::PoolWindow, in_shape: &[usize], out_shape: &[usize]) -> Vec<u32> {
-    let rows = taps(in_shape[1], out_shape[1], p.kernel[0], p.stride[0], p.dilation[0], p.pads[0]);
-    let cols = taps(in_shape[2], out_shape[2], p.kernel[1], p.stride[1], p.dilation[1], p.pads[1]);
+fn window_fanout(
+    p: &crate::ops::pool::PoolWindow,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<u32> {
+    let rows = taps(
+        in_shape[1],
+        out_shape[1],
+        p.kernel[0],
+        p.stride[0],
+        p.dilation[0],
+        p.pads[0],
+    );
+    let cols = taps(
+        in_shape[2],
+        out_shape[2],
+        p.kernel[1],
+        p.stride[1],
+        p.dilation[1],
+        p.pads[1],
+    );
     let mut f = Vec::new();
     for _ in 0..in_shape[0] {
         for &r in &rows {
@@ -438,9 +484,14 @@ fn window_fanout(p: &crate::ops::pool::PoolWindow, in_shape: &[usize], out_shape
 /// Checks that every placement points at a gate node of the graph.
 pub fn check_placements(model: &ConvertedModel) -> Result<(), GraphError> {
     for (i, p) in model.units.iter().enumerate() {
-        let node = model.graph.nodes.get(p.node).ok_or_else(|| GraphError::Structure(format!("unit {i} names node #{} out of range", p.node)))?;
+        let node = model.graph.nodes.get(p.node).ok_or_else(|| {
+            GraphError::Structure(format!("unit {i} names node #{} out of range", p.node))
+        })?;
         if !matches!(node.op.class(), OpClass::Gate(_)) || p.params >= model.unit_params.len() {
-            return Err(GraphError::Structure(format!("unit {i} is placed on node '{}', which is not a gate, or names missing parameters", node.name)));
+            return Err(GraphError::Structure(format!(
+                "unit {i} is placed on node '{}', which is not a gate, or names missing parameters",
+                node.name
+            )));
         }
     }
     Ok(())

@@ -10,7 +10,9 @@ use amos_snn::{Graph, Tensor};
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32) -> Conv2d {
     let n = cout * cin * k * k;
-    let weight: Vec<f32> = (0..n).map(|i| ((((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+    let weight: Vec<f32> = (0..n)
+        .map(|i| ((((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0) * 0.3)
+        .collect();
     Conv2d {
         weight: Tensor::new(vec![cout, cin, k, k], weight).unwrap(),
         bias: (0..cout).map(|i| 0.1 * i as f32).collect(),
@@ -25,17 +27,51 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32)
 ///                                           └→ conv3 1x1/2 ─┴→ add → relu (unit 1) → GAP → linear
 fn model() -> ConvertedModel {
     let mut g = Graph::new("input", vec![3, 5, 5]);
-    let c1 = g.add_node("conv1", Op::Conv(conv(3, 3, 3, 1, 1, 1)), vec![g.input], "c1").unwrap();
-    let r1 = g.add_node("relu1", Op::Activation(Activation::Relu), vec![c1], "r1").unwrap();
-    let c2 = g.add_node("conv2", Op::Conv(conv(3, 4, 3, 2, 1, 2)), vec![r1], "c2").unwrap();
-    let c3 = g.add_node("conv3", Op::Conv(conv(3, 4, 1, 2, 0, 3)), vec![r1], "c3").unwrap();
-    let add = Op::Binary(Binary { kind: BinaryKind::Add, constant: None });
+    let c1 = g
+        .add_node(
+            "conv1",
+            Op::Conv(conv(3, 3, 3, 1, 1, 1)),
+            vec![g.input],
+            "c1",
+        )
+        .unwrap();
+    let r1 = g
+        .add_node("relu1", Op::Activation(Activation::Relu), vec![c1], "r1")
+        .unwrap();
+    let c2 = g
+        .add_node("conv2", Op::Conv(conv(3, 4, 3, 2, 1, 2)), vec![r1], "c2")
+        .unwrap();
+    let c3 = g
+        .add_node("conv3", Op::Conv(conv(3, 4, 1, 2, 0, 3)), vec![r1], "c3")
+        .unwrap();
+    let add = Op::Binary(Binary {
+        kind: BinaryKind::Add,
+        constant: None,
+    });
     let s = g.add_node("add", add, vec![c2, c3], "s").unwrap();
-    let r2 = g.add_node("relu2", Op::Activation(Activation::Relu), vec![s], "r2").unwrap();
+    let r2 = g
+        .add_node("relu2", Op::Activation(Activation::Relu), vec![s], "r2")
+        .unwrap();
     let p = g.add_node("gap", Op::GlobalAvgPool, vec![r2], "p").unwrap();
-    let f = g.add_node("flat", Op::Reshape(amos_snn::ops::Reshape { shape: vec![4] }), vec![p], "f").unwrap();
+    let f = g
+        .add_node(
+            "flat",
+            Op::Reshape(amos_snn::ops::Reshape { shape: vec![4] }),
+            vec![p],
+            "f",
+        )
+        .unwrap();
     let w = Tensor::new(vec![4, 5], (0..20).map(|i| i as f32 / 10.0 - 1.0).collect()).unwrap();
-    g.add_node("fc", Op::Linear(Linear { weight: w, bias: vec![0.0; 5] }), vec![f], "out").unwrap();
+    g.add_node(
+        "fc",
+        Op::Linear(Linear {
+            weight: w,
+            bias: vec![0.0; 5],
+        }),
+        vec![f],
+        "out",
+    )
+    .unwrap();
     let relu = |alpha| UnitParams {
         unit: closed_form::relu(6, alpha, Rounding::Nearest),
         gate: GateKind::Relu,
@@ -46,8 +82,16 @@ fn model() -> ConvertedModel {
     };
     ConvertedModel {
         units: vec![
-            UnitPlacement { node: 1, gate: GateKind::Relu, params: 0 },
-            UnitPlacement { node: 5, gate: GateKind::Relu, params: 1 },
+            UnitPlacement {
+                node: 1,
+                gate: GateKind::Relu,
+                params: 0,
+            },
+            UnitPlacement {
+                node: 5,
+                gate: GateKind::Relu,
+                params: 1,
+            },
         ],
         unit_params: vec![relu(4.0), relu(3.0)],
         graph: g,
@@ -61,13 +105,25 @@ fn model() -> ConvertedModel {
             std: [60.0, 50.0, 40.0],
         },
         classes: vec![],
-        settings: ConversionSettings { k: vec![], rounding: true, calibration_images: 0, seed: 0, tool_version: "test".into() },
+        settings: ConversionSettings {
+            k: vec![],
+            rounding: true,
+            calibration_images: 0,
+            seed: 0,
+            tool_version: "test".into(),
+        },
         source_sha256: String::new(),
     }
 }
 
 fn images() -> Vec<Vec<u8>> {
-    (0..3u32).map(|b| (0..75u32).map(|i| ((i * 37 + b * 101) % 256) as u8).collect()).collect()
+    (0..3u32)
+        .map(|b| {
+            (0..75u32)
+                .map(|i| ((i * 37 + b * 101) % 256) as u8)
+                .collect()
+        })
+        .collect()
 }
 
 /// Brute force: Σ over every weight (oc, oy, ox, ic, ky, kx) of `c` of the spikes of the input
@@ -114,16 +170,26 @@ fn units_match_reference_evaluation_and_synops_match_brute_force() {
                 for e in 0..per {
                     let x = inputs[0].data()[b * per + e];
                     let (spikes, y) = unit.eval(x, 0.0);
-                    assert_eq!(y.to_bits(), output.data()[b * per + e].to_bits(), "unit {u} element {e}");
+                    assert_eq!(
+                        y.to_bits(),
+                        output.data()[b * per + e].to_bits(),
+                        "unit {u} element {e}"
+                    );
                     z.push(spikes.count_ones());
                 }
                 recorded[u].push(z);
             }
         })
         .unwrap();
-    let Op::Conv(c1) = &m.graph.nodes[0].op else { unreachable!() };
-    let Op::Conv(c2) = &m.graph.nodes[2].op else { unreachable!() };
-    let Op::Conv(c3) = &m.graph.nodes[3].op else { unreachable!() };
+    let Op::Conv(c1) = &m.graph.nodes[0].op else {
+        unreachable!()
+    };
+    let Op::Conv(c2) = &m.graph.nodes[2].op else {
+        unreachable!()
+    };
+    let Op::Conv(c3) = &m.graph.nodes[3].op else {
+        unreachable!()
+    };
     for b in 0..3 {
         let st = &out.stats[b];
         let s0: u64 = recorded[0][b].iter().map(|&s| s as u64).sum();
@@ -131,7 +197,9 @@ fn units_match_reference_evaluation_and_synops_match_brute_force() {
         assert_eq!(st.unit_spikes, vec![s0 as u32, s1 as u32]);
         assert_eq!(st.spikes, s0 + s1);
         // Unit 0 feeds conv2 and conv3; unit 1 feeds the global average (one synapse each).
-        let expected = conv_synops(c2, &recorded[0][b], [3, 5, 5]) + conv_synops(c3, &recorded[0][b], [3, 5, 5]) + s1;
+        let expected = conv_synops(c2, &recorded[0][b], [3, 5, 5])
+            + conv_synops(c3, &recorded[0][b], [3, 5, 5])
+            + s1;
         assert_eq!(st.synops, expected, "image {b}");
         // Input layer: the set bits of every pixel channel, into conv1.
         let img = &imgs[b];

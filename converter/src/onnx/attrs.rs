@@ -7,7 +7,10 @@ use super::{ImportError, NodeCx};
 
 impl NodeCx<'_> {
     fn attr(&self, name: &str) -> Option<&AttributeProto> {
-        self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+        self.node
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
     }
 
     /// Rejects attributes the importer does not understand, rather than ignoring them.
@@ -27,7 +30,9 @@ impl NodeCx<'_> {
             Some(a) if a.r#type == Some(ty as i32) || a.r#type.is_none() => Ok(Some(a)),
             Some(a) => Err(self.err(format!(
                 "attribute '{name}' has type {:?}, expected {}",
-                a.r#type.and_then(|t| AttributeType::try_from(t).ok()).map(|t| t.as_str_name()),
+                a.r#type
+                    .and_then(|t| AttributeType::try_from(t).ok())
+                    .map(|t| t.as_str_name()),
                 ty.as_str_name()
             ))),
         }
@@ -42,11 +47,15 @@ impl NodeCx<'_> {
     }
 
     pub fn attr_ints(&self, name: &str) -> Result<Option<Vec<i64>>, ImportError> {
-        Ok(self.typed(name, AttributeType::Ints)?.map(|a| a.ints.clone()))
+        Ok(self
+            .typed(name, AttributeType::Ints)?
+            .map(|a| a.ints.clone()))
     }
 
     pub fn attr_floats(&self, name: &str) -> Result<Option<Vec<f32>>, ImportError> {
-        Ok(self.typed(name, AttributeType::Floats)?.map(|a| a.floats.clone()))
+        Ok(self
+            .typed(name, AttributeType::Floats)?
+            .map(|a| a.floats.clone()))
     }
 
     pub fn attr_string(&self, name: &str) -> Result<Option<String>, ImportError> {
@@ -57,9 +66,14 @@ impl NodeCx<'_> {
     }
 
     pub fn attr_tensor(&self, name: &str) -> Result<Option<Const>, ImportError> {
-        match self.typed(name, AttributeType::Tensor)?.and_then(|a| a.t.as_ref()) {
+        match self
+            .typed(name, AttributeType::Tensor)?
+            .and_then(|a| a.t.as_ref())
+        {
             None => Ok(None),
-            Some(t) => read_tensor(t, None).map(Some).map_err(|e| self.err(format!("attribute '{name}': {e}"))),
+            Some(t) => read_tensor(t, None)
+                .map(Some)
+                .map_err(|e| self.err(format!("attribute '{name}': {e}"))),
         }
     }
 
@@ -68,7 +82,11 @@ impl NodeCx<'_> {
         self.attr_ints(name)?
             .map(|v| {
                 v.iter()
-                    .map(|&x| usize::try_from(x).map_err(|_| self.err(format!("attribute '{name}' has a negative entry {x}"))))
+                    .map(|&x| {
+                        usize::try_from(x).map_err(|_| {
+                            self.err(format!("attribute '{name}' has a negative entry {x}"))
+                        })
+                    })
                     .collect()
             })
             .transpose()

@@ -12,7 +12,9 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid ONNX model (protobuf decoding failed: {source}); is the file truncated?")]
+    #[error(
+        "{path} is not a valid ONNX model (protobuf decoding failed: {source}); is the file truncated?"
+    )]
     Decode {
         path: PathBuf,
         source: prost::DecodeError,

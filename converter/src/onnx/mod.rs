@@ -16,7 +16,7 @@ pub mod tensor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use amos_proto::onnx::{ModelProto, NodeProto, type_proto, tensor_shape_proto::dimension};
+use amos_proto::onnx::{ModelProto, NodeProto, tensor_shape_proto::dimension, type_proto};
 use amos_snn::{Graph, ValueId};
 use prost::Message;
 
@@ -46,16 +46,27 @@ pub(crate) enum Val {
 
 /// Reads and imports an ONNX file; external data is resolved next to it.
 pub fn import_file(path: &Path) -> Result<ImportedModel, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
-    let model = ModelProto::decode(bytes.as_slice())
-        .map_err(|source| ImportError::Decode { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|source| ImportError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     import_model(&model, path.parent())
 }
 
 /// Imports a decoded model; `base_dir` is where external tensor data lives.
-pub fn import_model(model: &ModelProto, base_dir: Option<&Path>) -> Result<ImportedModel, ImportError> {
+pub fn import_model(
+    model: &ModelProto,
+    base_dir: Option<&Path>,
+) -> Result<ImportedModel, ImportError> {
     let opset = default_opset(model)?;
-    let graph_proto = model.graph.as_ref().ok_or_else(|| ImportError::Graph("the model has no graph".into()))?;
+    let graph_proto = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::Graph("the model has no graph".into()))?;
     let mut env: HashMap<String, Val> = HashMap::new();
     for init in &graph_proto.initializer {
         let name = init.name.clone().unwrap_or_default();
@@ -71,17 +82,23 @@ pub fn import_model(model: &ModelProto, base_dir: Option<&Path>) -> Result<Impor
         return Err(ImportError::Graph(format!(
             "expected exactly one runtime input (the image batch), found {}: {:?}",
             runtime_inputs.len(),
-            runtime_inputs.iter().map(|i| i.name.clone().unwrap_or_default()).collect::<Vec<_>>()
+            runtime_inputs
+                .iter()
+                .map(|i| i.name.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
         )));
     };
     let input_name = input.name.clone().unwrap_or_default();
-    let shape = input_shape(input).map_err(|e| ImportError::Graph(format!("input '{input_name}': {e}")))?;
+    let shape =
+        input_shape(input).map_err(|e| ImportError::Graph(format!("input '{input_name}': {e}")))?;
     let mut graph = Graph::new(&input_name, shape);
     env.insert(input_name, Val::Runtime(graph.input));
 
     let mut onnx_ops = BTreeMap::new();
     for node in &graph_proto.node {
-        *onnx_ops.entry(node.op_type.clone().unwrap_or_default()).or_insert(0) += 1;
+        *onnx_ops
+            .entry(node.op_type.clone().unwrap_or_default())
+            .or_insert(0) += 1;
         let cx = NodeCx::new(node, opset, &env)?;
         let out = ops::import_node(&cx, &mut graph)?;
         let outputs: Vec<&String> = node.output.iter().filter(|o| !o.is_empty()).collect();
@@ -93,17 +110,36 @@ pub fn import_model(model: &ModelProto, base_dir: Option<&Path>) -> Result<Impor
     }
 
     let [output] = graph_proto.output.as_slice() else {
-        return Err(ImportError::Graph(format!("expected exactly one output, found {}", graph_proto.output.len())));
+        return Err(ImportError::Graph(format!(
+            "expected exactly one output, found {}",
+            graph_proto.output.len()
+        )));
     };
     let out_name = output.name.clone().unwrap_or_default();
     match env.get(&out_name) {
-        Some(Val::Runtime(v)) => graph.set_output(*v).map_err(|e| ImportError::Graph(e.to_string()))?,
-        Some(Val::Const(_)) => return Err(ImportError::Graph(format!("output '{out_name}' is a constant"))),
-        None => return Err(ImportError::Graph(format!("output '{out_name}' is produced by no node"))),
+        Some(Val::Runtime(v)) => graph
+            .set_output(*v)
+            .map_err(|e| ImportError::Graph(e.to_string()))?,
+        Some(Val::Const(_)) => {
+            return Err(ImportError::Graph(format!(
+                "output '{out_name}' is a constant"
+            )));
+        }
+        None => {
+            return Err(ImportError::Graph(format!(
+                "output '{out_name}' is produced by no node"
+            )));
+        }
     }
     amos_snn::passes::simplify(&mut graph);
-    graph.validate().map_err(|e| ImportError::Graph(e.to_string()))?;
-    Ok(ImportedModel { graph, onnx_ops, opset })
+    graph
+        .validate()
+        .map_err(|e| ImportError::Graph(e.to_string()))?;
+    Ok(ImportedModel {
+        graph,
+        onnx_ops,
+        opset,
+    })
 }
 
 fn default_opset(model: &ModelProto) -> Result<i64, ImportError> {
@@ -112,7 +148,9 @@ fn default_opset(model: &ModelProto) -> Result<i64, ImportError> {
         .iter()
         .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
         .and_then(|o| o.version)
-        .ok_or_else(|| ImportError::Opset("the model imports no default-domain (ai.onnx) opset".into()))?;
+        .ok_or_else(|| {
+            ImportError::Opset("the model imports no default-domain (ai.onnx) opset".into())
+        })?;
     if !OPSETS.contains(&version) {
         return Err(ImportError::Opset(format!(
             "the model uses ai.onnx opset {version}; supported opsets are {} to {}",
@@ -125,15 +163,24 @@ fn default_opset(model: &ModelProto) -> Result<i64, ImportError> {
 
 /// The per-image shape of the graph input `[N, …]`: every dimension but the batch must be known.
 fn input_shape(input: &amos_proto::onnx::ValueInfoProto) -> Result<Vec<usize>, String> {
-    let Some(type_proto::Value::TensorType(tt)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+    let Some(type_proto::Value::TensorType(tt)) =
+        input.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
         return Err("not a tensor".into());
     };
     if tt.elem_type != Some(amos_proto::onnx::tensor_proto::DataType::Float as i32) {
         return Err(format!("element type {:?} is not float32", tt.elem_type));
     }
-    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
+    let dims = tt
+        .shape
+        .as_ref()
+        .map(|s| s.dim.as_slice())
+        .unwrap_or_default();
     if dims.len() < 2 {
-        return Err(format!("expected [N, …] with at least 2 dimensions, found rank {}", dims.len()));
+        return Err(format!(
+            "expected [N, …] with at least 2 dimensions, found rank {}",
+            dims.len()
+        ));
     }
     dims[1..]
         .iter()
@@ -154,9 +201,21 @@ pub(crate) struct NodeCx<'a> {
 }
 
 impl<'a> NodeCx<'a> {
-    fn new(node: &'a NodeProto, opset: i64, env: &HashMap<String, Val>) -> Result<Self, ImportError> {
-        let mut cx = NodeCx { node, opset, inputs: Vec::new() };
-        if let Some(domain) = node.domain.as_deref().filter(|d| !d.is_empty() && *d != "ai.onnx") {
+    fn new(
+        node: &'a NodeProto,
+        opset: i64,
+        env: &HashMap<String, Val>,
+    ) -> Result<Self, ImportError> {
+        let mut cx = NodeCx {
+            node,
+            opset,
+            inputs: Vec::new(),
+        };
+        if let Some(domain) = node
+            .domain
+            .as_deref()
+            .filter(|d| !d.is_empty() && *d != "ai.onnx")
+        {
             return Err(cx.err(format!("operator domain '{domain}' is not supported")));
         }
         for name in &node.input {
@@ -177,7 +236,10 @@ impl<'a> NodeCx<'a> {
     }
 
     pub fn name(&self) -> &str {
-        self.node.name.as_deref().unwrap_or_else(|| self.node.output.first().map(String::as_str).unwrap_or(""))
+        self.node
+            .name
+            .as_deref()
+            .unwrap_or_else(|| self.node.output.first().map(String::as_str).unwrap_or(""))
     }
 
     pub fn op_type(&self) -> &str {
@@ -199,7 +261,10 @@ impl<'a> NodeCx<'a> {
 
     /// Input `i`, which must be present.
     pub fn input(&self, i: usize) -> Result<&Val, ImportError> {
-        self.inputs.get(i).and_then(|v| v.as_ref()).ok_or_else(|| self.err(format!("missing input #{i}")))
+        self.inputs
+            .get(i)
+            .and_then(|v| v.as_ref())
+            .ok_or_else(|| self.err(format!("missing input #{i}")))
     }
 
     /// Input `i` if given.
@@ -227,12 +292,17 @@ impl<'a> NodeCx<'a> {
     pub fn runtime_input(&self, i: usize) -> Result<ValueId, ImportError> {
         match self.input(i)? {
             Val::Runtime(v) => Ok(*v),
-            Val::Const(_) => Err(self.err(format!("input #{i} must depend on the model input, found a constant"))),
+            Val::Const(_) => Err(self.err(format!(
+                "input #{i} must depend on the model input, found a constant"
+            ))),
         }
     }
 
     /// Whether every given input is a constant (the node can be folded).
     pub fn all_const(&self) -> bool {
-        self.inputs.iter().flatten().all(|v| matches!(v, Val::Const(_)))
+        self.inputs
+            .iter()
+            .flatten()
+            .all(|v| matches!(v, Val::Const(_)))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use amos_proto::onnx::{TensorProto, tensor_proto::DataType, tensor_proto::DataLocation};
+use amos_proto::onnx::{TensorProto, tensor_proto::DataLocation, tensor_proto::DataType};
 use amos_snn::Tensor;
 
 use super::error::ImportError;
@@ -29,11 +29,17 @@ pub struct Const {
 
 impl Const {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Const {
-        Const { shape, data: ConstData::F32(data) }
+        Const {
+            shape,
+            data: ConstData::F32(data),
+        }
     }
 
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Const {
-        Const { shape, data: ConstData::I64(data) }
+        Const {
+            shape,
+            data: ConstData::I64(data),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -81,13 +87,19 @@ impl Const {
 
 /// Reads a `TensorProto`, resolving external data relative to `base_dir`.
 pub fn read_tensor(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, ImportError> {
-    let err = |detail: String| ImportError::Tensor { name: t.name.clone().unwrap_or_default(), detail };
+    let err = |detail: String| ImportError::Tensor {
+        name: t.name.clone().unwrap_or_default(),
+        detail,
+    };
     let shape = t
         .dims
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| err(format!("negative dimension {d}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| err("shape overflows".into()))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err("shape overflows".into()))?;
     let external = t.data_location == Some(DataLocation::External as i32);
     let raw: Option<Vec<u8>> = if external {
         Some(read_external(t, base_dir).map_err(err)?)
@@ -95,16 +107,24 @@ pub fn read_tensor(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Im
         t.raw_data.clone()
     };
     let dtype = t.data_type.unwrap_or(0);
-    let data_type = DataType::try_from(dtype).map_err(|_| err(format!("unknown data type {dtype}")))?;
+    let data_type =
+        DataType::try_from(dtype).map_err(|_| err(format!("unknown data type {dtype}")))?;
     let le_chunks = |raw: &[u8], size: usize| -> Result<Vec<Vec<u8>>, ImportError> {
         if raw.len() != count * size {
-            return Err(err(format!("raw data of {} bytes, expected {} for shape {shape:?}", raw.len(), count * size)));
+            return Err(err(format!(
+                "raw data of {} bytes, expected {} for shape {shape:?}",
+                raw.len(),
+                count * size
+            )));
         }
         Ok(raw.chunks_exact(size).map(|c| c.to_vec()).collect())
     };
     let data = match (data_type, raw) {
         (DataType::Float, Some(raw)) => ConstData::F32(
-            le_chunks(&raw, 4)?.iter().map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            le_chunks(&raw, 4)?
+                .iter()
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
         ),
         (DataType::Float, None) => ConstData::F32(t.float_data.clone()),
         (DataType::Double, Some(raw)) => ConstData::F32(
@@ -113,46 +133,98 @@ pub fn read_tensor(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Im
                 .map(|c| f64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
         ),
-        (DataType::Double, None) => ConstData::F32(t.double_data.iter().map(|&x| x as f32).collect()),
+        (DataType::Double, None) => {
+            ConstData::F32(t.double_data.iter().map(|&x| x as f32).collect())
+        }
         (DataType::Int64, Some(raw)) => ConstData::I64(
-            le_chunks(&raw, 8)?.iter().map(|c| i64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]))).collect(),
+            le_chunks(&raw, 8)?
+                .iter()
+                .map(|c| i64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8])))
+                .collect(),
         ),
         (DataType::Int64, None) => ConstData::I64(t.int64_data.clone()),
         (DataType::Int32, Some(raw)) => ConstData::I64(
-            le_chunks(&raw, 4)?.iter().map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+            le_chunks(&raw, 4)?
+                .iter()
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
         ),
-        (DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Uint16 | DataType::Bool, None) => {
-            ConstData::I64(t.int32_data.iter().map(|&x| x as i64).collect())
+        (
+            DataType::Int32
+            | DataType::Int16
+            | DataType::Int8
+            | DataType::Uint8
+            | DataType::Uint16
+            | DataType::Bool,
+            None,
+        ) => ConstData::I64(t.int32_data.iter().map(|&x| x as i64).collect()),
+        (DataType::Int8, Some(raw)) => {
+            ConstData::I64(raw.iter().map(|&b| b as i8 as i64).collect())
         }
-        (DataType::Int8, Some(raw)) => ConstData::I64(raw.iter().map(|&b| b as i8 as i64).collect()),
-        (DataType::Uint8 | DataType::Bool, Some(raw)) => ConstData::I64(raw.iter().map(|&b| b as i64).collect()),
-        (other, _) => return Err(err(format!("data type {} is not supported", other.as_str_name()))),
+        (DataType::Uint8 | DataType::Bool, Some(raw)) => {
+            ConstData::I64(raw.iter().map(|&b| b as i64).collect())
+        }
+        (other, _) => {
+            return Err(err(format!(
+                "data type {} is not supported",
+                other.as_str_name()
+            )));
+        }
     };
     let c = Const { shape, data };
     if c.len() != count {
-        return Err(err(format!("shape {:?} needs {count} values, found {}", c.shape, c.len())));
+        return Err(err(format!(
+            "shape {:?} needs {count} values, found {}",
+            c.shape,
+            c.len()
+        )));
     }
     Ok(c)
 }
 
 /// Reads the bytes of an externally stored tensor, refusing locations outside `base_dir`.
 fn read_external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Vec<u8>, String> {
-    let field = |key: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(key)).and_then(|e| e.value.clone());
+    let field = |key: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key.as_deref() == Some(key))
+            .and_then(|e| e.value.clone())
+    };
     let location = field("location").ok_or("external data without a 'location'")?;
-    let base = base_dir.ok_or("external data needs the model's folder (load the model from a file)")?;
+    let base =
+        base_dir.ok_or("external data needs the model's folder (load the model from a file)")?;
     let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("external data location '{location}' must stay inside the model's folder"));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data location '{location}' must stay inside the model's folder"
+        ));
     }
     let path = base.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read external data {}: {e}", path.display()))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("cannot read external data {}: {e}", path.display()))?;
     let parse = |key: &str| -> Result<Option<usize>, String> {
-        field(key).map(|v| v.parse::<usize>().map_err(|_| format!("bad external data {key} '{v}'"))).transpose()
+        field(key)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("bad external data {key} '{v}'"))
+            })
+            .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
     let length = parse("length")?.unwrap_or(bytes.len().saturating_sub(offset));
-    let end = offset.checked_add(length).filter(|&e| e <= bytes.len()).ok_or_else(|| {
-        format!("external data range {offset}+{length} is past the end of {} ({} bytes)", path.display(), bytes.len())
-    })?;
+    let end = offset
+        .checked_add(length)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| {
+            format!(
+                "external data range {offset}+{length} is past the end of {} ({} bytes)",
+                path.display(),
+                bytes.len()
+            )
+        })?;
     Ok(bytes[offset..end].to_vec())
 }

@@ -47,7 +47,11 @@ pub fn identity(k: usize, lo: f32, hi: f32, rounding: Rounding) -> AmosUnit {
 /// in f32: the levels α·2^−i are not exactly representable, so the last threshold and output
 /// weight are nudged by a few ulps.
 fn make_top_exact(u: &mut AmosUnit, top: f32) {
-    let all = if u.k() == 64 { u64::MAX } else { (1u64 << u.k()) - 1 };
+    let all = if u.k() == 64 {
+        u64::MAX
+    } else {
+        (1u64 << u.k()) - 1
+    };
     let last = u.k() - 1;
     // The last neuron's potential at x = top with all earlier neurons fired, as `spikes` computes it.
     let mut v = u.c[last] * top;
@@ -64,7 +68,11 @@ fn make_top_exact(u: &mut AmosUnit, top: f32) {
         if y == top {
             return;
         }
-        u.d[last] = if y < top { u.d[last].next_up() } else { u.d[last].next_down() };
+        u.d[last] = if y < top {
+            u.d[last].next_up()
+        } else {
+            u.d[last].next_down()
+        };
     }
 }
 

@@ -83,7 +83,13 @@ impl AmosUnit {
         if !lens_ok {
             return Err(format!("parameter lengths do not fit K = {k}"));
         }
-        let all = self.c.iter().chain(self.c2.iter().flatten()).chain(&self.d).chain(&self.t).chain(&self.h);
+        let all = self
+            .c
+            .iter()
+            .chain(self.c2.iter().flatten())
+            .chain(&self.d)
+            .chain(&self.t)
+            .chain(&self.h);
         if !all.chain(std::iter::once(&self.o)).all(|v| v.is_finite()) {
             return Err("non-finite parameter".into());
         }

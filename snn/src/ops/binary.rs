@@ -118,29 +118,35 @@ impl Binary {
             return make(full, out);
         }
         let (ia, ib) = (sa[rank], sb[rank]);
-        out.par_chunks_mut(inner).enumerate().for_each(|(row, dst)| {
-            // Offsets of this row in each operand from its multi-index over the outer dims.
-            let (mut oa, mut ob, mut r) = (0, 0, row);
-            for d in (0..rank).rev() {
-                let extent = full[d];
-                let i = r % extent;
-                r /= extent;
-                oa += i * sa[d];
-                ob += i * sb[d];
-            }
-            match (ia, ib) {
-                (1, 1) => {
-                    for ((o, &x), &y) in dst.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]) {
-                        *o = kind.apply(x, y);
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                // Offsets of this row in each operand from its multi-index over the outer dims.
+                let (mut oa, mut ob, mut r) = (0, 0, row);
+                for d in (0..rank).rev() {
+                    let extent = full[d];
+                    let i = r % extent;
+                    r /= extent;
+                    oa += i * sa[d];
+                    ob += i * sb[d];
+                }
+                match (ia, ib) {
+                    (1, 1) => {
+                        for ((o, &x), &y) in dst
+                            .iter_mut()
+                            .zip(&a[oa..oa + inner])
+                            .zip(&b[ob..ob + inner])
+                        {
+                            *o = kind.apply(x, y);
+                        }
+                    }
+                    _ => {
+                        for (j, o) in dst.iter_mut().enumerate() {
+                            *o = kind.apply(a[oa + j * ia], b[ob + j * ib]);
+                        }
                     }
                 }
-                _ => {
-                    for (j, o) in dst.iter_mut().enumerate() {
-                        *o = kind.apply(a[oa + j * ia], b[ob + j * ib]);
-                    }
-                }
-            }
-        });
+            });
         make(full, out)
     }
 }

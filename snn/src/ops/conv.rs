@@ -45,7 +45,10 @@ impl Conv2d {
             return Err(format!("expects a [C, H, W] image, got {x:?}"));
         }
         if w.len() != 4 || self.bias.len() != w[0] {
-            return Err(format!("weight {w:?} and {} biases do not fit", self.bias.len()));
+            return Err(format!(
+                "weight {w:?} and {} biases do not fit",
+                self.bias.len()
+            ));
         }
         let g = self.groups;
         if g == 0 || x[0] % g != 0 || w[0] % g != 0 || w[1] * g != x[0] {
@@ -88,13 +91,22 @@ impl Conv2d {
         if out_len > 0 {
             out.par_chunks_mut(out_len)
                 .zip(x.data().par_chunks(in_len.max(1)))
-                .for_each(|(dst, src)| self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par));
+                .for_each(|(dst, src)| {
+                    self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par)
+                });
         }
         make(batched(n, out_shape), out)
     }
 
     /// Convolves one image into `dst` (`[C_out, OH, OW]`).
-    fn image(&self, x: &[f32], [c, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2], par: Parallelism) {
+    fn image(
+        &self,
+        x: &[f32],
+        [c, h, w]: [usize; 3],
+        dst: &mut [f32],
+        [oh, ow]: [usize; 2],
+        par: Parallelism,
+    ) {
         let plane = oh * ow;
         for (o, b) in dst.chunks_mut(plane).zip(&self.bias) {
             o.fill(*b);
@@ -106,7 +118,11 @@ impl Conv2d {
         let g = self.groups;
         let (cg, og) = (c / g, self.out_channels() / g);
         let k = cg * kh * kw;
-        let mut col = if self.is_pointwise() { Vec::new() } else { vec![0.0f32; k * plane] };
+        let mut col = if self.is_pointwise() {
+            Vec::new()
+        } else {
+            vec![0.0f32; k * plane]
+        };
         for gi in 0..g {
             let src = &x[gi * cg * h * w..(gi + 1) * cg * h * w];
             let rhs: &[f32] = if self.is_pointwise() {
@@ -160,7 +176,9 @@ impl Conv2d {
         let [dh, dw] = self.dilation;
         let [pt, pl, _, _] = self.pads;
         let m = self.out_channels() / c;
-        let ranges: Vec<(usize, usize)> = (0..kw).map(|kx| valid_range(ow, sw, kx * dw, pl, w)).collect();
+        let ranges: Vec<(usize, usize)> = (0..kw)
+            .map(|kx| valid_range(ow, sw, kx * dw, pl, w))
+            .collect();
         for oc in 0..self.out_channels() {
             let plane = &x[(oc / m) * h * w..(oc / m + 1) * h * w];
             let wk = &self.weight.data()[oc * kh * kw..(oc + 1) * kh * kw];
@@ -198,12 +216,24 @@ impl Conv2d {
 fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, len: usize) -> (usize, usize) {
     // ox·stride + offset ≥ pad  and  ox·stride + offset < pad + len
     let lo = pad.saturating_sub(offset).div_ceil(stride);
-    let hi = if pad + len > offset { (pad + len - offset).div_ceil(stride) } else { 0 };
+    let hi = if pad + len > offset {
+        (pad + len - offset).div_ceil(stride)
+    } else {
+        0
+    };
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
 /// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major.
-pub(crate) fn matmul(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32], par: Parallelism) {
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    dst: &mut [f32],
+    par: Parallelism,
+) {
     assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
     if m == 0 || n == 0 || k == 0 {
         return;

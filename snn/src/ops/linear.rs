@@ -54,7 +54,11 @@ impl Linear {
         for _ in 0..rows {
             out.extend_from_slice(&self.bias);
         }
-        let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        let par = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
         matmul(rows, n_out, k, x.data(), self.weight.data(), &mut out, par);
         let mut shape = x.shape().to_vec();
         if let Some(l) = shape.last_mut() {

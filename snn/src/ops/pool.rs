@@ -31,10 +31,17 @@ impl PoolWindow {
             let span = self.dilation[i] * (self.kernel[i] - 1) + 1;
             let padded = x[i + 1] + self.pads[i] + self.pads[i + 2];
             if padded < span {
-                return Err(format!("window {:?} larger than the padded input {x:?}", self.kernel));
+                return Err(format!(
+                    "window {:?} larger than the padded input {x:?}",
+                    self.kernel
+                ));
             }
             let s = self.stride[i];
-            let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
+            let mut out = if self.ceil_mode {
+                (padded - span).div_ceil(s) + 1
+            } else {
+                (padded - span) / s + 1
+            };
             // The last window must start inside the image or its leading padding.
             if self.ceil_mode && (out - 1) * s >= x[i + 1] + self.pads[i] {
                 out -= 1;
@@ -45,7 +52,12 @@ impl PoolWindow {
     }
 
     /// Runs `window(plane, oy, ox) -> value` over every output pixel of every channel.
-    fn map(&self, x: &Tensor, out_shape: &[usize], window: impl Fn(&[f32], usize, usize) -> f32 + Sync) -> Tensor {
+    fn map(
+        &self,
+        x: &Tensor,
+        out_shape: &[usize],
+        window: impl Fn(&[f32], usize, usize) -> f32 + Sync,
+    ) -> Tensor {
         let (n, _) = batch_and_len(x);
         let (h, w) = (x.shape()[2], x.shape()[3]);
         let (oh, ow) = (out_shape[1], out_shape[2]);
@@ -132,7 +144,11 @@ impl AvgPool2d {
                     sum += plane[(iy * w + ix) as usize];
                 }
             }
-            let count = if self.count_include_pad { padded_size } else { (y1 - y0) * (x1 - x0) };
+            let count = if self.count_include_pad {
+                padded_size
+            } else {
+                (y1 - y0) * (x1 - x0)
+            };
             if count > 0 { sum / count as f32 } else { 0.0 }
         })
     }
@@ -155,7 +171,10 @@ pub(crate) fn global_avg_pool(x: &Tensor) -> Tensor {
     let out: Vec<f32> = if plane == 0 {
         vec![0.0; n * c]
     } else {
-        x.data().par_chunks(plane).map(|p| p.iter().sum::<f32>() / plane as f32).collect()
+        x.data()
+            .par_chunks(plane)
+            .map(|p| p.iter().sum::<f32>() / plane as f32)
+            .collect()
     };
     let per_image = global_output_shape(&x.shape()[1..]).unwrap_or_default();
     make(batched(n, &per_image), out)

@@ -11,9 +11,15 @@ pub struct Reshape {
 
 impl Reshape {
     pub(crate) fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, String> {
-        let (a, b) = (x.iter().product::<usize>(), self.shape.iter().product::<usize>());
+        let (a, b) = (
+            x.iter().product::<usize>(),
+            self.shape.iter().product::<usize>(),
+        );
         if a != b {
-            return Err(format!("cannot reshape {x:?} ({a} values) to {:?} ({b} values)", self.shape));
+            return Err(format!(
+                "cannot reshape {x:?} ({a} values) to {:?} ({b} values)",
+                self.shape
+            ));
         }
         Ok(self.shape.clone())
     }
@@ -35,9 +41,15 @@ impl Concat {
         out[self.axis] = 0;
         for s in inputs {
             let same_rest = s.len() == first.len()
-                && s.iter().zip(first).enumerate().all(|(i, (a, b))| i == self.axis || a == b);
+                && s.iter()
+                    .zip(first)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == self.axis || a == b);
             if !same_rest {
-                return Err(format!("inputs {inputs:?} differ outside axis {}", self.axis));
+                return Err(format!(
+                    "inputs {inputs:?} differ outside axis {}",
+                    self.axis
+                ));
             }
             out[self.axis] += s[self.axis];
         }
@@ -70,9 +82,15 @@ pub struct Pad {
 impl Pad {
     pub(crate) fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, String> {
         if self.begin.len() != x.len() || self.end.len() != x.len() {
-            return Err(format!("pads {:?}/{:?} do not match rank of {x:?}", self.begin, self.end));
+            return Err(format!(
+                "pads {:?}/{:?} do not match rank of {x:?}",
+                self.begin, self.end
+            ));
         }
-        Ok(x.iter().zip(self.begin.iter().zip(&self.end)).map(|(d, (b, e))| d + b + e).collect())
+        Ok(x.iter()
+            .zip(self.begin.iter().zip(&self.end))
+            .map(|(d, (b, e))| d + b + e)
+            .collect())
     }
 
     pub(crate) fn eval(&self, x: &Tensor, out_shape: &[usize]) -> Tensor {

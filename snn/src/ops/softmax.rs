@@ -28,7 +28,9 @@ impl Softmax {
             for i in 0..inner {
                 let base = o * axis_len * inner + i;
                 let idx = |a: usize| base + a * inner;
-                let max = (0..axis_len).map(|a| out[idx(a)]).fold(f32::NEG_INFINITY, f32::max);
+                let max = (0..axis_len)
+                    .map(|a| out[idx(a)])
+                    .fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0;
                 for a in 0..axis_len {
                     let e = (out[idx(a)] - max).exp();

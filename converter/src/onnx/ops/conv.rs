@@ -7,7 +7,14 @@ use super::{add, shape_of};
 use crate::onnx::{ImportError, NodeCx, Val};
 
 pub(crate) fn conv(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
-    cx.allow_attrs(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
+    cx.allow_attrs(&[
+        "auto_pad",
+        "dilations",
+        "group",
+        "kernel_shape",
+        "pads",
+        "strides",
+    ])?;
     let x = cx.runtime_input(0)?;
     let w = cx.const_input(1)?;
     let in_shape = shape_of(graph, x);
@@ -20,27 +27,48 @@ pub(crate) fn conv(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
     let kernel = [w.shape[2], w.shape[3]];
     if let Some(ks) = cx.attr_usizes("kernel_shape")? {
         if ks != kernel {
-            return Err(cx.err(format!("kernel_shape {ks:?} disagrees with the weight {:?}", w.shape)));
+            return Err(cx.err(format!(
+                "kernel_shape {ks:?} disagrees with the weight {:?}",
+                w.shape
+            )));
         }
     }
     let bias = match cx.opt_const_input(2)? {
         Some(b) if b.len() == w.shape[0] => b.to_f32(),
-        Some(b) => return Err(cx.err(format!("bias has {} values for {} output channels", b.len(), w.shape[0]))),
+        Some(b) => {
+            return Err(cx.err(format!(
+                "bias has {} values for {} output channels",
+                b.len(),
+                w.shape[0]
+            )));
+        }
         None => vec![0.0; w.shape[0]],
     };
     let pair = |name: &str| -> Result<[usize; 2], ImportError> {
         match cx.attr_usizes(name)? {
             None => Ok([1, 1]),
             Some(v) if v.len() == 2 && !v.contains(&0) => Ok([v[0], v[1]]),
-            Some(v) => Err(cx.err(format!("attribute '{name}' = {v:?}: expected two positive values"))),
+            Some(v) => Err(cx.err(format!(
+                "attribute '{name}' = {v:?}: expected two positive values"
+            ))),
         }
     };
     let stride = pair("strides")?;
     let dilation = pair("dilations")?;
     let groups = cx.attr_int("group")?.unwrap_or(1);
-    let groups = usize::try_from(groups).ok().filter(|&g| g > 0).ok_or_else(|| cx.err(format!("group {groups} must be positive")))?;
+    let groups = usize::try_from(groups)
+        .ok()
+        .filter(|&g| g > 0)
+        .ok_or_else(|| cx.err(format!("group {groups} must be positive")))?;
     let pads = resolve_pads(cx, [in_shape[1], in_shape[2]], kernel, stride, dilation)?;
-    let op = Op::Conv(Conv2d { weight: w.to_tensor(), bias, stride, dilation, pads, groups });
+    let op = Op::Conv(Conv2d {
+        weight: w.to_tensor(),
+        bias,
+        stride,
+        dilation,
+        pads,
+        groups,
+    });
     add(cx, graph, op, vec![x])
 }
 
@@ -52,7 +80,9 @@ pub(crate) fn resolve_pads(
     stride: [usize; 2],
     dilation: [usize; 2],
 ) -> Result<[usize; 4], ImportError> {
-    let auto = cx.attr_string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+    let auto = cx
+        .attr_string("auto_pad")?
+        .unwrap_or_else(|| "NOTSET".into());
     let explicit = cx.attr_usizes("pads")?;
     match auto.as_str() {
         "NOTSET" => match explicit {
@@ -68,7 +98,11 @@ pub(crate) fn resolve_pads(
                 let span = dilation[i] * (kernel[i] - 1) + 1;
                 let total = ((out - 1) * stride[i] + span).saturating_sub(input[i]);
                 let small = total / 2;
-                let (begin, end) = if auto == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (begin, end) = if auto == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
                 pads[i] = begin;
                 pads[i + 2] = end;
             }
@@ -87,7 +121,9 @@ pub(crate) fn batch_norm(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportEr
     }
     let x = cx.runtime_input(0)?;
     let eps = cx.attr_float("epsilon")?.unwrap_or(1e-5);
-    let params: Vec<Vec<f32>> = (1..5).map(|i| cx.const_input(i).map(|c| c.to_f32())).collect::<Result<_, _>>()?;
+    let params: Vec<Vec<f32>> = (1..5)
+        .map(|i| cx.const_input(i).map(|c| c.to_f32()))
+        .collect::<Result<_, _>>()?;
     let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
     let c = gamma.len();
     if [beta.len(), mean.len(), var.len()].iter().any(|&l| l != c) {
@@ -95,5 +131,10 @@ pub(crate) fn batch_norm(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportEr
     }
     let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
-    add(cx, graph, Op::ChannelAffine(ChannelAffine { scale, shift }), vec![x])
+    add(
+        cx,
+        graph,
+        Op::ChannelAffine(ChannelAffine { scale, shift }),
+        vec![x],
+    )
 }

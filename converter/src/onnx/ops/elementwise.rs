@@ -24,7 +24,15 @@ pub(crate) fn binary(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError>
                     "operands [N, {sa:?}] and [N, {sb:?}] have different ranks; their batch axes would not align"
                 )));
             }
-            add(cx, graph, Op::Binary(Binary { kind, constant: None }), vec![*a, *b])
+            add(
+                cx,
+                graph,
+                Op::Binary(Binary {
+                    kind,
+                    constant: None,
+                }),
+                vec![*a, *b],
+            )
         }
         (Val::Runtime(x), Val::Const(c)) | (Val::Const(c), Val::Runtime(x)) => {
             let on_left = matches!(cx.input(0)?, Val::Const(_));
@@ -38,7 +46,11 @@ pub(crate) fn binary(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError>
 
 /// A constant operand as a per-image tensor: a leading dimension that lines up with the
 /// batch must be 1.
-fn per_image_constant(cx: &NodeCx, c: &Const, rank: usize) -> Result<amos_snn::Tensor, ImportError> {
+fn per_image_constant(
+    cx: &NodeCx,
+    c: &Const,
+    rank: usize,
+) -> Result<amos_snn::Tensor, ImportError> {
     let mut t = c.to_tensor();
     if c.shape.len() > rank {
         if c.shape.len() > rank + 1 || c.shape[0] != 1 {
@@ -48,7 +60,9 @@ fn per_image_constant(cx: &NodeCx, c: &Const, rank: usize) -> Result<amos_snn::T
                 rank + 1
             )));
         }
-        t = t.reshaped(c.shape[1..].to_vec()).map_err(|e| cx.err(e.to_string()))?;
+        t = t
+            .reshaped(c.shape[1..].to_vec())
+            .map_err(|e| cx.err(e.to_string()))?;
     }
     Ok(t)
 }
@@ -65,7 +79,9 @@ fn fold_binary(cx: &NodeCx, kind: BinaryKind, a: &Const, b: &Const) -> Result<Co
                     BinaryKind::Add => x[i].wrapping_add(y[j]),
                     BinaryKind::Sub => x[i].wrapping_sub(y[j]),
                     BinaryKind::Mul => x[i].wrapping_mul(y[j]),
-                    BinaryKind::Div => x[i].checked_div(y[j]).ok_or_else(|| cx.err("integer division by zero"))?,
+                    BinaryKind::Div => x[i]
+                        .checked_div(y[j])
+                        .ok_or_else(|| cx.err("integer division by zero"))?,
                 });
             }
             Ok(Const::i64(shape, out))
@@ -149,7 +165,9 @@ pub(crate) fn activation(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportEr
             let bound = |i: usize, default: f32| -> Result<f32, ImportError> {
                 match cx.opt_const_input(i)? {
                     None => Ok(default),
-                    Some(c) => c.scalar_f32().ok_or_else(|| cx.err(format!("bound #{i} must be a scalar"))),
+                    Some(c) => c
+                        .scalar_f32()
+                        .ok_or_else(|| cx.err(format!("bound #{i} must be a scalar"))),
                 }
             };
             let (lo, hi) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
@@ -161,7 +179,10 @@ pub(crate) fn activation(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportEr
         }
     };
     match cx.input(0)? {
-        Val::Const(c) => Ok(Val::Const(Const::f32(c.shape.clone(), c.to_f32().iter().map(|&v| act.apply(v)).collect()))),
+        Val::Const(c) => Ok(Val::Const(Const::f32(
+            c.shape.clone(),
+            c.to_f32().iter().map(|&v| act.apply(v)).collect(),
+        ))),
         Val::Runtime(x) => add(cx, graph, Op::Activation(act), vec![*x]),
     }
 }
@@ -176,7 +197,9 @@ pub(crate) fn softmax(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError
     // Before opset 13, softmax flattened the axes from `axis` on: the same thing only when
     // `axis` is the last one.
     if cx.opset < 13 && axis + 1 != rank {
-        return Err(cx.err("softmax before opset 13 over a non-last axis (2-D coercion) is not supported"));
+        return Err(
+            cx.err("softmax before opset 13 over a non-last axis (2-D coercion) is not supported")
+        );
     }
     add(cx, graph, Op::Softmax(Softmax { axis }), vec![x])
 }

@@ -24,13 +24,21 @@ pub(crate) fn gemm(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
     let trans_b = cx.attr_int("transB")?.unwrap_or(0) != 0;
     let alpha = cx.attr_float("alpha")?.unwrap_or(1.0);
     let beta = cx.attr_float("beta")?.unwrap_or(1.0);
-    let (k, m) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    let (k, m) = if trans_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
     let bv = b.to_f32();
     // Weight as [K, M], scaled by alpha.
     let mut weight = vec![0.0f32; k * m];
     for r in 0..k {
         for c in 0..m {
-            let v = if trans_b { bv[c * k + r] } else { bv[r * m + c] };
+            let v = if trans_b {
+                bv[c * k + r]
+            } else {
+                bv[r * m + c]
+            };
             weight[r * m + c] = alpha * v;
         }
     }
@@ -49,7 +57,9 @@ fn bias_vector(cx: &NodeCx, c: &Const, m: usize) -> Result<Vec<f32>, ImportError
     match (c.shape.as_slice(), v.len()) {
         (_, 1) => Ok(vec![v[0]; m]),
         ([n], _) | ([1, n], _) if *n == m => Ok(v),
-        (s, _) => Err(cx.err(format!("C of shape {s:?} does not broadcast to [N, {m}] per row"))),
+        (s, _) => Err(cx.err(format!(
+            "C of shape {s:?} does not broadcast to [N, {m}] per row"
+        ))),
     }
 }
 
@@ -59,7 +69,10 @@ pub(crate) fn matmul(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError>
     let a = cx.runtime_input(0)?;
     let b = cx.const_input(1)?;
     if b.shape.len() != 2 {
-        return Err(cx.err(format!("only a constant 2-D right operand is supported, got {:?}", b.shape)));
+        return Err(cx.err(format!(
+            "only a constant 2-D right operand is supported, got {:?}",
+            b.shape
+        )));
     }
     let weight = b.to_tensor();
     let bias = vec![0.0; b.shape[1]];

@@ -17,7 +17,10 @@ pub(crate) fn reshape_family(cx: &NodeCx, graph: &mut Graph) -> Result<Val, Impo
     match cx.input(0)? {
         Val::Const(c) => {
             let shape = target_shape(cx, &c.shape, false)?;
-            Ok(Val::Const(Const { shape, data: c.data.clone() }))
+            Ok(Val::Const(Const {
+                shape,
+                data: c.data.clone(),
+            }))
         }
         Val::Runtime(x) => {
             let per_image = shape_of(graph, *x);
@@ -33,7 +36,10 @@ fn target_shape(cx: &NodeCx, shape: &[usize], batched: bool) -> Result<Vec<usize
     let full_rank = shape.len() + usize::from(batched);
     let count: usize = shape.iter().product();
     let full_axes = |axes: Vec<i64>, rank: usize| -> Result<Vec<usize>, ImportError> {
-        let mut a = axes.iter().map(|&x| norm_axis(cx, x, rank)).collect::<Result<Vec<_>, _>>()?;
+        let mut a = axes
+            .iter()
+            .map(|&x| norm_axis(cx, x, rank))
+            .collect::<Result<Vec<_>, _>>()?;
         a.sort_unstable();
         a.dedup();
         if batched && a.first() == Some(&0) {
@@ -48,10 +54,15 @@ fn target_shape(cx: &NodeCx, shape: &[usize], batched: bool) -> Result<Vec<usize
             cx.allow_attrs(&["axis"])?;
             let axis = norm_axis_inclusive(cx, cx.attr_int("axis")?.unwrap_or(1), full_rank)?;
             if !batched {
-                return Ok(vec![shape[..axis].iter().product(), shape[axis..].iter().product()]);
+                return Ok(vec![
+                    shape[..axis].iter().product(),
+                    shape[axis..].iter().product(),
+                ]);
             }
             if axis == 0 || shape[..axis - 1].iter().product::<usize>() != 1 {
-                return Err(cx.err(format!("flattening [N, {shape:?}] at axis {axis} would merge the batch")));
+                return Err(cx.err(format!(
+                    "flattening [N, {shape:?}] at axis {axis} would merge the batch"
+                )));
             }
             Ok(vec![count])
         }
@@ -93,7 +104,9 @@ fn target_shape(cx: &NodeCx, shape: &[usize], batched: bool) -> Result<Vec<usize
                     for (i, &d) in shape.iter().enumerate() {
                         if axes.contains(&(i + off)) {
                             if d != 1 {
-                                return Err(cx.err(format!("cannot squeeze axis {} of size {d}", i + off)));
+                                return Err(
+                                    cx.err(format!("cannot squeeze axis {} of size {d}", i + off))
+                                );
                             }
                         } else {
                             out.push(d);
@@ -109,7 +122,15 @@ fn target_shape(cx: &NodeCx, shape: &[usize], batched: bool) -> Result<Vec<usize
             let out_rank = full_rank + axes.len();
             let axes = full_axes(axes, out_rank)?;
             let mut dims = shape.iter();
-            Ok((off..out_rank).map(|k| if axes.contains(&k) { 1 } else { dims.next().copied().unwrap_or(1) }).collect())
+            Ok((off..out_rank)
+                .map(|k| {
+                    if axes.contains(&k) {
+                        1
+                    } else {
+                        dims.next().copied().unwrap_or(1)
+                    }
+                })
+                .collect())
         }
     }
 }
@@ -117,7 +138,9 @@ fn target_shape(cx: &NodeCx, shape: &[usize], batched: bool) -> Result<Vec<usize
 /// Axes of Squeeze/Unsqueeze: an attribute before opset 13, an optional input since.
 fn axes_operand(cx: &NodeCx) -> Result<Option<Vec<i64>>, ImportError> {
     if cx.opset >= 13 {
-        cx.opt_const_input(1)?.map(|c| c.to_i64().map_err(|e| cx.err(e))).transpose()
+        cx.opt_const_input(1)?
+            .map(|c| c.to_i64().map_err(|e| cx.err(e)))
+            .transpose()
     } else {
         cx.attr_ints("axes")
     }
@@ -125,7 +148,11 @@ fn axes_operand(cx: &NodeCx) -> Result<Option<Vec<i64>>, ImportError> {
 
 /// Normalises an axis that may equal `rank` (Flatten).
 fn norm_axis_inclusive(cx: &NodeCx, axis: i64, rank: usize) -> Result<usize, ImportError> {
-    if axis == rank as i64 { Ok(rank) } else { norm_axis(cx, axis, rank) }
+    if axis == rank as i64 {
+        Ok(rank)
+    } else {
+        norm_axis(cx, axis, rank)
+    }
 }
 
 /// Resolves 0 (copy from `copy_from`) and -1 (infer) in a reshape target.
@@ -140,7 +167,11 @@ fn resolve_reshape(
     let mut infer = None;
     for (i, &t) in target.iter().enumerate() {
         match t {
-            0 => out.push(*copy_from.get(i).ok_or_else(|| cx.err(format!("shape entry {i} is 0 but the input has no axis {i}")))?),
+            0 => out.push(*copy_from.get(i).ok_or_else(|| {
+                cx.err(format!(
+                    "shape entry {i} is 0 but the input has no axis {i}"
+                ))
+            })?),
             -1 if infer.is_none() => {
                 infer = Some(i);
                 out.push(1);
@@ -157,19 +188,27 @@ fn resolve_reshape(
         out[i] = count / known;
     }
     if out.iter().product::<usize>() != count {
-        return Err(cx.err(format!("cannot reshape {input:?} ({count} values) to {target:?}")));
+        return Err(cx.err(format!(
+            "cannot reshape {input:?} ({count} values) to {target:?}"
+        )));
     }
     Ok(out)
 }
 
 pub(crate) fn concat(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
     cx.allow_attrs(&["axis"])?;
-    let axis = cx.attr_int("axis")?.ok_or_else(|| cx.err("missing attribute 'axis'"))?;
+    let axis = cx
+        .attr_int("axis")?
+        .ok_or_else(|| cx.err("missing attribute 'axis'"))?;
     if cx.all_const() {
-        let parts: Vec<&Const> = (0..cx.inputs.len()).map(|i| cx.const_input(i)).collect::<Result<_, _>>()?;
+        let parts: Vec<&Const> = (0..cx.inputs.len())
+            .map(|i| cx.const_input(i))
+            .collect::<Result<_, _>>()?;
         return concat_consts(cx, &parts, axis).map(Val::Const);
     }
-    let inputs: Vec<_> = (0..cx.inputs.len()).map(|i| cx.runtime_input(i)).collect::<Result<_, _>>()?;
+    let inputs: Vec<_> = (0..cx.inputs.len())
+        .map(|i| cx.runtime_input(i))
+        .collect::<Result<_, _>>()?;
     let rank = shape_of(graph, inputs[0]).len();
     let axis = image_axis(cx, axis, rank)?;
     add(cx, graph, Op::Concat(Concat { axis }), inputs)
@@ -179,12 +218,22 @@ fn concat_consts(cx: &NodeCx, parts: &[&Const], axis: i64) -> Result<Const, Impo
     let first = parts.first().ok_or_else(|| cx.err("no inputs"))?;
     let axis = norm_axis(cx, axis, first.shape.len())?;
     let mut shape = first.shape.clone();
-    shape[axis] = parts.iter().map(|p| p.shape.get(axis).copied().unwrap_or(0)).sum();
+    shape[axis] = parts
+        .iter()
+        .map(|p| p.shape.get(axis).copied().unwrap_or(0))
+        .sum();
     for p in parts {
         let same = p.shape.len() == first.shape.len()
-            && p.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b);
+            && p.shape
+                .iter()
+                .zip(&first.shape)
+                .enumerate()
+                .all(|(i, (a, b))| i == axis || a == b);
         if !same {
-            return Err(cx.err(format!("constant shapes {:?} and {:?} do not concatenate", first.shape, p.shape)));
+            return Err(cx.err(format!(
+                "constant shapes {:?} and {:?} do not concatenate",
+                first.shape, p.shape
+            )));
         }
     }
     let outer: usize = first.shape[..axis].iter().product();
@@ -201,14 +250,20 @@ fn concat_consts(cx: &NodeCx, parts: &[&Const], axis: i64) -> Result<Const, Impo
             }
         }
     }
-    Ok(if ints { Const::i64(shape, i) } else { Const::f32(shape, f) })
+    Ok(if ints {
+        Const::i64(shape, i)
+    } else {
+        Const::f32(shape, f)
+    })
 }
 
 pub(crate) fn pad(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
     cx.allow_attrs(&["mode"])?;
     let mode = cx.attr_string("mode")?.unwrap_or_else(|| "constant".into());
     if mode != "constant" {
-        return Err(cx.err(format!("pad mode '{mode}' is not supported (only 'constant')")));
+        return Err(cx.err(format!(
+            "pad mode '{mode}' is not supported (only 'constant')"
+        )));
     }
     let x = cx.runtime_input(0)?;
     let shape = shape_of(graph, x);
@@ -216,7 +271,9 @@ pub(crate) fn pad(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
     let pads = cx.const_input(1)?.to_i64().map_err(|e| cx.err(e))?;
     let value = match cx.opt_const_input(2)? {
         None => 0.0,
-        Some(c) => c.scalar_f32().ok_or_else(|| cx.err("constant_value must be a scalar"))?,
+        Some(c) => c
+            .scalar_f32()
+            .ok_or_else(|| cx.err("constant_value must be a scalar"))?,
     };
     let axes: Vec<usize> = match cx.opt_const_input(3)? {
         None => (0..full_rank).collect(),
@@ -261,7 +318,13 @@ pub(crate) fn identity(cx: &NodeCx) -> Result<Val, ImportError> {
 }
 
 pub(crate) fn constant(cx: &NodeCx) -> Result<Val, ImportError> {
-    cx.allow_attrs(&["value", "value_float", "value_floats", "value_int", "value_ints"])?;
+    cx.allow_attrs(&[
+        "value",
+        "value_float",
+        "value_floats",
+        "value_int",
+        "value_ints",
+    ])?;
     let c = if let Some(t) = cx.attr_tensor("value")? {
         t
     } else if let Some(f) = cx.attr_float("value_float")? {
@@ -289,7 +352,9 @@ pub(crate) fn constant_of_shape(cx: &NodeCx) -> Result<Val, ImportError> {
     if count > 1 << 24 {
         return Err(cx.err(format!("constant of shape {shape:?} is too large to fold")));
     }
-    let value = cx.attr_tensor("value")?.unwrap_or_else(|| Const::f32(vec![1], vec![0.0]));
+    let value = cx
+        .attr_tensor("value")?
+        .unwrap_or_else(|| Const::f32(vec![1], vec![0.0]));
     Ok(Val::Const(match value.data {
         ConstData::I64(v) => Const::i64(shape, vec![v.first().copied().unwrap_or(0); count]),
         ConstData::F32(v) => Const::f32(shape, vec![v.first().copied().unwrap_or(0.0); count]),
@@ -300,7 +365,9 @@ pub(crate) fn shape(cx: &NodeCx, graph: &Graph) -> Result<Val, ImportError> {
     cx.allow_attrs(&["start", "end"])?;
     let dims: Vec<i64> = match cx.input(0)? {
         Val::Const(c) => c.shape.iter().map(|&d| d as i64).collect(),
-        Val::Runtime(x) => std::iter::once(BATCH_DIM).chain(shape_of(graph, *x).iter().map(|&d| d as i64)).collect(),
+        Val::Runtime(x) => std::iter::once(BATCH_DIM)
+            .chain(shape_of(graph, *x).iter().map(|&d| d as i64))
+            .collect(),
     };
     let r = dims.len() as i64;
     let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -328,7 +395,11 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Flat indices into a tensor of `shape` for every multi-index of `out_shape`, where
 /// `map(axis, out_index)` gives the source index on each axis.
-fn gather_indices(shape: &[usize], out_shape: &[usize], map: impl Fn(usize, usize) -> usize) -> Vec<usize> {
+fn gather_indices(
+    shape: &[usize],
+    out_shape: &[usize],
+    map: impl Fn(usize, usize) -> usize,
+) -> Vec<usize> {
     let st = strides(shape);
     let total: usize = out_shape.iter().product();
     (0..total)
@@ -355,7 +426,10 @@ pub(crate) fn gather(cx: &NodeCx) -> Result<Val, ImportError> {
         .iter()
         .map(|&i| {
             let j = if i < 0 { i + dim } else { i };
-            usize::try_from(j).ok().filter(|&j| (j as i64) < dim).ok_or_else(|| cx.err(format!("index {i} out of range for size {dim}")))
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| (j as i64) < dim)
+                .ok_or_else(|| cx.err(format!("index {i} out of range for size {dim}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let outer: usize = data.shape[..axis].iter().product();
@@ -376,7 +450,9 @@ pub(crate) fn slice(cx: &NodeCx) -> Result<Val, ImportError> {
     cx.allow_attrs(&[])?;
     let data = cx.const_input(0)?;
     let ints = |i: usize| -> Result<Option<Vec<i64>>, ImportError> {
-        cx.opt_const_input(i)?.map(|c| c.to_i64().map_err(|e| cx.err(e))).transpose()
+        cx.opt_const_input(i)?
+            .map(|c| c.to_i64().map_err(|e| cx.err(e)))
+            .transpose()
     };
     let starts = ints(1)?.ok_or_else(|| cx.err("missing starts"))?;
     let ends = ints(2)?.ok_or_else(|| cx.err("missing ends"))?;
@@ -399,7 +475,10 @@ pub(crate) fn slice(cx: &NodeCx) -> Result<Val, ImportError> {
         let (start, end) = if step > 0 {
             (fix(starts[k]).clamp(0, dim), fix(ends[k]).clamp(0, dim))
         } else {
-            (fix(starts[k]).clamp(-1, dim - 1), fix(ends[k]).clamp(-1, dim - 1))
+            (
+                fix(starts[k]).clamp(-1, dim - 1),
+                fix(ends[k]).clamp(-1, dim - 1),
+            )
         };
         let count = if step > 0 {
             ((end - start).max(0) + step - 1) / step
@@ -409,7 +488,9 @@ pub(crate) fn slice(cx: &NodeCx) -> Result<Val, ImportError> {
         plan[axis] = (start, step, count as usize);
     }
     let out_shape: Vec<usize> = plan.iter().map(|p| p.2).collect();
-    let idx = gather_indices(&data.shape, &out_shape, |a, i| (plan[a].0 + plan[a].1 * i as i64) as usize);
+    let idx = gather_indices(&data.shape, &out_shape, |a, i| {
+        (plan[a].0 + plan[a].1 * i as i64) as usize
+    });
     Ok(Val::Const(select(data, out_shape, &idx)))
 }
 
@@ -418,7 +499,10 @@ pub(crate) fn transpose(cx: &NodeCx) -> Result<Val, ImportError> {
     let data = cx.const_input(0)?;
     let rank = data.shape.len();
     let perm: Vec<usize> = match cx.attr_ints("perm")? {
-        Some(p) => p.iter().map(|&a| norm_axis(cx, a, rank)).collect::<Result<_, _>>()?,
+        Some(p) => p
+            .iter()
+            .map(|&a| norm_axis(cx, a, rank))
+            .collect::<Result<_, _>>()?,
         None => (0..rank).rev().collect(),
     };
     let mut seen = perm.clone();
@@ -445,19 +529,34 @@ pub(crate) fn transpose(cx: &NodeCx) -> Result<Val, ImportError> {
 
 pub(crate) fn cast(cx: &NodeCx) -> Result<Val, ImportError> {
     cx.allow_attrs(&["to", "saturate", "round_mode"])?;
-    let to = cx.attr_int("to")?.ok_or_else(|| cx.err("missing attribute 'to'"))?;
-    let to = i32::try_from(to).ok().and_then(|t| DataType::try_from(t).ok()).ok_or_else(|| cx.err(format!("unknown type {to}")))?;
-    let float = matches!(to, DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16);
+    let to = cx
+        .attr_int("to")?
+        .ok_or_else(|| cx.err("missing attribute 'to'"))?;
+    let to = i32::try_from(to)
+        .ok()
+        .and_then(|t| DataType::try_from(t).ok())
+        .ok_or_else(|| cx.err(format!("unknown type {to}")))?;
+    let float = matches!(
+        to,
+        DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16
+    );
     match cx.input(0)? {
         Val::Runtime(x) if float => Ok(Val::Runtime(*x)),
-        Val::Runtime(_) => Err(cx.err(format!("casting the model's activations to {} is not supported", to.as_str_name()))),
+        Val::Runtime(_) => Err(cx.err(format!(
+            "casting the model's activations to {} is not supported",
+            to.as_str_name()
+        ))),
         Val::Const(c) if float => Ok(Val::Const(Const::f32(c.shape.clone(), c.to_f32()))),
         Val::Const(c) => {
             let v = match &c.data {
                 ConstData::I64(v) => v.clone(),
                 ConstData::F32(v) => v.iter().map(|&x| x as i64).collect(),
             };
-            let v = if to == DataType::Bool { v.iter().map(|&x| i64::from(x != 0)).collect() } else { v };
+            let v = if to == DataType::Bool {
+                v.iter().map(|&x| i64::from(x != 0)).collect()
+            } else {
+                v
+            };
             Ok(Val::Const(Const::i64(c.shape.clone(), v)))
         }
     }
