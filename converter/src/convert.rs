@@ -219,7 +219,7 @@ fn pooled_samples(calibration: Option<&Calibration>, nodes: &[usize]) -> Option<
         s.min = s.min.min(g.min);
         s.max = s.max.max(g.max);
         for (j, &v) in g.x.iter().enumerate() {
-            if i % stride == 0 {
+            if i.is_multiple_of(stride) {
                 s.x.push(v);
                 if let Some(&v2) = g.x2.get(j) {
                     s.x2.push(v2);

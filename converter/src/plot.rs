@@ -12,6 +12,9 @@ use crate::error::ConvertError;
 
 type PlotResult<T> = Result<T, ConvertError>;
 
+/// A labelled, coloured line.
+type Curve = (String, RGBColor, Vec<(f32, f32)>);
+
 fn plot_err(e: impl std::fmt::Display) -> ConvertError {
     ConvertError::Settings(format!("plot: {e}"))
 }
@@ -45,7 +48,7 @@ pub fn plot_units(model: &ConvertedModel, dir: &Path) -> PlotResult<Vec<PathBuf>
             .map(|k| x0 + (x1 - x0) * k as f32 / 1000.0)
             .collect();
         // Curves: (label, colour, points).
-        let mut curves: Vec<(String, RGBColor, Vec<(f32, f32)>)> = Vec::new();
+        let mut curves: Vec<Curve> = Vec::new();
         match (p.range2, target(model, i)) {
             (Some([a, b]), _) => {
                 for (j, x2) in [a, (a + b) / 2.0, b].into_iter().enumerate() {

@@ -42,6 +42,10 @@ impl Const {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&self) -> usize {
         match &self.data {
             ConstData::F32(v) => v.len(),

@@ -51,7 +51,7 @@ impl Conv2d {
             ));
         }
         let g = self.groups;
-        if g == 0 || x[0] % g != 0 || w[0] % g != 0 || w[1] * g != x[0] {
+        if g == 0 || !x[0].is_multiple_of(g) || !w[0].is_multiple_of(g) || w[1] * g != x[0] {
             return Err(format!(
                 "weight {w:?} with {g} groups does not fit an input of {} channels",
                 x[0]

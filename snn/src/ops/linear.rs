@@ -49,7 +49,7 @@ impl Linear {
 
     pub(crate) fn eval(&self, x: &Tensor, threads: usize) -> Tensor {
         let (k, n_out) = (self.in_features(), self.out_features());
-        let rows = if k == 0 { 0 } else { x.len() / k };
+        let rows = x.len().checked_div(k).unwrap_or(0);
         let mut out = Vec::with_capacity(rows * n_out);
         for _ in 0..rows {
             out.extend_from_slice(&self.bias);
@@ -89,7 +89,7 @@ impl ChannelAffine {
     pub(crate) fn eval(&self, x: &Tensor) -> Tensor {
         let (_, per) = batch_and_len(x);
         let c = self.scale.len();
-        let plane = if c == 0 { 0 } else { per / c };
+        let plane = per.checked_div(c).unwrap_or(0);
         let mut out = x.data().to_vec();
         if plane > 0 {
             for (i, chunk) in out.chunks_mut(plane).enumerate() {

@@ -212,7 +212,7 @@ pub(crate) fn unreachable_shape() -> ! {
 /// The batch size and per-image element count of a batched tensor.
 pub(crate) fn batch_and_len(x: &Tensor) -> (usize, usize) {
     let n = x.shape().first().copied().unwrap_or(1);
-    let per = if n == 0 { 0 } else { x.len() / n };
+    let per = x.len().checked_div(n).unwrap_or(0);
     (n, per)
 }
 

@@ -167,7 +167,7 @@ pub(crate) fn global_output_shape(x: &[usize]) -> Result<Vec<usize>, String> {
 pub(crate) fn global_avg_pool(x: &Tensor) -> Tensor {
     let (n, per) = batch_and_len(x);
     let c = x.shape()[1];
-    let plane = if c == 0 { 0 } else { per / c };
+    let plane = per.checked_div(c).unwrap_or(0);
     let out: Vec<f32> = if plane == 0 {
         vec![0.0; n * c]
     } else {

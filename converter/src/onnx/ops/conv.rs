@@ -25,13 +25,13 @@ pub(crate) fn conv(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
         )));
     }
     let kernel = [w.shape[2], w.shape[3]];
-    if let Some(ks) = cx.attr_usizes("kernel_shape")? {
-        if ks != kernel {
-            return Err(cx.err(format!(
-                "kernel_shape {ks:?} disagrees with the weight {:?}",
-                w.shape
-            )));
-        }
+    if let Some(ks) = cx.attr_usizes("kernel_shape")?
+        && ks != kernel
+    {
+        return Err(cx.err(format!(
+            "kernel_shape {ks:?} disagrees with the weight {:?}",
+            w.shape
+        )));
     }
     let bias = match cx.opt_const_input(2)? {
         Some(b) if b.len() == w.shape[0] => b.to_f32(),

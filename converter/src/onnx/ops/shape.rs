@@ -182,7 +182,7 @@ fn resolve_reshape(
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || count % known != 0 {
+        if known == 0 || !count.is_multiple_of(known) {
             return Err(cx.err(format!("cannot reshape {input:?} to {target:?}")));
         }
         out[i] = count / known;
@@ -307,12 +307,11 @@ pub(crate) fn pad(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
 
 pub(crate) fn identity(cx: &NodeCx) -> Result<Val, ImportError> {
     cx.allow_attrs(&["seed", "ratio"])?;
-    if cx.op_type() == "Dropout" {
-        if let Some(t) = cx.opt_const_input(2)? {
-            if t.to_f32().first().copied().unwrap_or(0.0) != 0.0 {
-                return Err(cx.err("training_mode=true is not supported"));
-            }
-        }
+    if cx.op_type() == "Dropout"
+        && let Some(t) = cx.opt_const_input(2)?
+        && t.to_f32().first().copied().unwrap_or(0.0) != 0.0
+    {
+        return Err(cx.err("training_mode=true is not supported"));
     }
     cx.input(0).cloned()
 }
