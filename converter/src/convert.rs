@@ -36,11 +36,12 @@ pub fn default_k(gate: GateKind) -> usize {
         GateKind::Swish | GateKind::HardSwish | GateKind::Gelu => 12,
         GateKind::Mul => 40,
         GateKind::MaxPool => 0,
+        GateKind::Identity => 10,
     }
 }
 
 /// Every gate type by name (the names `--k` accepts).
-pub const GATES: [GateKind; 11] = [
+pub const GATES: [GateKind; 12] = [
     GateKind::Relu,
     GateKind::Relu6,
     GateKind::Clip,
@@ -52,6 +53,7 @@ pub const GATES: [GateKind; 11] = [
     GateKind::Gelu,
     GateKind::Erf,
     GateKind::Mul,
+    GateKind::Identity,
 ];
 
 /// Conversion settings.
@@ -268,6 +270,17 @@ fn make_unit(
         (GateKind::Relu6, _) => return Ok(closed(closed_form::relu6(k, rounding), [0.0, 6.0])),
         (GateKind::Clip, Some(Activation::Clip { lo, hi })) if lo.is_finite() && hi.is_finite() => {
             return Ok(closed(closed_form::identity(k, lo, hi, rounding), [lo, hi]));
+        }
+        (GateKind::Identity, _) => {
+            let s = samples.as_ref().ok_or_else(|| {
+                ConvertError::Settings(
+                    "an identity unit needs calibration data for its range".into(),
+                )
+            })?;
+            return Ok(closed(
+                closed_form::identity(k, s.min, s.max, rounding),
+                [s.min, s.max],
+            ));
         }
         (GateKind::Relu, _) => {
             let top = samples

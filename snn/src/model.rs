@@ -4,8 +4,10 @@
 //! in [`crate::model_file`].
 
 use crate::amos::AmosUnit;
-use crate::graph::Graph;
-use crate::ops::GateKind;
+use crate::amos::closed_form::{self, Rounding};
+use crate::error::GraphError;
+use crate::graph::{Graph, Node, Value, ValueId};
+use crate::ops::{Activation, GateKind, Op};
 
 /// Version of the model format this library writes.
 pub const FORMAT_MAJOR: u32 = 1;
@@ -87,4 +89,103 @@ pub struct ConversionSettings {
     pub seed: u64,
     /// Version of amos that converted.
     pub tool_version: String,
+}
+
+impl ConvertedModel {
+    /// Encodes `value` with an identity unit of `k` neurons over `[lo, hi]` (uniform K-bit
+    /// code, o = lo), so that it can cross a stage boundary as spikes.
+    ///
+    /// A value that already is a unit's output needs no identity unit: its placement index is
+    /// returned unchanged. Otherwise an `Identity` gate node is inserted right after the
+    /// value's producer, every reader (and the graph output) is rewired to it, and the new
+    /// placement's index is returned. The graph input is spike-coded by its pixel bits and is
+    /// refused. `range` should come from calibration (values outside it are clipped).
+    pub fn insert_identity_unit(
+        &mut self,
+        value: ValueId,
+        k: usize,
+        range: [f32; 2],
+        rounding: Rounding,
+    ) -> Result<usize, GraphError> {
+        if value >= self.graph.values.len() {
+            return Err(GraphError::Structure(format!(
+                "value #{value} does not exist"
+            )));
+        }
+        let Some(producer) = self.graph.nodes.iter().position(|n| n.output == value) else {
+            return Err(GraphError::Structure(
+                "the graph input is encoded by its pixel bits; it needs no identity unit".into(),
+            ));
+        };
+        if let Some(existing) = self.units.iter().position(|u| u.node == producer) {
+            return Ok(existing);
+        }
+        if !(range[0].is_finite() && range[1].is_finite() && range[0] < range[1]) {
+            return Err(GraphError::Structure(format!(
+                "identity range {range:?} is not an interval"
+            )));
+        }
+        let unit = closed_form::identity(k, range[0], range[1], rounding);
+        unit.validate().map_err(GraphError::Structure)?;
+        // Quantisation error of the code over its range.
+        let n = 4096;
+        let mse = (0..n)
+            .map(|i| {
+                let x = range[0] + (range[1] - range[0]) * i as f32 / (n - 1) as f32;
+                (unit.eval(x, 0.0).1 - x).powi(2) as f64
+            })
+            .sum::<f64>()
+            / n as f64;
+        let new_value = self.graph.values.len();
+        let source = &self.graph.values[value];
+        let name = format!("{}/identity", source.name);
+        self.graph.values.push(Value {
+            name: name.clone(),
+            shape: source.shape.clone(),
+        });
+        for node in &mut self.graph.nodes[producer + 1..] {
+            node.inputs
+                .iter_mut()
+                .filter(|v| **v == value)
+                .for_each(|v| *v = new_value);
+        }
+        if self.graph.output == value {
+            self.graph.output = new_value;
+        }
+        let node_name = format!("{}/identity", self.graph.nodes[producer].name);
+        self.graph.nodes.insert(
+            producer + 1,
+            Node {
+                name: node_name,
+                op: Op::Activation(Activation::Identity),
+                inputs: vec![value],
+                output: new_value,
+            },
+        );
+        for u in &mut self.units {
+            if u.node > producer {
+                u.node += 1;
+            }
+        }
+        self.unit_params.push(UnitParams {
+            unit,
+            gate: GateKind::Identity,
+            range,
+            range2: None,
+            mse: mse as f32,
+            method: match rounding {
+                Rounding::Nearest => "closed-form-rounding".into(),
+                Rounding::Truncate => "closed-form".into(),
+            },
+        });
+        let placement = UnitPlacement {
+            node: producer + 1,
+            gate: GateKind::Identity,
+            params: self.unit_params.len() - 1,
+        };
+        let index = self.units.partition_point(|u| u.node < placement.node);
+        self.units.insert(index, placement);
+        self.graph.validate()?;
+        Ok(index)
+    }
 }

@@ -855,6 +855,7 @@ fn read_activation(a: &pb::Activation, field: &str) -> Result<Activation> {
         Kind::Tanh(_) => Activation::Tanh,
         Kind::Gelu(_) => Activation::Gelu,
         Kind::Erf(_) => Activation::Erf,
+        Kind::Identity(_) => Activation::Identity,
     })
 }
 
@@ -883,6 +884,7 @@ fn read_gate(v: i32, field: &str) -> Result<GateKind> {
         Ok(G::Erf) => GateKind::Erf,
         Ok(G::Mul) => GateKind::Mul,
         Ok(G::MaxPool) => GateKind::MaxPool,
+        Ok(G::Identity) => GateKind::Identity,
         Ok(G::Unspecified) | Err(_) => return Err(invalid(field, format!("unknown gate {v}"))),
     })
 }
@@ -1064,6 +1066,7 @@ fn write_gate(g: GateKind) -> i32 {
         GateKind::Tanh => G::Tanh,
         GateKind::Gelu => G::Gelu,
         GateKind::Erf => G::Erf,
+        GateKind::Identity => G::Identity,
         GateKind::Mul => G::Mul,
         GateKind::MaxPool => G::MaxPool,
     }) as i32
@@ -1131,6 +1134,7 @@ fn write_op(index: usize, op: &Op, data: &mut DataWriter) -> pb::Op {
                     Activation::Tanh => A::Tanh(none),
                     Activation::Gelu => A::Gelu(none),
                     Activation::Erf => A::Erf(none),
+                    Activation::Identity => A::Identity(none),
                 }),
             })
         }

@@ -232,3 +232,50 @@ fn snn_with_fine_units_approaches_the_ann() {
         assert!((a - s).abs() < 1e-3, "ann {a} snn {s}");
     }
 }
+
+#[test]
+fn identity_unit_encodes_a_residual_sum_at_a_boundary() {
+    let mut m = model();
+    let sum = m.graph.nodes[4].output; // the residual add: not a unit's output
+    let ann_before = SpikingNetwork::new(&m, 1).unwrap();
+    let imgs = images();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    let ann = ann_before.run_ann(&refs).unwrap();
+    let snn_before = ann_before.run_snn(&refs).unwrap();
+
+    let placement = m
+        .insert_identity_unit(sum, 16, [-20.0, 20.0], Rounding::Nearest)
+        .unwrap();
+    assert_eq!(m.units.len(), 3);
+    assert_eq!(m.units[placement].gate, GateKind::Identity);
+    assert_eq!(m.graph.nodes[m.units[placement].node].inputs, vec![sum]);
+    // Every placement still points at a gate node; placing it again changes nothing.
+    amos_snn::simulate::check_placements(&m).unwrap();
+    let again = m.graph.nodes[m.units[placement].node].output;
+    assert_eq!(
+        m.insert_identity_unit(again, 16, [-20.0, 20.0], Rounding::Nearest)
+            .unwrap(),
+        placement
+    );
+    assert!(
+        m.insert_identity_unit(m.graph.input, 8, [0.0, 1.0], Rounding::Nearest)
+            .is_err()
+    );
+
+    let net = SpikingNetwork::new(&m, 1).unwrap();
+    // ANN mode is unchanged by an identity node.
+    assert_eq!(net.run_ann(&refs).unwrap(), ann);
+    let snn = net.run_snn(&refs).unwrap();
+    for b in 0..3 {
+        // The identity unit's spikes are counted, and it adds K × elements neurons.
+        assert!(snn.stats[b].unit_spikes[placement] > 0);
+    }
+    assert_eq!(
+        net.neurons(),
+        SpikingNetwork::new(&model(), 1).unwrap().neurons() + 16 * 36
+    );
+    // A 16-bit code over [−20, 20] changes the logits by at most a few code steps.
+    for (a, s) in snn_before.logits.data().iter().zip(snn.logits.data()) {
+        assert!((a - s).abs() < 0.05, "{a} vs {s}");
+    }
+}

@@ -28,6 +28,9 @@ pub enum Activation {
     /// `x/2·(1 + erf(x/√2))`, recognised from the Erf pattern.
     Gelu,
     Erf,
+    /// `x`: marks a tensor that crosses a stage boundary, encoded by an identity unit in SNN
+    /// mode (see [`crate::model::ConvertedModel::insert_identity_unit`]).
+    Identity,
 }
 
 impl Activation {
@@ -42,6 +45,7 @@ impl Activation {
             Activation::Tanh => "Tanh",
             Activation::Gelu => "Gelu",
             Activation::Erf => "Erf",
+            Activation::Identity => "IdentityUnit",
         }
     }
 
@@ -59,6 +63,7 @@ impl Activation {
             Activation::Tanh => GateKind::Tanh,
             Activation::Gelu => GateKind::Gelu,
             Activation::Erf => GateKind::Erf,
+            Activation::Identity => GateKind::Identity,
         }
     }
 
@@ -75,6 +80,7 @@ impl Activation {
             Activation::Tanh => x.tanh(),
             Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
             Activation::Erf => libm::erff(x),
+            Activation::Identity => x,
         }
     }
 

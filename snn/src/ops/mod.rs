@@ -61,6 +61,8 @@ pub enum GateKind {
     /// The product of two runtime tensors (squeeze-and-excitation).
     Mul,
     MaxPool,
+    /// A tensor that is not a unit's output, encoded where it crosses a stage boundary.
+    Identity,
 }
 
 impl GateKind {
@@ -79,6 +81,7 @@ impl GateKind {
             GateKind::Erf => "erf",
             GateKind::Mul => "mul",
             GateKind::MaxPool => "max_pool",
+            GateKind::Identity => "identity",
         }
     }
 }
