@@ -25,6 +25,29 @@ fn run(args: &[&str]) -> Value {
     serde_json::from_str(&stdout).unwrap_or(Value::Null)
 }
 
+/// The swish/SE model converted once per test binary, calibrated on 256 images.
+fn swish_se_model() -> &'static Path {
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let out = tmp("swish-se.amos");
+        let model = shared().join("models/cifar10_swish_se.onnx");
+        let cal = shared().join("data/cifar10-test2000");
+        run(&[
+            "convert",
+            s(&model),
+            "-o",
+            s(&out),
+            "--preset",
+            "cifar",
+            "--calibration",
+            s(&cal),
+            "--calibration-images",
+            "256",
+        ]);
+        out
+    })
+}
+
 fn tmp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
@@ -77,7 +100,7 @@ fn conversion_is_deterministic_and_the_model_file_is_complete() {
     let model = shared().join("models/cifar10_swish_se.onnx");
     let cal = shared().join("data/cifar10-test2000");
     let (a, b) = (tmp("swish-a.amos"), tmp("swish-b.amos"));
-    for out in [&a, &b] {
+    for (out, threads) in [(&a, "1"), (&b, "2")] {
         run(&[
             "convert",
             s(&model),
@@ -90,11 +113,11 @@ fn conversion_is_deterministic_and_the_model_file_is_complete() {
             "--calibration-images",
             "64",
             "--threads",
-            "1",
+            threads,
         ]);
     }
     let (x, y) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
-    assert!(x == y, "two conversions with the same inputs differ");
+    assert!(x == y, "conversions with 1 and 2 threads differ");
     let info = run(&["inspect", s(&a), "--json"]);
     for key in [
         "ann_params",
@@ -119,4 +142,91 @@ fn conversion_is_deterministic_and_the_model_file_is_complete() {
         .unwrap_or("")
         .to_string();
     assert_eq!(info["source_sha256"], expected);
+}
+
+#[test]
+fn swish_se_snn_with_every_gate_in_spikes_is_within_half_a_point_of_its_ann() {
+    let model = swish_se_model();
+    let info = run(&["inspect", s(model), "--json"]);
+    // swish 12, sigmoid 8, mul 40: the paper's K for every gate, the SE product included.
+    for (gate, k) in [("swish", 12), ("sigmoid", 8), ("mul", 40)] {
+        assert_eq!(
+            info["units_by_gate"][gate]["k"],
+            serde_json::json!([k]),
+            "{info}"
+        );
+    }
+    let data = shared().join("data/cifar10-test2000");
+    let preds = tmp("swish-se-preds.csv");
+    let v = run(&[
+        "eval",
+        s(model),
+        "--data",
+        s(&data),
+        "--predictions",
+        s(&preds),
+        "--json",
+    ]);
+    eprintln!("swish/SE on 2000 CIFAR images: {v}");
+    assert_eq!(v["images"], 2000);
+    // The ANN half must be ONNX Runtime's figure on these images (81.05%).
+    assert!(
+        (v["ann_top1"].as_f64().unwrap_or(0.0) - 81.05).abs() < 1e-9,
+        "{v}"
+    );
+    let (snn, ann) = (
+        v["snn_top1"].as_f64().unwrap_or(0.0),
+        v["ann_top1"].as_f64().unwrap_or(0.0),
+    );
+    assert!((snn - ann).abs() <= 0.5, "SNN {snn}% vs ANN {ann}%");
+    // The predictions file carries the SNN columns.
+    let mut rd = csv::Reader::from_path(&preds).expect("predictions");
+    let header: Vec<String> = rd
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    for col in ["snn_top1", "spikes", "synops"] {
+        assert!(header.iter().any(|h| h == col), "{header:?}");
+    }
+    assert_eq!(rd.records().count(), 2000);
+}
+
+#[test]
+fn plot_draws_every_unit_and_the_spikes_of_one_image() {
+    let model = swish_se_model();
+    let dir = tmp("plots");
+    let _ = std::fs::remove_dir_all(&dir);
+    let image = shared().join("data/cifar10-test2000/00000.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_amos-convert"))
+        .args(["plot", s(model), "--out", s(&dir), "--image", s(&image)])
+        .output()
+        .expect("run plot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pngs: Vec<String> = std::fs::read_dir(&dir)
+        .expect("plot dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    pngs.sort();
+    assert_eq!(
+        pngs,
+        [
+            "spikes-per-unit.png",
+            "unit-0-swish.png",
+            "unit-1-sigmoid.png",
+            "unit-2-mul.png"
+        ]
+    );
+    for f in pngs {
+        let bytes = std::fs::read(dir.join(&f)).expect("png");
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 5000,
+            "{f}"
+        );
+    }
 }
