@@ -52,6 +52,14 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
 }
 
+impl EvalOptions {
+    /// The entries to evaluate: the first `limit` of the dataset.
+    pub fn entries<'d>(&self, dataset: &'d Dataset) -> &'d [Entry] {
+        let n = self.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
+        &dataset.entries[..n]
+    }
+}
+
 /// Runs `engine` over the dataset's images (the first `limit`), calling `progress` with the
 /// number of images done after each batch.
 pub fn evaluate(
@@ -61,10 +69,7 @@ pub fn evaluate(
     options: &EvalOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Prediction>, amos_snn::EngineError> {
-    let entries = &dataset.entries[..options
-        .limit
-        .unwrap_or(usize::MAX)
-        .min(dataset.entries.len())];
+    let entries = options.entries(dataset);
     let per_image = preprocess.chw_len();
     let input_shape = engine.graph().input_shape().to_vec();
     let mut predictions = Vec::with_capacity(entries.len());
@@ -128,10 +133,7 @@ pub fn evaluate_converted(
     options: &EvalOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Prediction>, amos_snn::EngineError> {
-    let entries = &dataset.entries[..options
-        .limit
-        .unwrap_or(usize::MAX)
-        .min(dataset.entries.len())];
+    let entries = options.entries(dataset);
     let mut predictions = Vec::with_capacity(entries.len());
     for chunk in entries.chunks(options.batch.max(1)) {
         let decoded: Vec<Result<Vec<u8>, String>> = chunk

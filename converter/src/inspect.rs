@@ -67,16 +67,10 @@ pub fn onnx_report(model: &ImportedModel) -> OnnxReport {
 
 impl std::fmt::Display for OnnxReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dims = |d: &[usize]| {
-            d.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        writeln!(f, "opset          {}", self.opset)?;
-        writeln!(f, "input          [N, {}]", dims(&self.input_shape))?;
-        writeln!(f, "output         [N, {}]", dims(&self.output_shape))?;
-        writeln!(f, "ANN parameters {}", self.ann_params)?;
+        writeln!(f, "opset           {}", self.opset)?;
+        writeln!(f, "input           [N, {}]", fmt_dims(&self.input_shape))?;
+        writeln!(f, "output          [N, {}]", fmt_dims(&self.output_shape))?;
+        writeln!(f, "ANN parameters  {}", self.ann_params)?;
         writeln!(f, "\noperators (after folding)")?;
         for (op, n) in &self.ops {
             writeln!(f, "  {op:<16} {n:>5}")?;
@@ -224,17 +218,11 @@ pub fn layers(model: &amos_snn::model::ConvertedModel) -> u64 {
 
 impl std::fmt::Display for AmosReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dims = |d: &[usize]| {
-            d.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         writeln!(
             f,
             "input           [N, {}]   output [N, {}]",
-            dims(&self.input_shape),
-            dims(&self.output_shape)
+            fmt_dims(&self.input_shape),
+            fmt_dims(&self.output_shape)
         )?;
         writeln!(f, "preprocessing   {}", self.preprocess)?;
         writeln!(f, "source sha256   {}", self.source_sha256)?;
@@ -279,4 +267,12 @@ impl std::fmt::Display for AmosReport {
         }
         Ok(())
     }
+}
+
+/// `a, b, c` for a shape.
+fn fmt_dims(d: &[usize]) -> String {
+    d.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

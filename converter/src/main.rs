@@ -168,11 +168,19 @@ fn run(cli: Cli) -> Result<()> {
 
 fn inspect(model: &Path, json: bool) -> Result<()> {
     let imported = import_file(model).with_context(|| format!("importing {}", model.display()))?;
-    let report = onnx_report(&imported);
+    print_report(model, &onnx_report(&imported), json)
+}
+
+/// Prints an `inspect` report as text or JSON.
+fn print_report(
+    model: &Path,
+    report: &(impl serde::Serialize + std::fmt::Display),
+    json: bool,
+) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        println!("model          {}", model.display());
+        println!("model           {}", model.display());
         print!("{report}");
     }
     Ok(())
@@ -278,14 +286,7 @@ fn inspect_amos(path: &Path, json: bool) -> Result<()> {
     let model =
         model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
     let net = SpikingNetwork::new(&model, 1)?;
-    let report = amos_report(&model, &net);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("model           {}", path.display());
-        print!("{report}");
-    }
-    Ok(())
+    print_report(path, &amos_report(&model, &net), json)
 }
 
 fn evaluate_amos(args: EvalArgs) -> Result<()> {
