@@ -21,6 +21,9 @@ pub struct Prediction {
     /// SNN spikes (units, the input layer not included) and synaptic operations.
     pub spikes: u64,
     pub synops: u64,
+    /// With both networks run: Σ over classes of (SNN − ANN logit)², and the largest |SNN − ANN|.
+    pub logit_sq_err: f64,
+    pub logit_max_err: f32,
     pub error: Option<String>,
 }
 
@@ -171,7 +174,14 @@ pub fn evaluate_converted(
                         p.top5 = top_k(&ann[k * classes..(k + 1) * classes], 5);
                     }
                     if let Some(s) = &snn {
-                        p.snn_top5 = top_k(&s.logits.data()[k * classes..(k + 1) * classes], 5);
+                        let logits = &s.logits.data()[k * classes..(k + 1) * classes];
+                        if !ann.is_empty() {
+                            let (sq, max) =
+                                logit_errors(&ann[k * classes..(k + 1) * classes], logits);
+                            p.logit_sq_err = sq;
+                            p.logit_max_err = max;
+                        }
+                        p.snn_top5 = top_k(logits, 5);
                         p.spikes = s.stats[k].spikes;
                         p.synops = s.stats[k].synops;
                     }
@@ -227,6 +237,112 @@ pub fn summarise_by(predictions: &[Prediction], snn: bool) -> Summary {
 /// ANN accuracy (see [`summarise_by`]).
 pub fn summarise(predictions: &[Prediction]) -> Summary {
     summarise_by(predictions, false)
+}
+
+/// Σ (b − a)² and max |b − a| over two logit rows.
+fn logit_errors(a: &[f32], b: &[f32]) -> (f64, f32) {
+    a.iter().zip(b).fold((0.0, 0.0f32), |(sq, max), (&x, &y)| {
+        let d = y - x;
+        (sq + (d as f64) * (d as f64), max.max(d.abs()))
+    })
+}
+
+/// Root mean square of SNN − ANN logits over images and classes, and the largest difference,
+/// over images where both ran.
+pub fn logit_rmse(predictions: &[Prediction], classes: usize) -> (f64, f32) {
+    let both: Vec<_> = predictions
+        .iter()
+        .filter(|p| !p.top5.is_empty() && !p.snn_top5.is_empty())
+        .collect();
+    let sq: f64 = both.iter().map(|p| p.logit_sq_err).sum();
+    let max = both.iter().map(|p| p.logit_max_err).fold(0.0f32, f32::max);
+    ((sq / (both.len() * classes).max(1) as f64).sqrt(), max)
+}
+
+/// One row of an ablation: only one gate type in spikes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AblationRow {
+    pub gate: String,
+    /// Percent of images whose top-1 equals the ANN's.
+    pub agreement_top1: f64,
+    pub logit_rmse: f64,
+    /// Neurons per image of this gate type's units.
+    pub neurons: u64,
+    /// Mean spikes per image of this gate type's units.
+    pub spikes: f64,
+}
+
+/// Runs the ANN, then the SNN with one gate type at a time in spikes (all others exact).
+pub fn ablate(
+    net: &SpikingNetwork,
+    model: &amos_snn::model::ConvertedModel,
+    dataset: &Dataset,
+    preprocess: &Preprocess,
+    options: &EvalOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<AblationRow>, amos_snn::EngineError> {
+    let mut gates: Vec<amos_snn::ops::GateKind> = model.units.iter().map(|u| u.gate).collect();
+    gates.sort_by_key(|g| g.name());
+    gates.dedup();
+    let masks: Vec<Vec<bool>> = gates
+        .iter()
+        .map(|g| model.units.iter().map(|u| u.gate == *g).collect())
+        .collect();
+    let classes = net
+        .engine()
+        .graph()
+        .output_shape()
+        .iter()
+        .product::<usize>()
+        .max(1);
+    // Per gate: (agreeing images, Σ squared logit error, Σ spikes).
+    let mut acc = vec![(0usize, 0.0f64, 0u64); gates.len()];
+    let mut images = 0;
+    let mut done = 0;
+    for chunk in options.entries(dataset).chunks(options.batch.max(1)) {
+        let decoded: Vec<Vec<u8>> = chunk
+            .par_iter()
+            .filter_map(|e| preprocess.load_u8(&e.path).ok())
+            .collect();
+        let ok: Vec<&[u8]> = decoded.iter().map(Vec::as_slice).collect();
+        done += chunk.len();
+        if ok.is_empty() {
+            progress(done);
+            continue;
+        }
+        let ann = net.run_ann(&ok)?.into_data();
+        for (mask, a) in masks.iter().zip(acc.iter_mut()) {
+            let snn = net.run_snn_partial(&ok, mask)?;
+            for k in 0..ok.len() {
+                let (x, y) = (
+                    &ann[k * classes..(k + 1) * classes],
+                    &snn.logits.data()[k * classes..(k + 1) * classes],
+                );
+                a.0 += usize::from(top_k(x, 1) == top_k(y, 1));
+                a.1 += logit_errors(x, y).0;
+                a.2 += snn.stats[k].spikes;
+            }
+        }
+        images += ok.len();
+        progress(done);
+    }
+    let neurons = net.unit_neurons();
+    Ok(gates
+        .iter()
+        .zip(masks.iter().zip(acc))
+        .map(|(g, (mask, (agree, sq, spikes)))| AblationRow {
+            gate: g.name().to_string(),
+            agreement_top1: 100.0 * agree as f64 / images.max(1) as f64,
+            logit_rmse: (sq / (images * classes).max(1) as f64).sqrt(),
+            neurons: neurons
+                .iter()
+                .zip(mask)
+                .filter(|(_, m)| **m)
+                .map(|(n, _)| n)
+                .sum(),
+            spikes: spikes as f64 / images.max(1) as f64,
+        })
+        .collect())
 }
 
 /// Percent of evaluated images whose SNN and ANN top-1 agree.

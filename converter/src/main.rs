@@ -135,6 +135,10 @@ struct EvalArgs {
     /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// `.amos` models: one row per gate type with only that type in spikes (all others
+    /// exact): agreement, logit RMSE, neurons and spikes of that type.
+    #[arg(long)]
+    ablate: bool,
     /// Write one CSV row per image: image_id,label,ann_top1..ann_top5[,snn_top1..snn_top5,spikes,synops],error.
     #[arg(long)]
     predictions: Option<PathBuf>,
@@ -308,6 +312,30 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
         batch: args.batch,
         limit: args.limit,
     };
+    if args.ablate {
+        let rows = eval::ablate(&net, &model, &dataset, &preprocess, &options, |d| {
+            bar.set_position(d as u64)
+        })?;
+        bar.finish_and_clear();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "images": total, "ablation": rows }))?
+            );
+        } else {
+            println!(
+                "{:<14} {:>10} {:>11} {:>14} {:>14}",
+                "only in spikes", "agreement", "logit RMSE", "neurons/image", "spikes/image"
+            );
+            for r in rows {
+                println!(
+                    "{:<14} {:>9.2}% {:>11.4} {:>14} {:>14.0}",
+                    r.gate, r.agreement_top1, r.logit_rmse, r.neurons, r.spikes
+                );
+            }
+        }
+        return Ok(());
+    }
     let predictions =
         eval::evaluate_converted(&net, &dataset, &preprocess, args.mode, &options, |d| {
             bar.set_position(d as u64)
@@ -322,6 +350,13 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
     };
     let (mean_spikes, mean_synops) = (mean(|p| p.spikes), mean(|p| p.synops));
     let agreement = (args.mode == Mode::Both).then(|| eval::agreement_top1(&predictions));
+    let classes = net
+        .engine()
+        .graph()
+        .output_shape()
+        .iter()
+        .product::<usize>();
+    let logit_errors = (args.mode == Mode::Both).then(|| eval::logit_rmse(&predictions, classes));
     if let Some(path) = &args.predictions {
         eval::write_predictions(path, &predictions, args.mode != Mode::Ann)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -336,6 +371,8 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
             "ann_top1": ann.as_ref().map(|s| s.top1),
             "ann_top5": ann.as_ref().map(|s| s.top5),
             "agreement_top1": agreement,
+            "logit_rmse": logit_errors.map(|e| e.0),
+            "max_logit_error": logit_errors.map(|e| e.1),
             "mean_spikes": snn.as_ref().map(|_| mean_spikes),
             "mean_synops": snn.as_ref().map(|_| mean_synops),
             "neurons": net.neurons(),
@@ -356,6 +393,9 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
         }
         if let Some(a) = agreement {
             println!("agreement     {a:.2}% of images have the same top-1");
+        }
+        if let Some((rmse, max)) = logit_errors {
+            println!("logit error   RMSE {rmse:.4}, max {max:.4} (SNN − ANN)");
         }
         if snn.is_some() {
             println!(

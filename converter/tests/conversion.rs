@@ -92,6 +92,16 @@ fn lite0_relu6_snn_agrees_with_its_ann() {
         "SNN/ANN top-1 agreement {agreement}% on 64 images"
     );
     assert!(v["mean_spikes"].as_f64().unwrap_or(0.0) > 1e6);
+    // K=10 rounding: the logits stay within a fraction of a unit of the ANN's (FINDINGS: max
+    // 0.09 on 1000 images); the RMS can never exceed the maximum.
+    let (rmse, max) = (
+        v["logit_rmse"].as_f64().unwrap_or(-1.0),
+        v["max_logit_error"].as_f64().unwrap_or(-1.0),
+    );
+    assert!(
+        rmse > 0.0 && rmse <= max && max < 0.25,
+        "logit RMSE {rmse}, max {max}"
+    );
     assert_eq!(v["neurons"], info["neurons"]);
 }
 
@@ -229,4 +239,42 @@ fn plot_draws_every_unit_and_the_spikes_of_one_image() {
             "{f}"
         );
     }
+}
+
+#[test]
+fn ablation_puts_one_gate_type_at_a_time_in_spikes() {
+    let model = swish_se_model();
+    let info = run(&["inspect", s(model), "--json"]);
+    let data = shared().join("data/cifar10-test2000");
+    let v = run(&[
+        "eval",
+        s(model),
+        "--data",
+        s(&data),
+        "--limit",
+        "100",
+        "--ablate",
+        "--json",
+    ]);
+    let rows = v["ablation"].as_array().expect("ablation rows");
+    let gates: Vec<&str> = rows
+        .iter()
+        .map(|r| r["gate"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(gates, ["mul", "sigmoid", "swish"]);
+    let mut neurons = 0;
+    for r in rows {
+        let gate = r["gate"].as_str().unwrap_or("");
+        // Each row's neurons are exactly those of its gate type's units.
+        assert_eq!(r["neurons"], info["units_by_gate"][gate]["neurons"], "{r}");
+        neurons += r["neurons"].as_u64().unwrap_or(0);
+        let agreement = r["agreement_top1"].as_f64().unwrap_or(-1.0);
+        assert!((90.0..=100.0).contains(&agreement), "{r}");
+        assert!(
+            r["logit_rmse"].as_f64().unwrap_or(-1.0) > 0.0
+                && r["spikes"].as_f64().unwrap_or(0.0) > 0.0,
+            "{r}"
+        );
+    }
+    assert_eq!(neurons, info["neurons"].as_u64().unwrap_or(0));
 }

@@ -171,14 +171,26 @@ impl SpikingNetwork {
 
     /// SNN mode on HWC uint8 images.
     pub fn run_snn(&self, images: &[&[u8]]) -> Result<SnnOutput, EngineError> {
-        self.run_snn_observed(images, &mut |_, _, _| {})
+        self.run_snn_observed(images, None, &mut |_, _, _| {})
+    }
+
+    /// SNN mode with only the unit placements marked in `enabled` in spikes; the other gates
+    /// are computed exactly (ablation: what each gate type costs in fidelity).
+    pub fn run_snn_partial(
+        &self,
+        images: &[&[u8]],
+        enabled: &[bool],
+    ) -> Result<SnnOutput, EngineError> {
+        self.run_snn_observed(images, Some(enabled), &mut |_, _, _| {})
     }
 
     /// SNN mode, calling `observe(unit, inputs, output)` after each unit ran (for checks and
-    /// debugging: the unit placement index, its batched inputs and decoded output).
+    /// debugging: the unit placement index, its batched inputs and decoded output). With
+    /// `enabled`, only the marked placements run as units.
     pub fn run_snn_observed(
         &self,
         images: &[&[u8]],
+        enabled: Option<&[bool]>,
         observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
     ) -> Result<SnnOutput, EngineError> {
         let input = self.normalise(images)?;
@@ -202,6 +214,9 @@ impl SpikingNetwork {
         }
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
             let u = self.unit_of_node[node]?;
+            if enabled.is_some_and(|e| !e.get(u).copied().unwrap_or(false)) {
+                return None;
+            }
             let (out, per_image) = self.run_unit(u, inputs);
             observe(u, inputs, &out);
             for (st, (spikes, synops)) in stats.iter_mut().zip(per_image) {

@@ -162,7 +162,7 @@ fn units_match_reference_evaluation_and_synops_match_brute_force() {
     // Per unit and image: spikes per element, recomputed from the unit's inputs.
     let mut recorded: Vec<Vec<Vec<u32>>> = vec![Vec::new(); 2];
     let out = net
-        .run_snn_observed(&refs, &mut |u, inputs, output| {
+        .run_snn_observed(&refs, None, &mut |u, inputs, output| {
             let unit = &m.unit_params[m.units[u].params].unit;
             let per = output.len() / 3;
             for b in 0..3 {
