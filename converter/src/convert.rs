@@ -122,6 +122,7 @@ impl ConvertOptions {
 }
 
 /// What the converted model records besides the network.
+#[derive(Clone, Debug)]
 pub struct ModelInfo {
     pub recipe: Recipe,
     pub classes: Vec<String>,

@@ -6,6 +6,8 @@
 //! - [`convert`]: an AMOS unit for every gate.
 //! - [`eval`]: single-process evaluation in ANN and SNN mode.
 //! - [`inspect`]: what a model holds.
+//! - [`sweep`]: neurons against fidelity over K.
+//! - [`plot`]: pictures of units, spikes and sweeps.
 
 pub mod calibrate;
 pub mod convert;
@@ -15,6 +17,7 @@ pub mod inspect;
 pub mod onnx;
 pub mod plot;
 pub mod recipe;
+pub mod sweep;
 
 pub use error::ConvertError;
 

@@ -47,6 +47,9 @@ enum Command {
     /// Top-1/top-5 accuracy on a labelled image dataset: ANN mode for ONNX models, SNN and/or
     /// ANN mode for `.amos` models.
     Eval(EvalArgs),
+    /// Converts at each K and evaluates against the ANN: neurons per image against top-1
+    /// agreement (CSV and a plot).
+    Sweep(SweepArgs),
     /// Pictures of every unit against its gate (PNG), and the spikes per unit for one image.
     Plot {
         /// A `.amos` model.
@@ -90,6 +93,42 @@ struct ConvertArgs {
     #[arg(long)]
     synsets: Option<PathBuf>,
     /// Worker threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Preprocessing recipe: efficientnet-lite, torchvision or cifar.
+    #[arg(long)]
+    preset: String,
+    /// Calibration images (dataset folder).
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    calibration_images: usize,
+    /// Evaluation images (dataset folder).
+    #[arg(long)]
+    data: PathBuf,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The K values; without --gate every gate's K scales with K/10 (10 = the paper's K).
+    #[arg(long, value_delimiter = ',', default_value = "6,8,10,12,16")]
+    k: Vec<usize>,
+    /// Sweep only this gate type's K (the others keep their defaults).
+    #[arg(long)]
+    gate: Option<String>,
+    /// Closed-form units truncate (default: round).
+    #[arg(long)]
+    truncate: bool,
+    /// Folder for sweep.csv and sweep.png.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    #[arg(long)]
+    synsets: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -167,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) if is_amos_file(&args.model) => evaluate_amos(args),
         Command::Eval(args) => evaluate(args),
         Command::Plot { model, out, image } => plot(&model, &out, image.as_deref()),
+        Command::Sweep(args) => sweep(args),
     }
 }
 
@@ -408,6 +448,111 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
             images as f64 / seconds.max(1e-9)
         );
     }
+    Ok(())
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    use amos_converter::sweep;
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let imported =
+        import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let input = imported.graph.input_shape().to_vec();
+    let [3, h, w] = input[..] else {
+        bail!(
+            "{}: input [N, {input:?}] is not an [N, 3, H, W] image batch",
+            args.model.display()
+        );
+    };
+    let preprocess = Preprocess::preset(&args.preset, (h as u32, w as u32))?;
+    let gate = match &args.gate {
+        None => None,
+        Some(name) => Some(
+            amos_converter::convert::GATES
+                .iter()
+                .copied()
+                .find(|g| g.name() == name)
+                .with_context(|| format!("--gate: unknown gate '{name}'"))?,
+        ),
+    };
+    let engine = Engine::new(imported.graph.clone(), args.threads)?;
+    let calibration = match &args.calibration {
+        Some(dir) => {
+            let dataset = Dataset::open(dir, args.synsets.as_deref())?;
+            let n = args.calibration_images.min(dataset.entries.len());
+            let bar = progress_bar(n, false, "calibration images");
+            let cal = calibrate(&engine, &dataset, &preprocess, n, 16, |d| {
+                bar.set_position(d as u64)
+            })?;
+            bar.finish_and_clear();
+            Some(cal)
+        }
+        None => None,
+    };
+    let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
+    let info = ModelInfo {
+        recipe: recipe::to_recipe(&args.preset, &preprocess),
+        classes: dataset.classes.clone(),
+        source_sha256: sha256_hex(&bytes),
+    };
+    let base = ConvertOptions {
+        rounding: !args.truncate,
+        ..Default::default()
+    };
+    let bar = progress_bar(args.k.len(), false, "conversions");
+    let eval_options = EvalOptions {
+        batch: 16,
+        limit: args.limit,
+    };
+    let points = sweep::sweep(
+        &imported.graph,
+        calibration.as_ref(),
+        &info,
+        &args.k,
+        gate,
+        &base,
+        &dataset,
+        &preprocess,
+        &eval_options,
+        args.threads,
+        |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let csv_path = args.out.join("sweep.csv");
+    sweep::write_csv(&csv_path, &points)
+        .with_context(|| format!("writing {}", csv_path.display()))?;
+    let title = format!(
+        "{} — {}",
+        args.model
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        args.gate
+            .as_deref()
+            .map_or("all gates".to_string(), |g| format!("{g} only"))
+    );
+    let png = args.out.join("sweep.png");
+    amos_converter::plot::plot_tradeoff(&points, &title, &png)?;
+    println!(
+        "{:>4} {:>14} {:>12} {:>9} {:>9} {:>10} {:>10}  settings",
+        "K", "neurons/image", "spikes/image", "SNN top1", "ANN top1", "agreement", "logit RMSE"
+    );
+    for p in &points {
+        println!(
+            "{:>4} {:>14} {:>12.0} {:>8.2}% {:>8.2}% {:>9.2}% {:>10.4}  {}",
+            p.k,
+            p.neurons,
+            p.mean_spikes,
+            p.snn_top1,
+            p.ann_top1,
+            p.agreement_top1,
+            p.logit_rmse,
+            p.settings
+        );
+    }
+    println!("wrote {} and {}", csv_path.display(), png.display());
     Ok(())
 }
 

@@ -180,3 +180,55 @@ pub fn plot_spikes(
     root.present().map_err(plot_err)?;
     Ok(())
 }
+
+/// Writes the sweep's trade-off: neurons per image against top-1 agreement with the ANN.
+pub fn plot_tradeoff(
+    points: &[crate::sweep::SweepPoint],
+    title: &str,
+    path: &Path,
+) -> PlotResult<()> {
+    register_font()?;
+    let xs: Vec<f64> = points.iter().map(|p| p.neurons as f64 / 1e6).collect();
+    let (x0, x1) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let y0 = points
+        .iter()
+        .map(|p| p.agreement_top1)
+        .fold(100.0f64, f64::min);
+    let pad = ((x1 - x0) * 0.08).max(0.1);
+    let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 - 1.0).max(0.0)..100.5)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("neurons per image (millions)")
+        .y_desc("top-1 agreement with the ANN (%)")
+        .draw()
+        .map_err(plot_err)?;
+    let line: Vec<(f64, f64)> = points
+        .iter()
+        .zip(&xs)
+        .map(|(p, &x)| (x, p.agreement_top1))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))
+        .map_err(plot_err)?;
+    chart
+        .draw_series(line.iter().zip(points).map(|(&(x, y), p)| {
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 4, BLUE.filled())
+                + Text::new(format!("K={}", p.k), (6, -16), ("sans-serif", 14))
+        }))
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}

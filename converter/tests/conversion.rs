@@ -278,3 +278,59 @@ fn ablation_puts_one_gate_type_at_a_time_in_spikes() {
     }
     assert_eq!(neurons, info["neurons"].as_u64().unwrap_or(0));
 }
+
+#[test]
+fn sweep_writes_the_tradeoff_between_neurons_and_agreement() {
+    let model = shared().join("models/cifar10_swish_se.onnx");
+    let data = shared().join("data/cifar10-test2000");
+    let out = tmp("sweep");
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(env!("CARGO_BIN_EXE_amos-convert"))
+        .args([
+            "sweep",
+            s(&model),
+            "--preset",
+            "cifar",
+            "--calibration",
+            s(&data),
+            "--calibration-images",
+            "32",
+        ])
+        .args([
+            "--data",
+            s(&data),
+            "--limit",
+            "48",
+            "--k",
+            "4,8",
+            "--gate",
+            "swish",
+            "--out",
+            s(&out),
+        ])
+        .output()
+        .expect("run sweep");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let mut rd = csv::Reader::from_path(out.join("sweep.csv")).expect("sweep.csv");
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 2);
+    // Only swish changes: 20 swish units of K=4 then K=8, the others at their defaults.
+    assert_eq!(&rows[0][1], "sigmoid=8,swish=4,mul=40");
+    assert_eq!(&rows[1][1], "sigmoid=8,swish=8,mul=40");
+    let neurons: Vec<u64> = rows
+        .iter()
+        .map(|r| r[2].parse().expect("neurons"))
+        .collect();
+    // The swish units hold 2 073 048 neurons at K=12 (inspect), so 4 more neurons per
+    // element add a third of that.
+    assert_eq!(neurons[1] - neurons[0], 2_073_048 / 12 * 4);
+    assert!(
+        std::fs::read(out.join("sweep.png"))
+            .expect("png")
+            .starts_with(b"\x89PNG")
+    );
+}
