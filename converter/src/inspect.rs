@@ -102,6 +102,8 @@ pub struct AmosReport {
     pub units_by_gate: BTreeMap<String, GateSummary>,
     /// Every distinct unit: gate, K, range, method, approximation error.
     pub unit_params: Vec<UnitSummary>,
+    /// Every unit placement in graph order: the layer table (ARCHITECTURE.md §6).
+    pub unit_table: Vec<LayerRow>,
     pub preprocess: String,
     pub source_sha256: String,
     pub settings: BTreeMap<String, String>,
@@ -112,6 +114,27 @@ pub struct GateSummary {
     pub units: usize,
     pub k: Vec<usize>,
     pub neurons: u64,
+}
+
+/// One unit placement: where it sits, what it costs.
+#[derive(Debug, Serialize)]
+pub struct LayerRow {
+    pub unit_id: usize,
+    /// Source node name.
+    pub node: String,
+    pub gate: String,
+    pub k: usize,
+    /// Index into `unit_params`.
+    pub params: usize,
+    /// Elements per image.
+    pub elements: u64,
+    /// K × elements.
+    pub neurons: u64,
+    /// First time step of the unit along the deepest path to it.
+    pub time_step: u64,
+    /// Synapses per spike, mean over the unit's elements.
+    pub fanout: f64,
+    pub mse: f32,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,7 +203,31 @@ pub fn amos_report(
     );
     settings.insert("seed".into(), s.seed.to_string());
     settings.insert("tool_version".into(), s.tool_version.clone());
+    let (_, start) = time_steps(model);
+    let fanout = net.unit_fanout();
+    let unit_table = model
+        .units
+        .iter()
+        .enumerate()
+        .map(|(u, p)| {
+            let params = &model.unit_params[p.params];
+            let k = params.unit.k();
+            LayerRow {
+                unit_id: u,
+                node: g.nodes[p.node].name.clone(),
+                gate: p.gate.name().to_string(),
+                k,
+                params: p.params,
+                elements: neurons_per_unit[u] / k.max(1) as u64,
+                neurons: neurons_per_unit[u],
+                time_step: start[p.node],
+                fanout: fanout[u],
+                mse: params.mse,
+            }
+        })
+        .collect();
     AmosReport {
+        unit_table,
         input_shape: g.input_shape().to_vec(),
         output_shape: g.output_shape().to_vec(),
         ann_params: g.param_count(),
@@ -203,17 +250,25 @@ pub fn amos_report(
 /// Time steps along the deepest path of the converted network: each unit takes K steps
 /// (its neurons fire in turn); linear layers add none.
 pub fn layers(model: &amos_snn::model::ConvertedModel) -> u64 {
+    let (depth, _) = time_steps(model);
+    depth[model.graph.output]
+}
+
+/// Time steps after each value, and the first time step of each node (0-based), along the
+/// deepest path.
+fn time_steps(model: &amos_snn::model::ConvertedModel) -> (Vec<u64>, Vec<u64>) {
     let g = &model.graph;
     let mut k_of_node = vec![0u64; g.nodes.len()];
     for p in &model.units {
         k_of_node[p.node] = model.unit_params[p.params].unit.k() as u64;
     }
     let mut depth = vec![0u64; g.values.len()];
+    let mut start = vec![0u64; g.nodes.len()];
     for (i, n) in g.nodes.iter().enumerate() {
-        let d = n.inputs.iter().map(|&v| depth[v]).max().unwrap_or(0);
-        depth[n.output] = d + k_of_node[i];
+        start[i] = n.inputs.iter().map(|&v| depth[v]).max().unwrap_or(0);
+        depth[n.output] = start[i] + k_of_node[i];
     }
-    depth[g.output]
+    (depth, start)
 }
 
 impl std::fmt::Display for AmosReport {

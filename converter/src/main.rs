@@ -86,6 +86,10 @@ struct ConvertArgs {
     /// Closed-form units truncate as in the paper (default: round to the nearest level).
     #[arg(long)]
     truncate: bool,
+    /// One unit per gate type, as the paper (default with calibration: a ReLU/ReLU6 layer
+    /// that never reaches the bound gets the code over its own range).
+    #[arg(long)]
+    shared_units: bool,
     /// Seed of every random choice in fitting.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -124,6 +128,9 @@ struct SweepArgs {
     /// Closed-form units truncate (default: round).
     #[arg(long)]
     truncate: bool,
+    /// One unit per gate type (default with calibration: per-layer ReLU/ReLU6 ranges).
+    #[arg(long)]
+    shared_units: bool,
     /// Folder for sweep.csv and sweep.png.
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -273,6 +280,7 @@ fn convert_model(args: ConvertArgs) -> Result<()> {
     let mut options = ConvertOptions {
         rounding: !args.truncate,
         seed: args.seed,
+        per_layer: !args.shared_units,
         ..Default::default()
     };
     if let Some(spec) = &args.k {
@@ -497,6 +505,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
     };
     let base = ConvertOptions {
         rounding: !args.truncate,
+        per_layer: !args.shared_units,
         ..Default::default()
     };
     let bar = progress_bar(args.k.len(), false, "conversions");
