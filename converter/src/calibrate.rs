@@ -113,7 +113,7 @@ fn record_gate(g: &mut GateSamples, inputs: &[&Tensor]) {
                 } else {
                     e / (per / per2.max(1)).max(1)
                 };
-                g.x2.push(t.data()[b * per2 + idx.min(per2 - 1)]);
+                g.x2.push(t.data()[b * per2 + idx.min(per2.saturating_sub(1))]);
             }
         }
     }

@@ -117,6 +117,24 @@ impl ConvertOptions {
         Ok(())
     }
 
+    /// How closed-form units place their levels.
+    pub fn rounding(&self) -> Rounding {
+        if self.rounding {
+            Rounding::Nearest
+        } else {
+            Rounding::Truncate
+        }
+    }
+
+    /// The `method` recorded for closed-form units.
+    fn closed_form_method(&self) -> &'static str {
+        if self.rounding {
+            "closed-form-rounding"
+        } else {
+            "closed-form"
+        }
+    }
+
     fn k(&self, gate: GateKind) -> usize {
         self.k
             .get(&gate)
@@ -274,16 +292,7 @@ fn per_layer_unit(
 ) -> Option<UnitParams> {
     let s = samples.as_ref()?;
     let k = options.k(gate);
-    let rounding = if options.rounding {
-        Rounding::Nearest
-    } else {
-        Rounding::Truncate
-    };
-    let method = if options.rounding {
-        "closed-form-rounding"
-    } else {
-        "closed-form"
-    };
+    let (rounding, method) = (options.rounding(), options.closed_form_method());
     let (unit, range) = match (gate, act) {
         (GateKind::Relu6 | GateKind::Clip, Some(Activation::Clip { lo, hi }))
             if s.max > lo && s.max < hi =>
@@ -316,16 +325,7 @@ fn make_unit(
     samples: &Option<Samples>,
 ) -> Result<UnitParams, ConvertError> {
     let k = options.k(gate);
-    let rounding = if options.rounding {
-        Rounding::Nearest
-    } else {
-        Rounding::Truncate
-    };
-    let method = if options.rounding {
-        "closed-form-rounding"
-    } else {
-        "closed-form"
-    };
+    let (rounding, method) = (options.rounding(), options.closed_form_method());
     let closed = |unit: AmosUnit, range: [f32; 2]| {
         let f = |x: f32| act.map_or(x, |a| a.apply(x));
         let mse = match samples {

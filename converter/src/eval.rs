@@ -153,13 +153,7 @@ pub fn evaluate_converted(
                 snn = Some(net.run_snn(&ok)?);
             }
         }
-        let classes = net
-            .engine()
-            .graph()
-            .output_shape()
-            .iter()
-            .product::<usize>()
-            .max(1);
+        let classes = net.classes();
         let mut k = 0;
         for (entry, d) in chunk.iter().zip(&decoded) {
             let mut p = Prediction {
@@ -288,13 +282,7 @@ pub fn ablate(
         .iter()
         .map(|g| model.units.iter().map(|u| u.gate == *g).collect())
         .collect();
-    let classes = net
-        .engine()
-        .graph()
-        .output_shape()
-        .iter()
-        .product::<usize>()
-        .max(1);
+    let classes = net.classes();
     // Per gate: (agreeing images, Σ squared logit error, Σ spikes).
     let mut acc = vec![(0usize, 0.0f64, 0u64); gates.len()];
     let mut images = 0;

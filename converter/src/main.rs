@@ -73,29 +73,17 @@ struct ConvertArgs {
     /// Preprocessing recipe stored in the model: efficientnet-lite, torchvision or cifar.
     #[arg(long)]
     preset: String,
-    /// Calibration images (a dataset folder) for unit ranges and fitting samples.
-    #[arg(long)]
-    calibration: Option<PathBuf>,
-    /// How many calibration images to use (the first N, sorted).
-    #[arg(long, default_value_t = 256)]
-    calibration_images: usize,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     /// Neurons per unit, e.g. `relu6=8,swish=16` (defaults: relu 10, relu6 10, sigmoid 8,
     /// swish 12, mul 40, hard_swish 12, hard_sigmoid 8, tanh 8, gelu 12, clip 10, erf 8).
     #[arg(long)]
     k: Option<String>,
-    /// Closed-form units truncate as in the paper (default: round to the nearest level).
-    #[arg(long)]
-    truncate: bool,
-    /// One unit per gate type, as the paper (default with calibration: a ReLU/ReLU6 layer
-    /// that never reaches the bound gets the code over its own range).
-    #[arg(long)]
-    shared_units: bool,
+    #[command(flatten)]
+    units: UnitArgs,
     /// Seed of every random choice in fitting.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Synset list naming the ImageFolder classes of the calibration data.
-    #[arg(long)]
-    synsets: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -108,11 +96,8 @@ struct SweepArgs {
     /// Preprocessing recipe: efficientnet-lite, torchvision or cifar.
     #[arg(long)]
     preset: String,
-    /// Calibration images (dataset folder).
-    #[arg(long)]
-    calibration: Option<PathBuf>,
-    #[arg(long, default_value_t = 256)]
-    calibration_images: usize,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     /// Evaluation images (dataset folder).
     #[arg(long)]
     data: PathBuf,
@@ -125,19 +110,40 @@ struct SweepArgs {
     /// Sweep only this gate type's K (the others keep their defaults).
     #[arg(long)]
     gate: Option<String>,
-    /// Closed-form units truncate (default: round).
-    #[arg(long)]
-    truncate: bool,
-    /// One unit per gate type (default with calibration: per-layer ReLU/ReLU6 ranges).
-    #[arg(long)]
-    shared_units: bool,
+    #[command(flatten)]
+    units: UnitArgs,
     /// Folder for sweep.csv and sweep.png.
     #[arg(long, default_value = ".")]
     out: PathBuf,
-    #[arg(long)]
-    synsets: Option<PathBuf>,
+    /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+}
+
+/// Calibration data, shared by `convert` and `sweep`.
+#[derive(clap::Args)]
+struct CalibrationArgs {
+    /// Calibration images (a dataset folder) for unit ranges and fitting samples.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// How many calibration images to use (the first N, sorted).
+    #[arg(long, default_value_t = 256)]
+    calibration_images: usize,
+    /// Synset list naming ImageFolder classes (default: ImageNet-1k).
+    #[arg(long)]
+    synsets: Option<PathBuf>,
+}
+
+/// How units are built, shared by `convert` and `sweep`.
+#[derive(clap::Args)]
+struct UnitArgs {
+    /// Closed-form units truncate as in the paper (default: round to the nearest level).
+    #[arg(long)]
+    truncate: bool,
+    /// One unit per gate type, as the paper (default with calibration: a ReLU/ReLU6 layer
+    /// that never reaches the bound gets the code over its own range).
+    #[arg(long)]
+    shared_units: bool,
 }
 
 #[derive(clap::Args)]
@@ -262,44 +268,58 @@ fn preprocess_flags(args: &EvalArgs) -> PreprocessFlags {
     }
 }
 
-fn convert_model(args: ConvertArgs) -> Result<()> {
-    let start = Instant::now();
-    let bytes =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let sha = sha256_hex(&bytes);
-    let imported =
-        import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+/// An ONNX model read for conversion: its graph, the SHA-256 of the file, and the preset's
+/// preprocessing at the model's input size.
+fn prepare(
+    model: &Path,
+    preset: &str,
+) -> Result<(amos_converter::onnx::ImportedModel, String, Preprocess)> {
+    let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+    let imported = import_file(model).with_context(|| format!("importing {}", model.display()))?;
     let input = imported.graph.input_shape().to_vec();
     let [3, h, w] = input[..] else {
         bail!(
             "{}: input [N, {input:?}] is not an [N, 3, H, W] image batch",
-            args.model.display()
+            model.display()
         );
     };
-    let preprocess = Preprocess::preset(&args.preset, (h as u32, w as u32))?;
+    let preprocess = Preprocess::preset(preset, (h as u32, w as u32))?;
+    Ok((imported, sha256_hex(&bytes), preprocess))
+}
+
+/// Runs calibration when `--calibration` is given; also returns the calibration data's class names.
+fn run_calibration(
+    engine: &Engine,
+    preprocess: &Preprocess,
+    args: &CalibrationArgs,
+) -> Result<(Option<amos_converter::calibrate::Calibration>, Vec<String>)> {
+    let Some(dir) = &args.calibration else {
+        return Ok((None, Vec::new()));
+    };
+    let dataset = Dataset::open(dir, args.synsets.as_deref())?;
+    let n = args.calibration_images.min(dataset.entries.len());
+    let bar = progress_bar(n, false, "calibration images");
+    let cal = calibrate(engine, &dataset, preprocess, n, 16, |d| {
+        bar.set_position(d as u64)
+    })?;
+    bar.finish_and_clear();
+    Ok((Some(cal), dataset.classes))
+}
+
+fn convert_model(args: ConvertArgs) -> Result<()> {
+    let start = Instant::now();
+    let (imported, sha, preprocess) = prepare(&args.model, &args.preset)?;
     let mut options = ConvertOptions {
-        rounding: !args.truncate,
+        rounding: !args.units.truncate,
         seed: args.seed,
-        per_layer: !args.shared_units,
+        per_layer: !args.units.shared_units,
         ..Default::default()
     };
     if let Some(spec) = &args.k {
         options.set_k(spec)?;
     }
     let engine = Engine::new(imported.graph.clone(), args.threads)?;
-    let (calibration, classes) = match &args.calibration {
-        Some(dir) => {
-            let dataset = Dataset::open(dir, args.synsets.as_deref())?;
-            let n = args.calibration_images.min(dataset.entries.len());
-            let bar = progress_bar(n, false, "calibration images");
-            let cal = calibrate(&engine, &dataset, &preprocess, n, 16, |d| {
-                bar.set_position(d as u64)
-            })?;
-            bar.finish_and_clear();
-            (Some(cal), dataset.classes.clone())
-        }
-        None => (None, Vec::new()),
-    };
+    let (calibration, classes) = run_calibration(&engine, &preprocess, &args.calibration)?;
     let info = ModelInfo {
         recipe: recipe::to_recipe(&args.preset, &preprocess),
         classes,
@@ -461,18 +481,7 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
 
 fn sweep(args: SweepArgs) -> Result<()> {
     use amos_converter::sweep;
-    let bytes =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let imported =
-        import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
-    let input = imported.graph.input_shape().to_vec();
-    let [3, h, w] = input[..] else {
-        bail!(
-            "{}: input [N, {input:?}] is not an [N, 3, H, W] image batch",
-            args.model.display()
-        );
-    };
-    let preprocess = Preprocess::preset(&args.preset, (h as u32, w as u32))?;
+    let (imported, sha, preprocess) = prepare(&args.model, &args.preset)?;
     let gate = match &args.gate {
         None => None,
         Some(name) => Some(
@@ -484,28 +493,16 @@ fn sweep(args: SweepArgs) -> Result<()> {
         ),
     };
     let engine = Engine::new(imported.graph.clone(), args.threads)?;
-    let calibration = match &args.calibration {
-        Some(dir) => {
-            let dataset = Dataset::open(dir, args.synsets.as_deref())?;
-            let n = args.calibration_images.min(dataset.entries.len());
-            let bar = progress_bar(n, false, "calibration images");
-            let cal = calibrate(&engine, &dataset, &preprocess, n, 16, |d| {
-                bar.set_position(d as u64)
-            })?;
-            bar.finish_and_clear();
-            Some(cal)
-        }
-        None => None,
-    };
-    let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
+    let (calibration, _) = run_calibration(&engine, &preprocess, &args.calibration)?;
+    let dataset = Dataset::open(&args.data, args.calibration.synsets.as_deref())?;
     let info = ModelInfo {
         recipe: recipe::to_recipe(&args.preset, &preprocess),
         classes: dataset.classes.clone(),
-        source_sha256: sha256_hex(&bytes),
+        source_sha256: sha,
     };
     let base = ConvertOptions {
-        rounding: !args.truncate,
-        per_layer: !args.shared_units,
+        rounding: !args.units.truncate,
+        per_layer: !args.units.shared_units,
         ..Default::default()
     };
     let bar = progress_bar(args.k.len(), false, "conversions");

@@ -96,6 +96,16 @@ impl SpikingNetwork {
         &self.engine
     }
 
+    /// Output values per image (the number of classes).
+    pub fn classes(&self) -> usize {
+        self.engine
+            .graph()
+            .output_shape()
+            .iter()
+            .product::<usize>()
+            .max(1)
+    }
+
     /// Parameters of each unit placement.
     pub fn units(&self) -> &[AmosUnit] {
         &self.units

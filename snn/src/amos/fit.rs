@@ -954,7 +954,7 @@ fn descend(net: &mut Net, data: &Data, steps: usize, best: &mut Best, w0: f64, w
             if p < k {
                 p
             } else {
-                (1..k).find(|&i| row(i + 1) > p - k).unwrap()
+                (1..k).find(|&i| row(i + 1) > p - k).unwrap_or(k - 1)
             }
         })
         .collect();
