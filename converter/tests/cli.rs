@@ -129,3 +129,45 @@ fn eval_without_preset_and_with_missing_data_fail_clearly() {
     let (ok, _, err) = amos_convert(&["inspect", "/nonexistent/model.onnx"]);
     assert!(!ok && err.contains("/nonexistent/model.onnx"), "{err}");
 }
+
+#[test]
+fn a_corrupt_image_is_reported_and_the_run_goes_on() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corrupt-dataset");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let src = shared().join("data/cifar10-test2000");
+    std::fs::copy(src.join("00000.png"), dir.join("a.png")).expect("copy");
+    std::fs::copy(src.join("00001.png"), dir.join("c.png")).expect("copy");
+    std::fs::write(dir.join("b.png"), b"\x89PNG\r\n\x1a\nnot really a png").expect("write");
+    std::fs::write(
+        dir.join("labels.csv"),
+        "file,label\na.png,0\nb.png,1\nc.png,0\n",
+    )
+    .expect("write");
+    let model = shared().join("models/cifar10_swish_se.onnx");
+    let preds = dir.join("preds.csv");
+    let (ok, stdout, stderr) = amos_convert(&[
+        "eval",
+        model.to_str().expect("path"),
+        "--data",
+        dir.to_str().expect("path"),
+        "--preset",
+        "cifar",
+        "--predictions",
+        preds.to_str().expect("path"),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["images"], 2);
+    assert_eq!(v["errors"], 1);
+    let text = std::fs::read_to_string(&preds).expect("predictions");
+    let bad = text
+        .lines()
+        .find(|l| l.starts_with("b.png"))
+        .expect("a row for b.png");
+    assert!(
+        bad.contains("b.png") && bad.split(',').next_back().is_some_and(|e| !e.is_empty()),
+        "{bad}"
+    );
+}
