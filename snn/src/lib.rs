@@ -5,6 +5,7 @@
 //! - [`passes`]: rewrites from an imported graph to the conversion form (batch norm and
 //!   padding folded into convolutions; swish, hard-swish and GELU recognised).
 //! - [`engine`]: the batched, multi-threaded CPU engine.
+//! - [`planner`]: splits a converted model into pipeline stages.
 //!
 //! ```
 //! use amos_snn::{Engine, Graph, Tensor};
@@ -26,6 +27,7 @@ pub mod model_file;
 pub mod ops;
 pub mod passes;
 pub mod simulate;
+pub mod spike_codec;
 pub mod tensor;
 
 pub use engine::Engine;
