@@ -107,6 +107,100 @@ pub struct AmosReport {
     pub preprocess: String,
     pub source_sha256: String,
     pub settings: BTreeMap<String, String>,
+    /// The pipeline partition (`inspect --stages N`), absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageRow>>,
+}
+
+/// One pipeline stage of `inspect --stages N` (the plan of `amos_snn::planner`).
+#[derive(Debug, Serialize)]
+pub struct StageRow {
+    pub stage: usize,
+    /// Node index range `[start, end)`.
+    pub nodes: [usize; 2],
+    /// Names of the first and last node.
+    pub first_node: String,
+    pub last_node: String,
+    /// Unit ids (rows of `unit_table`) in this stage.
+    pub units: Vec<usize>,
+    /// Estimated cost: multiply-accumulates of linear layers plus elements × K × K/2 per
+    /// unit (see `amos_snn::planner`).
+    pub cost: f64,
+    /// Bytes per image crossing the boundary after this stage, spike-coded and bit-packed
+    /// per tensor (0 for the last stage).
+    pub boundary_bytes_per_image: u64,
+    /// The same tensors as f32.
+    pub f32_bytes_per_image: u64,
+    /// The crossing tensors.
+    pub outgoing: Vec<CrossingRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CrossingRow {
+    pub value: String,
+    pub elements: u64,
+    pub bits: u32,
+    /// "unit" (a unit's spikes), "identity" (needs an identity unit) or "input" (pixel bits).
+    pub encoding: String,
+    /// The unit whose spikes cross, for "unit".
+    pub unit: Option<usize>,
+    pub bytes: u64,
+}
+
+/// The stage rows of a plan of `model` into `stages` stages; crossings that are not a unit's
+/// output are counted at `identity_k` bits per element.
+pub fn stage_rows(
+    model: &amos_snn::model::ConvertedModel,
+    stages: usize,
+    identity_k: u32,
+) -> Result<Vec<StageRow>, amos_snn::GraphError> {
+    use amos_snn::planner::CrossingEncoding;
+    let g = &model.graph;
+    let plan = amos_snn::planner::plan(model, stages, identity_k)?;
+    Ok(plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StageRow {
+            stage: i,
+            nodes: [s.nodes.start, s.nodes.end],
+            first_node: g.nodes[s.nodes.start].name.clone(),
+            last_node: g.nodes[s.nodes.end - 1].name.clone(),
+            units: s.units.clone(),
+            cost: s.cost,
+            boundary_bytes_per_image: s.boundary_bytes_per_image,
+            f32_bytes_per_image: s.outgoing.iter().map(|c| c.f32_bytes_per_image()).sum(),
+            outgoing: s
+                .outgoing
+                .iter()
+                .map(|c| {
+                    let (encoding, unit) = match c.encoding {
+                        CrossingEncoding::UnitSpikes { unit } => ("unit", Some(unit)),
+                        CrossingEncoding::NeedsIdentity => ("identity", None),
+                        CrossingEncoding::Input => ("input", None),
+                    };
+                    CrossingRow {
+                        value: g.values[c.value].name.clone(),
+                        elements: c.elements,
+                        bits: c.bits_per_element,
+                        encoding: encoding.into(),
+                        unit,
+                        bytes: c.bytes_per_image(),
+                    }
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// Default `identity_k` for a plan: the largest K of the model's units (8 without units).
+pub fn default_identity_k(model: &amos_snn::model::ConvertedModel) -> u32 {
+    model
+        .unit_params
+        .iter()
+        .map(|u| u.unit.k() as u32)
+        .max()
+        .unwrap_or(8)
 }
 
 #[derive(Debug, Serialize)]
@@ -244,6 +338,7 @@ pub fn amos_report(
         ),
         source_sha256: model.source_sha256.clone(),
         settings,
+        stages: None,
     }
 }
 
@@ -319,6 +414,27 @@ impl std::fmt::Display for AmosReport {
                 "{:<14} {:>4} {:>7} {range:>24} {:<22} {:>10.3e} {:>6}",
                 u.gate, u.k, u.params, u.method, u.mse, u.placements
             )?;
+        }
+        if let Some(stages) = &self.stages {
+            writeln!(
+                f,
+                "\n{:<6} {:>11} {:>6} {:>16} {:>14} {:>14}",
+                "stage", "nodes", "units", "cost", "bytes/image", "f32 bytes"
+            )?;
+            for s in stages {
+                let nodes = format!("{}..{}", s.nodes[0], s.nodes[1]);
+                writeln!(
+                    f,
+                    "{:<6} {nodes:>11} {:>6} {:>16.0} {:>14} {:>14}   {} .. {}",
+                    s.stage,
+                    s.units.len(),
+                    s.cost,
+                    s.boundary_bytes_per_image,
+                    s.f32_bytes_per_image,
+                    s.first_node,
+                    s.last_node
+                )?;
+            }
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use amos_converter::calibrate::calibrate;
 use amos_converter::convert::{ConvertOptions, ModelInfo, convert};
 use amos_converter::eval::{self, EvalOptions, Mode};
-use amos_converter::inspect::{amos_report, onnx_report};
+use amos_converter::inspect::{amos_report, default_identity_k, onnx_report, stage_rows};
 use amos_converter::onnx::import_file;
 use amos_converter::{is_amos_file, recipe};
 use amos_io::data::{Dataset, Preprocess, PreprocessFlags};
@@ -40,9 +40,19 @@ enum Command {
         /// An ONNX or `.amos` model.
         model: PathBuf,
         /// Print JSON (ONNX keys: ann_params, ops, gates, gate_nodes, onnx_ops; `.amos` keys:
-        /// ann_params, amos_params, units, neurons, layers, units_by_gate, unit_params).
+        /// ann_params, amos_params, units, neurons, layers, units_by_gate, unit_params, and
+        /// stages with --stages).
         #[arg(long)]
         json: bool,
+        /// `.amos` only: plan a pipeline of N stages and report, per stage, its nodes, units,
+        /// estimated cost and the bytes per image crossing its outgoing boundary (JSON key
+        /// `stages`).
+        #[arg(long)]
+        stages: Option<usize>,
+        /// Bits per element of a crossing tensor that is not a unit's output (it gets an
+        /// identity unit); default: the largest K of the model's units.
+        #[arg(long, requires = "stages")]
+        identity_k: Option<u32>,
     },
     /// Top-1/top-5 accuracy on a labelled image dataset: ANN mode for ONNX models, SNN and/or
     /// ANN mode for `.amos` models.
@@ -214,8 +224,23 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(args) => convert_model(args),
-        Command::Inspect { model, json } if is_amos_file(&model) => inspect_amos(&model, json),
-        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Inspect {
+            model,
+            json,
+            stages,
+            identity_k,
+        } if is_amos_file(&model) => inspect_amos(&model, json, stages, identity_k),
+        Command::Inspect {
+            model,
+            json,
+            stages,
+            ..
+        } => {
+            if stages.is_some() {
+                bail!("--stages needs a converted .amos model");
+            }
+            inspect(&model, json)
+        }
         Command::Eval(args) if is_amos_file(&args.model) => evaluate_amos(args),
         Command::Eval(args) => evaluate(args),
         Command::Plot { model, out, image } => plot(&model, &out, image.as_deref()),
@@ -354,11 +379,21 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn inspect_amos(path: &Path, json: bool) -> Result<()> {
+fn inspect_amos(
+    path: &Path,
+    json: bool,
+    stages: Option<usize>,
+    identity_k: Option<u32>,
+) -> Result<()> {
     let model =
         model_file::read_file(path).with_context(|| format!("reading {}", path.display()))?;
     let net = SpikingNetwork::new(&model, 1)?;
-    print_report(path, &amos_report(&model, &net), json)
+    let mut report = amos_report(&model, &net);
+    if let Some(n) = stages {
+        let k = identity_k.unwrap_or_else(|| default_identity_k(&model));
+        report.stages = Some(stage_rows(&model, n, k).context("planning stages")?);
+    }
+    print_report(path, &report, json)
 }
 
 fn evaluate_amos(args: EvalArgs) -> Result<()> {

@@ -171,3 +171,66 @@ fn a_corrupt_image_is_reported_and_the_run_goes_on() {
         "{bad}"
     );
 }
+
+#[test]
+fn inspect_stages_partitions_lite0_into_balanced_spike_coded_stages() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("inspect-stages");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out = dir.join("lite0.amos");
+    let onnx = shared().join("models/efficientnet_lite0.onnx");
+    let (ok, _, stderr) = amos_convert(&[
+        "convert",
+        onnx.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+        "--preset",
+        "efficientnet-lite",
+    ]);
+    assert!(ok, "{stderr}");
+    let out = out.to_str().expect("path");
+    let v = json(&["inspect", out, "--stages", "4", "--json"]);
+    let stages = v["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 4, "{v}");
+    let units = v["units"].as_u64().expect("units") as usize;
+    let mut seen = vec![0usize; units];
+    let mut next_node = 0;
+    for s in stages {
+        for u in s["units"].as_array().expect("units") {
+            seen[u.as_u64().expect("unit id") as usize] += 1;
+        }
+        assert!(s["cost"].as_f64().unwrap_or(0.0) > 0.0, "{s}");
+        assert_eq!(s["nodes"][0], next_node, "stages are contiguous: {s}");
+        next_node = s["nodes"][1].as_u64().expect("end");
+    }
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "every unit in one stage: {seen:?}"
+    );
+    assert_eq!(stages[3]["boundary_bytes_per_image"], 0);
+    assert_eq!(stages[3]["f32_bytes_per_image"], 0);
+    // Lite0's units are relu6 with K = 10; identity crossings are counted at K = 10 too.
+    let k = v["unit_table"]
+        .as_array()
+        .expect("unit table")
+        .iter()
+        .map(|r| r["k"].as_u64().expect("k"))
+        .max()
+        .expect("units");
+    assert_eq!(k, 10);
+    for s in &stages[..3] {
+        let bytes = s["boundary_bytes_per_image"].as_u64().expect("bytes");
+        let f32_bytes = s["f32_bytes_per_image"].as_u64().expect("f32 bytes");
+        assert!(bytes > 0, "a cut carries something: {s}");
+        assert!(
+            bytes * 32 <= k * f32_bytes,
+            "{bytes} > {k}/32 × {f32_bytes}"
+        );
+    }
+    // A plan is deterministic, and more stages than nodes is refused.
+    assert_eq!(
+        json(&["inspect", out, "--stages", "4", "--json"])["stages"],
+        v["stages"]
+    );
+    let (ok, _, err) = amos_convert(&["inspect", out, "--stages", "100000"]);
+    assert!(!ok && err.contains("100000"), "{err}");
+}

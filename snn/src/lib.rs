@@ -5,6 +5,10 @@
 //! - [`passes`]: rewrites from an imported graph to the conversion form (batch norm and
 //!   padding folded into convolutions; swish, hard-swish and GELU recognised).
 //! - [`engine`]: the batched, multi-threaded CPU engine.
+//! - [`amos`]: AMOS units (exact semantics, closed forms, fitting).
+//! - [`model`], [`model_file`]: the converted model and its `.amos` file codec.
+//! - [`simulate`]: SNN mode with spike and synaptic-operation counts.
+//! - [`spike_codec`]: packed spike tensors, as sent between pipeline stages.
 //! - [`planner`]: splits a converted model into pipeline stages.
 //!
 //! ```
@@ -26,6 +30,7 @@ pub mod model;
 pub mod model_file;
 pub mod ops;
 pub mod passes;
+pub mod planner;
 pub mod simulate;
 pub mod spike_codec;
 pub mod tensor;

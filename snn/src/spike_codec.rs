@@ -187,7 +187,7 @@ pub fn unpack(p: &PackedSpikes) -> Result<Vec<u64>, SpikeCodecError> {
         return Err(length_error(raw.len() as u64));
     }
     let used_bits = n as usize * k;
-    if used_bits % 8 != 0 && raw.last().is_some_and(|&b| b >> (used_bits % 8) != 0) {
+    if !used_bits.is_multiple_of(8) && raw.last().is_some_and(|&b| b >> (used_bits % 8) != 0) {
         return Err(SpikeCodecError::Padding { unit });
     }
     Ok((0..n as usize).map(|e| read_bits(raw, e * k, k)).collect())
