@@ -4,8 +4,10 @@
 //! intermediate tensor is dropped after its last reader, which keeps memory near the widest
 //! layer of the network rather than its sum.
 
+use std::ops::Range;
+
 use crate::error::EngineError;
-use crate::graph::Graph;
+use crate::graph::{Graph, ValueId};
 use crate::tensor::Tensor;
 
 /// Runs a graph in ANN mode (every operator exact).
@@ -93,7 +95,91 @@ impl Engine {
         let g = &self.graph;
         let mut values: Vec<Option<Tensor>> = vec![None; g.values.len()];
         values[g.input] = Some(input);
-        for (i, node) in g.nodes.iter().enumerate() {
+        self.run_range(&mut values, 0..g.nodes.len(), &[], replace);
+        values[g.output]
+            .take()
+            .unwrap_or_else(|| crate::ops::unreachable_shape())
+    }
+
+    /// Runs the contiguous nodes `nodes` of a pipeline stage: `inputs` are the values the
+    /// stage receives (each `[N, per-image shape…]`), and the values in `keep` are returned,
+    /// in that order, for the next stage. Runs inside the engine's thread pool, with
+    /// `replace` as in [`Engine::run_with`].
+    pub fn run_nodes(
+        &self,
+        nodes: Range<usize>,
+        inputs: Vec<(ValueId, Tensor)>,
+        keep: &[ValueId],
+        replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+    ) -> Result<Vec<Tensor>, EngineError> {
+        let g = &self.graph;
+        if nodes.end > g.nodes.len() || nodes.start > nodes.end {
+            return Err(EngineError::Stage(format!(
+                "node range {nodes:?} is outside the graph's {} nodes",
+                g.nodes.len()
+            )));
+        }
+        let mut values: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        let mut batch = None;
+        for (v, t) in inputs {
+            let expected = g.values.get(v).map(|val| &val.shape);
+            let n = t.shape().first().copied();
+            if expected.is_none_or(|e| t.shape().get(1..) != Some(e.as_slice()))
+                || batch.is_some_and(|b| Some(b) != n)
+            {
+                return Err(EngineError::Stage(format!(
+                    "received value {v} with shape {:?}, expected [N, {:?}] with one batch size",
+                    t.shape(),
+                    expected
+                )));
+            }
+            batch = n;
+            values[v] = Some(t);
+        }
+        // Every value a node of the range reads must be produced in it or received.
+        let mut available: Vec<bool> = values.iter().map(Option::is_some).collect();
+        for i in nodes.clone() {
+            let node = &g.nodes[i];
+            if let Some(&v) = node.inputs.iter().find(|&&v| !available[v]) {
+                return Err(EngineError::Stage(format!(
+                    "node {i} ('{}') reads value {v}, which this stage neither computes nor receives",
+                    node.name
+                )));
+            }
+            available[node.output] = true;
+        }
+        if let Some(&v) = keep
+            .iter()
+            .find(|&&v| v >= available.len() || !available[v])
+        {
+            return Err(EngineError::Stage(format!(
+                "value {v} is to be sent on but this stage neither computes nor receives it"
+            )));
+        }
+        Ok(self.pool.install(|| {
+            self.run_range(&mut values, nodes, keep, replace);
+            keep.iter()
+                .map(|&v| {
+                    values[v]
+                        .clone()
+                        .unwrap_or_else(|| crate::ops::unreachable_shape())
+                })
+                .collect()
+        }))
+    }
+
+    /// Evaluates `nodes` in order over `values`, dropping each value after its last reader
+    /// unless it is in `keep`.
+    fn run_range(
+        &self,
+        values: &mut [Option<Tensor>],
+        nodes: Range<usize>,
+        keep: &[ValueId],
+        replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+    ) {
+        let g = &self.graph;
+        for i in nodes {
+            let node = &g.nodes[i];
             let out = {
                 let inputs: Vec<&Tensor> = node
                     .inputs
@@ -113,13 +199,10 @@ impl Engine {
             };
             values[node.output] = Some(out);
             for &v in &node.inputs {
-                if self.last_use[v] == i {
+                if self.last_use[v] == i && !keep.contains(&v) {
                     values[v] = None;
                 }
             }
         }
-        values[g.output]
-            .take()
-            .unwrap_or_else(|| crate::ops::unreachable_shape())
     }
 }

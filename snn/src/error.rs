@@ -35,6 +35,9 @@ pub enum EngineError {
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(String),
+    /// A pipeline stage was given inputs or a node range that do not fit the graph.
+    #[error("pipeline stage: {0}")]
+    Stage(String),
 }
 
 fn fmt_dims(d: &[usize]) -> String {

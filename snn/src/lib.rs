@@ -10,6 +10,7 @@
 //! - [`simulate`]: SNN mode with spike and synaptic-operation counts.
 //! - [`spike_codec`]: packed spike tensors, as sent between pipeline stages.
 //! - [`planner`]: splits a converted model into pipeline stages.
+//! - [`pipeline`]: one pipeline stage, from received spikes to sent spikes (or logits).
 //!
 //! ```
 //! use amos_snn::{Engine, Graph, Tensor};
@@ -30,6 +31,7 @@ pub mod model;
 pub mod model_file;
 pub mod ops;
 pub mod passes;
+pub mod pipeline;
 pub mod planner;
 pub mod simulate;
 pub mod spike_codec;

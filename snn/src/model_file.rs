@@ -523,6 +523,18 @@ pub fn assemble(
     metadata: &Metadata,
     tensor: impl Fn(&TensorEntry) -> Result<Vec<u8>>,
 ) -> Result<ConvertedModel> {
+    assemble_partial(metadata, |entry| tensor(entry).map(Some))
+}
+
+/// [`assemble`] for a pipeline stage that holds only part of the network: where `tensor`
+/// returns `None`, the tensor is left as zeros of its shape, neither read nor checked. Such a
+/// model has the whole graph's structure (shapes, units, fan-outs) but the weights of only
+/// the nodes it fetched, so it must only run those nodes. Zeroed memory is allocated lazily
+/// by the operating system, so the tensors it never fetched cost next to no memory.
+pub fn assemble_partial(
+    metadata: &Metadata,
+    tensor: impl Fn(&TensorEntry) -> Result<Option<Vec<u8>>>,
+) -> Result<ConvertedModel> {
     let msg = &metadata.message;
     let table: BTreeMap<&str, &TensorEntry> = metadata
         .tensors
@@ -533,7 +545,15 @@ pub fn assemble(
         let entry = table
             .get(name)
             .ok_or_else(|| invalid(field, format!("tensor '{name}' is not in the tensor table")))?;
-        let bytes = tensor(entry)?;
+        let Some(bytes) = tensor(entry)? else {
+            let elements = (entry.length / entry.dtype.size()) as usize;
+            return Tensor::new(entry.shape.clone(), vec![0.0; elements]).map_err(|e| {
+                ModelFileError::Tensor {
+                    name: name.into(),
+                    detail: e.to_string(),
+                }
+            });
+        };
         if bytes.len() as u64 != entry.length {
             return Err(ModelFileError::Tensor {
                 name: name.into(),

@@ -212,12 +212,44 @@ fn unit_of_node(model: &ConvertedModel) -> Vec<Option<usize>> {
     u
 }
 
-/// Splits the model into `stages` contiguous stages (see the module documentation).
-#[allow(clippy::needless_range_loop)] // the dynamic programmes read best by index
+/// Splits the model into `stages` contiguous stages (see the module documentation); a
+/// crossing that is not a unit's output is costed as an identity unit of `identity_k` neurons.
 pub fn plan(
     model: &ConvertedModel,
     stages: usize,
     identity_k: u32,
+) -> Result<StagePlan, GraphError> {
+    plan_with(model, stages, identity_k, false)
+}
+
+/// Splits the model into `stages` contiguous stages for the pipeline: cuts only where every
+/// crossing value is a unit's output, so that only spikes cross and the network is exactly
+/// the one a single process evaluates (no identity unit changes it). Fails with a message
+/// naming how many such cuts exist when there are fewer than `stages − 1`.
+pub fn plan_spike_cuts(model: &ConvertedModel, stages: usize) -> Result<StagePlan, GraphError> {
+    plan_with(model, stages, 0, true)
+}
+
+/// The cut positions (cut after node c) where only unit outputs cross.
+pub fn spike_cuts(model: &ConvertedModel) -> Vec<usize> {
+    let n = model.graph.nodes.len();
+    let (produced, last_read) = lifetimes(model);
+    let unit_of = unit_of_node(model);
+    (0..n.saturating_sub(1))
+        .filter(|&c| {
+            crossings(model, &produced, &last_read, &unit_of, c, 0)
+                .iter()
+                .all(|x| matches!(x.encoding, CrossingEncoding::UnitSpikes { .. }))
+        })
+        .collect()
+}
+
+#[allow(clippy::needless_range_loop)] // the dynamic programmes read best by index
+fn plan_with(
+    model: &ConvertedModel,
+    stages: usize,
+    identity_k: u32,
+    spikes_only: bool,
 ) -> Result<StagePlan, GraphError> {
     let n = model.graph.nodes.len();
     if stages == 0 {
@@ -239,14 +271,26 @@ pub fn plan(
     // Bytes crossing the cut after node c, for c in 0..n-1.
     let (produced, last_read) = lifetimes(model);
     let unit_of = unit_of_node(model);
+    let mut cut_allowed = vec![true; n.saturating_sub(1)];
     let cut_bytes: Vec<u64> = (0..n.saturating_sub(1))
         .map(|c| {
-            crossings(model, &produced, &last_read, &unit_of, c, identity_k)
-                .iter()
-                .map(Crossing::bytes_per_image)
-                .sum()
+            let cross = crossings(model, &produced, &last_read, &unit_of, c, identity_k);
+            cut_allowed[c] = !spikes_only
+                || cross
+                    .iter()
+                    .all(|x| matches!(x.encoding, CrossingEncoding::UnitSpikes { .. }));
+            cross.iter().map(Crossing::bytes_per_image).sum()
         })
         .collect();
+    if spikes_only {
+        let available = cut_allowed.iter().filter(|&&a| a).count();
+        if available + 1 < stages {
+            return Err(GraphError::Structure(format!(
+                "{stages} stages need {} cuts where only spikes cross, but this model has {available}",
+                stages - 1
+            )));
+        }
+    }
 
     // Step 1: the smallest achievable largest stage cost.
     // best[s][j]: stages s+1 over the first j nodes.
@@ -259,6 +303,9 @@ pub fn plan(
         for j in (s + 1)..=n {
             let mut b = inf;
             for i in s..j {
+                if !cut_allowed[i - 1] {
+                    continue;
+                }
                 let v = best[s - 1][i].max(seg(i, j));
                 if v < b {
                     b = v;
@@ -298,7 +345,7 @@ pub fn plan(
             let mut b = none;
             for i in s..j {
                 let prev = dp[s - 1][i];
-                if prev.bytes == u64::MAX || seg(i, j) > limit {
+                if prev.bytes == u64::MAX || seg(i, j) > limit || !cut_allowed[i - 1] {
                     continue;
                 }
                 let cand = Cell {

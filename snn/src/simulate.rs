@@ -14,6 +14,8 @@
 //! Max-pooling is evaluated exactly on the decoded values (it selects one of its inputs,
 //! which are already spike-coded).
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::amos::{AmosUnit, UnitKernel};
@@ -203,77 +205,210 @@ impl SpikingNetwork {
         enabled: Option<&[bool]>,
         observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
     ) -> Result<SnnOutput, EngineError> {
+        let graph = self.engine.graph();
         let input = self.normalise(images)?;
-        let n = images.len();
+        let output = graph.output;
+        let mut run = self.run_stage(
+            StageSpec {
+                nodes: 0..graph.nodes.len(),
+                inputs: vec![(graph.input, input)],
+                images: Some(images),
+                keep: &[output],
+                record: &[],
+            },
+            enabled,
+            observe,
+        )?;
+        let logits = run
+            .values
+            .pop()
+            .unwrap_or_else(|| crate::ops::unreachable_shape());
+        Ok(SnnOutput {
+            logits,
+            stats: run.stats,
+        })
+    }
+
+    /// Runs the contiguous nodes of one pipeline stage in SNN mode (see [`StageSpec`]).
+    ///
+    /// The statistics count this stage's units only (and the input layer when the stage is
+    /// given the images), so the stages' statistics add up to [`SpikingNetwork::run_snn`]'s.
+    pub fn run_snn_stage(&self, spec: StageSpec<'_>) -> Result<StageResult, EngineError> {
+        self.run_stage(spec, None, &mut |_, _, _| {})
+    }
+
+    /// Runs the contiguous nodes of one pipeline stage in ANN mode: the values in `keep`.
+    pub fn run_ann_stage(
+        &self,
+        nodes: Range<usize>,
+        inputs: Vec<(ValueId, Tensor)>,
+        keep: &[ValueId],
+    ) -> Result<Vec<Tensor>, EngineError> {
+        self.engine.run_nodes(nodes, inputs, keep, &mut |_, _| None)
+    }
+
+    /// The decoded output of unit placement `unit` for its spike words (one per element of a
+    /// `[N, …]` tensor of `shape`): `o + Σ d_i·z_i`, bit-identical to what the unit produced.
+    pub fn decode_spikes(
+        &self,
+        unit: usize,
+        shape: Vec<usize>,
+        spikes: &[u64],
+    ) -> Result<Tensor, EngineError> {
+        let kernel = self.kernels.get(unit).ok_or_else(|| {
+            EngineError::Stage(format!(
+                "spikes for unit {unit}, but the model has {} units",
+                self.kernels.len()
+            ))
+        })?;
+        let placement_shape = self.fanout[unit].len();
+        let per: usize = shape.iter().skip(1).product();
+        if shape.is_empty() || per != placement_shape {
+            return Err(EngineError::Stage(format!(
+                "spikes for unit {unit} have shape {shape:?}; the unit has {placement_shape} elements per image"
+            )));
+        }
+        let data = spikes.iter().map(|&z| kernel.unit().decode(z)).collect();
+        Tensor::new(shape, data).map_err(|e| EngineError::Stage(e.to_string()))
+    }
+
+    fn run_stage(
+        &self,
+        mut spec: StageSpec<'_>,
+        enabled: Option<&[bool]>,
+        observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
+    ) -> Result<StageResult, EngineError> {
+        let n = match (&spec.images, spec.inputs.first()) {
+            (Some(images), _) => images.len(),
+            (None, Some((_, t))) => t.shape().first().copied().unwrap_or(0),
+            (None, None) => 0,
+        };
         let mut stats: Vec<ImageStats> = (0..n)
             .map(|_| ImageStats {
                 unit_spikes: vec![0; self.units.len()],
                 ..Default::default()
             })
             .collect();
-        // Input layer: one spike per set bit; element order of the CHW input.
-        let plane = self.input_fanout.len() / 3;
-        for (img, st) in images.iter().zip(stats.iter_mut()) {
-            for (i, px) in img.chunks_exact(3).enumerate() {
-                for (c, &v) in px.iter().enumerate() {
-                    let s = v.count_ones() as u64;
-                    st.input_spikes += s;
-                    st.input_synops += s * self.input_fanout[c * plane + i] as u64;
+        if let Some(images) = spec.images {
+            // Input layer: one spike per set bit; element order of the CHW input.
+            let plane = self.input_fanout.len() / 3;
+            for (img, st) in images.iter().zip(stats.iter_mut()) {
+                for (i, px) in img.chunks_exact(3).enumerate() {
+                    for (c, &v) in px.iter().enumerate() {
+                        let s = v.count_ones() as u64;
+                        st.input_spikes += s;
+                        st.input_synops += s * self.input_fanout[c * plane + i] as u64;
+                    }
                 }
             }
         }
+        let mut recorded = Vec::with_capacity(spec.record.len());
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
             let u = self.unit_of_node[node]?;
             if enabled.is_some_and(|e| !e.get(u).copied().unwrap_or(false)) {
                 return None;
             }
-            let (out, per_image) = self.run_unit(u, inputs);
+            let record = spec.record.contains(&u);
+            let (out, per_image, words) = self.run_unit(u, inputs, record);
             observe(u, inputs, &out);
             for (st, (spikes, synops)) in stats.iter_mut().zip(per_image) {
                 st.unit_spikes[u] = spikes as u32;
                 st.spikes += spikes;
                 st.synops += synops;
             }
+            if let Some(words) = words {
+                recorded.push((u, words));
+            }
             Some(out)
         };
-        let logits = self.engine.run_with(input, &mut replace)?;
-        Ok(SnnOutput { logits, stats })
+        let values = self.engine.run_nodes(
+            spec.nodes.clone(),
+            std::mem::take(&mut spec.inputs),
+            spec.keep,
+            &mut replace,
+        )?;
+        recorded.sort_by_key(|(u, _)| *u);
+        Ok(StageResult {
+            values,
+            spikes: recorded,
+            stats,
+        })
     }
 
-    /// Evaluates placement `u` on its gate's inputs: the decoded outputs, and per image the
-    /// spikes and synaptic operations.
-    fn run_unit(&self, u: usize, inputs: &[&Tensor]) -> (Tensor, Vec<(u64, u64)>) {
+    /// Evaluates placement `u` on its gate's inputs: the decoded outputs, per image the
+    /// spikes and synaptic operations, and with `record` every element's spike word.
+    fn run_unit(
+        &self,
+        u: usize,
+        inputs: &[&Tensor],
+        record: bool,
+    ) -> (Tensor, Vec<(u64, u64)>, Option<Vec<u64>>) {
         let unit = &self.kernels[u];
         let fanout = &self.fanout[u];
         let x = inputs[0];
         let n = x.shape()[0];
         let per = fanout.len();
         let mut out = vec![0.0f32; n * per];
+        let mut words = vec![0u64; if record { n * per } else { 0 }];
         // The second input of a two-input unit, broadcast to the first's shape.
         let x2 = inputs.get(1).map(|t| broadcast_to(t, &x.shape()[1..]));
-        let per_image: Vec<(u64, u64)> = out
-            .par_chunks_mut(per.max(1))
-            .enumerate()
-            .map(|(b, dst)| {
-                let src = &x.data()[b * per..(b + 1) * per];
-                let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
-                let mut z = vec![0u64; per];
-                unit.eval_many(src, src2, dst, &mut z);
-                let spikes = z.iter().map(|s| s.count_ones() as u64).sum();
-                let synops = z
-                    .iter()
-                    .zip(fanout)
-                    .map(|(s, &f)| s.count_ones() as u64 * f as u64)
-                    .sum();
-                (spikes, synops)
-            })
-            .collect();
+        let eval = |b: usize, dst: &mut [f32], z: &mut [u64]| -> (u64, u64) {
+            let src = &x.data()[b * per..(b + 1) * per];
+            let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
+            unit.eval_many(src, src2, dst, z);
+            let spikes = z.iter().map(|s| s.count_ones() as u64).sum();
+            let synops = z
+                .iter()
+                .zip(fanout)
+                .map(|(s, &f)| s.count_ones() as u64 * f as u64)
+                .sum();
+            (spikes, synops)
+        };
+        let chunk = per.max(1);
+        let per_image: Vec<(u64, u64)> = if record {
+            out.par_chunks_mut(chunk)
+                .zip(words.par_chunks_mut(chunk))
+                .enumerate()
+                .map(|(b, (dst, z))| eval(b, dst, z))
+                .collect()
+        } else {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .map(|(b, dst)| eval(b, dst, &mut vec![0u64; per]))
+                .collect()
+        };
         (
             Tensor::new(x.shape().to_vec(), out)
                 .unwrap_or_else(|_| crate::ops::unreachable_shape()),
             per_image,
+            record.then_some(words),
         )
     }
+}
+
+/// One pipeline stage's work on a batch: which nodes, what it receives, what it sends on.
+pub struct StageSpec<'a> {
+    /// Contiguous node indices of the stage.
+    pub nodes: Range<usize>,
+    /// The values the stage receives, `[N, …]` each (for stage 0, the normalised input).
+    pub inputs: Vec<(ValueId, Tensor)>,
+    /// The images (HWC uint8), for the stage that counts the input layer's spikes.
+    pub images: Option<&'a [&'a [u8]]>,
+    /// Values to return after the stage, in this order.
+    pub keep: &'a [ValueId],
+    /// Unit placements whose spike words to return (those whose outputs cross on).
+    pub record: &'a [usize],
+}
+
+/// What a stage computed for a batch.
+pub struct StageResult {
+    /// The values of [`StageSpec::keep`], in its order.
+    pub values: Vec<Tensor>,
+    /// Spike words of the recorded units, ascending by unit: one word per element of the
+    /// unit's `[N, …]` output, bit i = neuron i.
+    pub spikes: Vec<(usize, Vec<u64>)>,
+    /// Per image, the spikes of this stage's units.
+    pub stats: Vec<ImageStats>,
 }
 
 /// `t` (`[N, …]`) broadcast to `[N, shape…]`, as a flat vector.
