@@ -119,13 +119,7 @@ pub fn evaluate(
     Ok(predictions)
 }
 
-/// Indices of the `k` largest scores, best first; ties go to the lower index.
-pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
-}
+pub use amos_snn::simulate::top_k;
 
 /// Runs a converted model in SNN and/or ANN mode on the dataset's images.
 pub fn evaluate_converted(

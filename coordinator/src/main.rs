@@ -1,19 +1,288 @@
-//! `amos-coordinator`: schedules dataset shards over chains of workers (ARCHITECTURE.md §1, §5).
-//!
-//! Scheduling and the commit protocol arrive with the distributed-pipeline issue; until then the
-//! binary only identifies itself. Single-process evaluation is `amos-convert eval`.
+//! `amos-coordinator`: runs a converted model over a dataset on chains of `amos-worker`
+//! stages (`run`, or `local` with the workers as local processes) and reports the results.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Shards a dataset over chains of amos workers and commits per-image results.
+use amos_coordinator::local::LocalWorkers;
+use amos_coordinator::report;
+use amos_coordinator::run::{self, RunOptions, RunOutcome, RunState};
+use amos_coordinator::status::{self, ControlPlane};
+use amos_io::store::Location;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
 #[derive(Parser)]
-#[command(version, about)]
-struct Args {}
+#[command(version, about = "Evaluate a converted spiking network over a dataset on chains of amos-worker stages.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "amos-coordinator {}: distributed runs are not built yet; use `amos-convert eval` for single-process evaluation",
-        env!("CARGO_PKG_VERSION")
-    )
+#[derive(Subcommand)]
+enum Command {
+    /// Run on workers that are already serving (`amos-worker --listen ADDR`).
+    Run {
+        /// The converted model (.amos): a path or an object-store URL.
+        #[arg(long)]
+        model: String,
+        /// Worker addresses (host:port or http://host:port), chain by chain: the first
+        /// --stages form chain 0, the next chain 1, and so on.
+        #[arg(long, value_delimiter = ',', required = true)]
+        workers: Vec<String>,
+        /// Stages per chain.
+        #[arg(long, default_value_t = 1)]
+        stages: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Start the workers as local processes on loopback ports, run, and stop them.
+    Local {
+        /// The converted model (.amos).
+        #[arg(long)]
+        model: String,
+        /// Stages per chain.
+        #[arg(long, default_value_t = 1)]
+        stages: usize,
+        /// Chains (each of --stages worker processes).
+        #[arg(long, default_value_t = 1)]
+        chains: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Summarise a run's output: accuracy, agreement, spikes, spike rate per unit.
+    Report {
+        /// The run's output location.
+        out: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Units to list, by spike rate.
+        #[arg(long, default_value_t = 10)]
+        units: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The dataset: a folder or object-store URL (ImageFolder or labels.csv manifest).
+    #[arg(long)]
+    data: String,
+    /// Output location: shards/, layers.parquet and _manifest.json go here.
+    #[arg(long)]
+    out: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Also run the ANN alongside, for agreement figures.
+    #[arg(long)]
+    reference_ann: bool,
+    /// Only the first N images of the sorted listing.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Images per shard (the unit of scheduling, retry and commit).
+    #[arg(long, default_value_t = 256)]
+    shard_size: usize,
+    /// Engine threads per worker (default: local mode shares the cores out, run uses all).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Batches in flight per chain (default: stages + 1).
+    #[arg(long, default_value_t = 0)]
+    in_flight: usize,
+    /// LZ4-compress spike tensors on the wire.
+    #[arg(long)]
+    lz4: bool,
+    /// Tries per shard before it is reported as failed.
+    #[arg(long, default_value_t = 4)]
+    max_attempts: u32,
+    /// A shard attempt fails when its chain reports nothing for this many seconds.
+    #[arg(long, default_value_t = 300)]
+    stall_timeout_s: u64,
+    /// Run id written into the results (default: from the clock and process id).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Serve the control plane (Status, Register) over gRPC on this address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at /metrics on this address.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(dispatch(cli)));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn normalise_address(a: &str) -> String {
+    if a.contains("://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    }
+}
+
+fn options(model: String, workers: Vec<String>, stages: usize, c: &Common) -> RunOptions {
+    let mut o = RunOptions::new(model, c.data.clone(), c.out.clone(), workers, stages);
+    o.batch = c.batch.max(1);
+    o.reference_ann = c.reference_ann;
+    o.limit = c.limit;
+    o.shard_size = c.shard_size.max(1);
+    o.threads = c.threads.unwrap_or(0);
+    o.max_in_flight = c.in_flight;
+    o.lz4 = c.lz4;
+    o.max_attempts = c.max_attempts.max(1);
+    o.stall_timeout = Duration::from_secs(c.stall_timeout_s.max(1));
+    o.progress = !c.quiet;
+    if let Some(id) = &c.run_id {
+        o.run_id = id.clone();
+    }
+    o
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run {
+            model,
+            workers,
+            stages,
+            common,
+        } => {
+            let workers = workers.iter().map(|w| normalise_address(w)).collect();
+            let opts = options(model, workers, stages, &common);
+            run_with_services(opts, &common).await
+        }
+        Command::Local {
+            model,
+            stages,
+            chains,
+            common,
+        } => {
+            if stages == 0 || chains == 0 {
+                bail!("--stages and --chains must be at least 1");
+            }
+            let count = stages * chains;
+            let mut common = common;
+            if common.threads.is_none() {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                common.threads = Some((cores / count).max(1));
+            }
+            let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+            let workers = LocalWorkers::start(count, &level).await?;
+            let opts = options(model, workers.addresses.clone(), stages, &common);
+            let result = tokio::select! {
+                r = run_with_services(opts, &common) => r,
+                _ = amos_worker::shutdown_signal() => {
+                    eprintln!("interrupted: stopping the workers");
+                    workers.shutdown().await;
+                    return Ok(130);
+                }
+            };
+            workers.shutdown().await;
+            result
+        }
+        Command::Report { out, json, units } => {
+            let loc = Location::parse(&out)?;
+            let (rows, layers) = report::load(&loc).await?;
+            if rows.is_empty() {
+                bail!("{out}: no committed shards");
+            }
+            let summary = report::summarise(&rows, &layers);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", report::render(&summary, units));
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Runs with the control plane and metrics served when asked for; prints the outcome.
+async fn run_with_services(opts: RunOptions, common: &Common) -> anyhow::Result<i32> {
+    let state = Arc::new(RunState::default());
+    if let Some(addr) = common.listen {
+        let plane = ControlPlane {
+            state: state.clone(),
+            run_id: opts.run_id.clone(),
+            chains: (opts.workers.len() / opts.stages.max(1)) as u32,
+            stages: opts.stages as u32,
+            started: Instant::now(),
+            registered: Default::default(),
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(amos_proto::pipeline::coordinator_server::CoordinatorServer::new(plane));
+        tokio::spawn(server.serve(addr));
+    }
+    if let Some(addr) = common.metrics {
+        let s = state.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics address {addr}"))?;
+        tokio::spawn(amos_worker::metrics::serve_on(
+            listener,
+            Arc::new(move || status::render_metrics(&s)),
+        ));
+    }
+    let outcome = run::run(opts, state).await?;
+    print_outcome(&outcome, common.json)?;
+    Ok(if outcome.failed.is_empty() { 0 } else { 2 })
+}
+
+fn print_outcome(o: &RunOutcome, json: bool) -> anyhow::Result<()> {
+    let ips = if o.seconds > 0.0 {
+        o.images_run as f64 / o.seconds
+    } else {
+        0.0
+    };
+    if json {
+        let v = serde_json::json!({
+            "images_run": o.images_run,
+            "seconds": o.seconds,
+            "images_per_second": ips,
+            "resumed_shards": o.resumed,
+            "chain_shards": o.chain_shards,
+            "failed": o.failed.iter().map(|(id, e)| serde_json::json!({"shard": id, "error": e})).collect::<Vec<_>>(),
+            "manifest": o.manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "ran {} images in {:.1} s ({ips:.1} images/s); {} shards kept from an earlier run",
+        o.images_run, o.seconds, o.resumed
+    );
+    if let Some(m) = &o.manifest {
+        print!("{}", report::render(&m.totals, 0));
+    }
+    for (id, e) in &o.failed {
+        eprintln!("shard {id} failed: {e}");
+    }
+    if !o.failed.is_empty() {
+        eprintln!("{} shards did not complete; rerun into the same output to resume", o.failed.len());
+    }
+    Ok(())
 }

@@ -42,6 +42,19 @@ use parquet::file::properties::WriterProperties;
 /// Version of the results schema written here.
 pub const SCHEMA_VERSION: &str = "1";
 
+/// Object path of shard `shard`'s file, relative to the output location.
+pub fn shard_object(shard: u32) -> String {
+    format!("shards/shard-{shard:06}.parquet")
+}
+
+/// The shard id of a shard file name (`shard-NNNNNN.parquet`), if it is one.
+pub fn shard_id(name: &str) -> Option<u32> {
+    name.strip_prefix("shard-")?
+        .strip_suffix(".parquet")?
+        .parse()
+        .ok()
+}
+
 /// Why a results file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {

@@ -411,6 +411,14 @@ pub struct StageResult {
     pub stats: Vec<ImageStats>,
 }
 
+/// Indices of the `k` largest scores, best first; ties go to the lower index.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
 /// `t` (`[N, …]`) broadcast to `[N, shape…]`, as a flat vector.
 fn broadcast_to(t: &Tensor, shape: &[usize]) -> Vec<f32> {
     if &t.shape()[1..] == shape {

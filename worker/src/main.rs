@@ -1,24 +1,41 @@
-//! `amos-worker`: one stage of a pipeline chain (ARCHITECTURE.md §1).
-//!
-//! The gRPC stage server arrives with the distributed-pipeline issue; until then the binary
-//! only identifies itself and refuses to start a stage.
+//! `amos-worker`: one pipeline stage as a gRPC server; the coordinator configures it.
 
+use std::net::SocketAddr;
+
+use anyhow::Context;
 use clap::Parser;
 
-/// One pipeline stage of an amos chain, served over gRPC.
+/// One stage of an amos evaluation chain, served over gRPC.
+///
+/// It waits to be configured by `amos-coordinator` as stage i of N of a chain, then loads
+/// only that stage's part of the model and runs the shards the chain is given.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
-    /// Address to listen on, e.g. 127.0.0.1:50051.
+    /// Address to serve gRPC on (the `Stage` service and `grpc.health.v1`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Address to serve Prometheus metrics on, at /metrics.
     #[arg(long)]
-    listen: Option<String>,
+    metrics: Option<SocketAddr>,
+    /// Largest gRPC message accepted or sent, in MiB.
+    #[arg(long, default_value_t = 512)]
+    max_message_mib: usize,
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    anyhow::bail!(
-        "amos-worker {}: the pipeline stage server is not built yet (requested --listen {:?})",
-        env!("CARGO_PKG_VERSION"),
-        args.listen
-    )
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(amos_worker::serve(amos_worker::WorkerOptions {
+        listen: args.listen,
+        metrics: args.metrics,
+        max_message_bytes: args.max_message_mib << 20,
+    }))
 }

@@ -25,6 +25,8 @@
 pub mod decode;
 pub mod listing;
 pub mod preprocess;
+pub mod recipe;
+pub mod remote;
 pub mod resample;
 
 use std::path::PathBuf;
