@@ -23,7 +23,9 @@ pub fn worker_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("locating amos-coordinator")?;
-    let dir = exe.parent().context("amos-coordinator has no parent folder")?;
+    let dir = exe
+        .parent()
+        .context("amos-coordinator has no parent folder")?;
     // Test binaries live in target/<profile>/deps, the workers one level up.
     for d in [dir, dir.parent().unwrap_or(dir)] {
         let p = d.join(format!("amos-worker{}", std::env::consts::EXE_SUFFIX));
@@ -80,7 +82,9 @@ impl LocalWorkers {
     /// Asks every worker to stop, waits a little, then kills what is left.
     pub async fn shutdown(mut self) {
         for addr in &self.addresses {
-            if let Ok(mut c) = amos_proto::pipeline::stage_client::StageClient::connect(addr.clone()).await {
+            if let Ok(mut c) =
+                amos_proto::pipeline::stage_client::StageClient::connect(addr.clone()).await
+            {
                 let _ = c.shutdown(amos_proto::pipeline::Empty {}).await;
             }
         }

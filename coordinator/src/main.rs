@@ -14,7 +14,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Evaluate a converted spiking network over a dataset on chains of amos-worker stages.")]
+#[command(
+    version,
+    about = "Evaluate a converted spiking network over a dataset on chains of amos-worker stages."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -282,7 +285,10 @@ fn print_outcome(o: &RunOutcome, json: bool) -> anyhow::Result<()> {
         eprintln!("shard {id} failed: {e}");
     }
     if !o.failed.is_empty() {
-        eprintln!("{} shards did not complete; rerun into the same output to resume", o.failed.len());
+        eprintln!(
+            "{} shards did not complete; rerun into the same output to resume",
+            o.failed.len()
+        );
     }
     Ok(())
 }

@@ -135,18 +135,8 @@ pub fn render(s: &Summary, top_units: usize) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "images            {}", s.images);
     let _ = writeln!(o, "errors            {}", s.errors);
-    let _ = writeln!(
-        o,
-        "SNN top-1/top-5   {} / {}",
-        f(s.snn_top1),
-        f(s.snn_top5)
-    );
-    let _ = writeln!(
-        o,
-        "ANN top-1/top-5   {} / {}",
-        f(s.ann_top1),
-        f(s.ann_top5)
-    );
+    let _ = writeln!(o, "SNN top-1/top-5   {} / {}", f(s.snn_top1), f(s.snn_top5));
+    let _ = writeln!(o, "ANN top-1/top-5   {} / {}", f(s.ann_top1), f(s.ann_top5));
     let _ = writeln!(o, "top-1 agreement   {}", f(s.agreement_top1));
     let _ = writeln!(o, "spikes / image    {:.0}", s.mean_spikes);
     let _ = writeln!(o, "synops / image    {:.0}", s.mean_synops);

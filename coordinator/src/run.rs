@@ -67,7 +67,13 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// Defaults for everything but the locations, workers and stages.
-    pub fn new(model: String, data: String, out: String, workers: Vec<String>, stages: usize) -> Self {
+    pub fn new(
+        model: String,
+        data: String,
+        out: String,
+        workers: Vec<String>,
+        stages: usize,
+    ) -> Self {
         RunOptions {
             model,
             data,
@@ -193,7 +199,8 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
     let chains = opts.workers.len() / opts.stages;
 
     // The model's structure only: the coordinator fetches no weights.
-    let (model_loc, model_path) = Location::parse_file(&opts.model)?;
+    let (model_loc, model_path) = Location::parse_file(&opts.model)
+        .with_context(|| format!("opening model {}", opts.model))?;
     let model = model_store::load_partition(&model_loc, &model_path, Some(0..0))
         .await
         .with_context(|| format!("reading model {}", opts.model))?
@@ -220,7 +227,9 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         .collect();
     let images_to_run: u64 = to_run.iter().map(|&i| shards[i].images.len() as u64).sum();
     state.images_total.store(images_to_run, Ordering::Relaxed);
-    state.shards_total.store(shards.len() as u64, Ordering::Relaxed);
+    state
+        .shards_total
+        .store(shards.len() as u64, Ordering::Relaxed);
     state.shards_done.store(resumed as u64, Ordering::Relaxed);
     info!(
         images = images.len(),
@@ -245,12 +254,21 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
                 stage: stage as u32,
                 stages: opts.stages as u32,
                 stage_ends: ends.iter().map(|&e| e as u64).collect(),
-                downstream: opts.workers.get(w + 1).filter(|_| stage + 1 < opts.stages).cloned().unwrap_or_default(),
+                downstream: opts
+                    .workers
+                    .get(w + 1)
+                    .filter(|_| stage + 1 < opts.stages)
+                    .cloned()
+                    .unwrap_or_default(),
                 data_url: opts.data.clone(),
                 out_url: opts.out.clone(),
                 chain: chain as u32,
                 threads: opts.threads as u32,
-                codec: if opts.lz4 { pb::Codec::Lz4 } else { pb::Codec::None } as i32,
+                codec: if opts.lz4 {
+                    pb::Codec::Lz4
+                } else {
+                    pb::Codec::None
+                } as i32,
                 reference_ann: opts.reference_ann,
                 max_in_flight: if opts.max_in_flight == 0 {
                     opts.stages as u32 + 1
@@ -499,9 +517,10 @@ impl ChainContext {
                     Next::Done
                 } else {
                     // Prefer a shard that did not just fail here, unless no other chain lives.
-                    let pos = q.pending.iter().position(|p| {
-                        p.last_chain != Some(self.chain) || q.live_chains == 1
-                    });
+                    let pos = q
+                        .pending
+                        .iter()
+                        .position(|p| p.last_chain != Some(self.chain) || q.live_chains == 1);
                     match pos.and_then(|i| q.pending.remove(i)) {
                         Some(p) => Next::Run(p),
                         None => Next::Wait,
@@ -547,7 +566,10 @@ impl ChainContext {
                     }
                     if failures >= RETIRE_AFTER {
                         q.live_chains -= 1;
-                        warn!(chain = self.chain, "chain retired after {failures} failures in a row");
+                        warn!(
+                            chain = self.chain,
+                            "chain retired after {failures} failures in a row"
+                        );
                         if q.live_chains == 0 {
                             // Nobody is left to run what is pending.
                             q.remaining -= q.pending.len();
@@ -563,7 +585,12 @@ impl ChainContext {
     }
 
     /// One attempt at a shard: returns its committed row count.
-    async fn run_shard(&mut self, shard: &Shard, attempt: u32, counted: &mut u64) -> anyhow::Result<u64> {
+    async fn run_shard(
+        &mut self,
+        shard: &Shard,
+        attempt: u32,
+        counted: &mut u64,
+    ) -> anyhow::Result<u64> {
         let task = pb::ShardTask {
             shard: shard.id,
             attempt,
@@ -580,19 +607,28 @@ impl ChainContext {
         let stall = self.opts.stall_timeout;
         let mut events = tokio::time::timeout(stall, self.client.run_shard(task))
             .await
-            .map_err(|_| anyhow::anyhow!("chain {} did not start the shard within {stall:?}", self.chain))?
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "chain {} did not start the shard within {stall:?}",
+                    self.chain
+                )
+            })?
             .map_err(|e| anyhow::anyhow!("chain {}: {}", self.chain, e.message()))?
             .into_inner();
         loop {
             let ev = tokio::time::timeout(stall, events.message())
                 .await
-                .map_err(|_| anyhow::anyhow!("chain {} made no progress for {stall:?}", self.chain))?
+                .map_err(|_| {
+                    anyhow::anyhow!("chain {} made no progress for {stall:?}", self.chain)
+                })?
                 .map_err(|e| anyhow::anyhow!("chain {}: {}", self.chain, e.message()))?;
             match ev.and_then(|e| e.event) {
                 Some(pb::shard_event::Event::BatchDone(b)) => {
                     *counted += b.images as u64;
                     self.progress.inc(b.images as u64);
-                    self.state.images_done.fetch_add(b.images as u64, Ordering::Relaxed);
+                    self.state
+                        .images_done
+                        .fetch_add(b.images as u64, Ordering::Relaxed);
                 }
                 Some(pb::shard_event::Event::Committed(c)) => {
                     if c.rows != shard.images.len() as u64 {
@@ -603,7 +639,13 @@ impl ChainContext {
                             shard.images.len()
                         );
                     }
-                    info!(shard = shard.id, chain = self.chain, attempt, duplicate = c.already_present, "shard committed");
+                    info!(
+                        shard = shard.id,
+                        chain = self.chain,
+                        attempt,
+                        duplicate = c.already_present,
+                        "shard committed"
+                    );
                     return Ok(c.rows);
                 }
                 None => bail!("chain {} ended the shard without committing it", self.chain),

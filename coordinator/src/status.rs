@@ -31,7 +31,9 @@ impl Coordinator for ControlPlane {
     ) -> Result<Response<pb::RegisterReply>, Status> {
         let r = request.into_inner();
         if r.address.is_empty() {
-            return Err(Status::invalid_argument("a worker registers with its address"));
+            return Err(Status::invalid_argument(
+                "a worker registers with its address",
+            ));
         }
         let mut list = self.registered.lock().await;
         if !list.contains(&r.address) {
@@ -72,12 +74,36 @@ pub fn render_metrics(state: &RunState) -> String {
         g.set(v as i64);
         registry.register(name, help, g);
     };
-    add("images_total", "Images to run", state.images_total.load(Ordering::Relaxed));
-    add("images_done", "Images through the chains", state.images_done.load(Ordering::Relaxed));
-    add("shards_total", "Shards of the dataset", state.shards_total.load(Ordering::Relaxed));
-    add("shards_done", "Shards committed", state.shards_done.load(Ordering::Relaxed));
-    add("shards_failed", "Shards given up", state.shards_failed.load(Ordering::Relaxed));
-    add("shard_retries", "Shard attempts that failed and were retried", state.shard_retries.load(Ordering::Relaxed));
+    add(
+        "images_total",
+        "Images to run",
+        state.images_total.load(Ordering::Relaxed),
+    );
+    add(
+        "images_done",
+        "Images through the chains",
+        state.images_done.load(Ordering::Relaxed),
+    );
+    add(
+        "shards_total",
+        "Shards of the dataset",
+        state.shards_total.load(Ordering::Relaxed),
+    );
+    add(
+        "shards_done",
+        "Shards committed",
+        state.shards_done.load(Ordering::Relaxed),
+    );
+    add(
+        "shards_failed",
+        "Shards given up",
+        state.shards_failed.load(Ordering::Relaxed),
+    );
+    add(
+        "shard_retries",
+        "Shard attempts that failed and were retried",
+        state.shard_retries.load(Ordering::Relaxed),
+    );
     let mut out = String::new();
     let _ = encode(&mut out, &registry);
     out

@@ -38,7 +38,8 @@ impl Metrics {
             spike_bytes_sent: Counter::default(),
             shards_committed: Counter::default(),
         };
-        m.registry.register("images", "Images processed by this stage", m.images.clone());
+        m.registry
+            .register("images", "Images processed by this stage", m.images.clone());
         m.registry.register(
             "batches_in_flight",
             "Batches held by this stage",

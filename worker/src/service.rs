@@ -110,9 +110,9 @@ impl StageService {
 
     async fn connect(&self, cfg: &Configured) -> Result<StageClient<Channel>, Status> {
         let addr = cfg.config.downstream.clone();
-        let client = StageClient::connect(addr.clone())
-            .await
-            .map_err(|e| Status::unavailable(format!("connecting to the next stage {addr}: {e}")))?;
+        let client = StageClient::connect(addr.clone()).await.map_err(|e| {
+            Status::unavailable(format!("connecting to the next stage {addr}: {e}"))
+        })?;
         Ok(client
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
@@ -133,7 +133,7 @@ impl StageService {
             return Err(bad(format!("stage {index} holds no nodes ({nodes:?})")));
         }
         let (loc, path) = Location::parse_file(&config.model_url)
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(|e| Status::not_found(format!("model {}: {e}", config.model_url)))?;
         let part = model_store::load_partition(&loc, &path, Some(nodes.clone()))
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -219,13 +219,17 @@ impl StageService {
                     let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
                     cfg.stage.run(StageInput::Images(&refs), ann)
                 }
-                OwnedInput::Spikes(spikes) => cfg.stage.run(StageInput::Spikes(spikes.clone()), ann),
+                OwnedInput::Spikes(spikes) => {
+                    cfg.stage.run(StageInput::Spikes(spikes.clone()), ann)
+                }
             };
             result.map_err(|e| internal("running the stage", e))
         })
         .await
         .map_err(|e| internal("stage task", e))??;
-        self.metrics.busy_seconds.inc_by(start.elapsed().as_secs_f64());
+        self.metrics
+            .busy_seconds
+            .inc_by(start.elapsed().as_secs_f64());
         Ok(Some(out))
     }
 
@@ -257,7 +261,8 @@ impl StageService {
                 .zip(ids)
                 .map(|(bytes, id)| {
                     let pre = pre.ok_or("stage 0 has no preprocessing recipe")?;
-                    pre.load_u8_from_bytes(&bytes?, &id).map_err(|e| e.to_string())
+                    pre.load_u8_from_bytes(&bytes?, &id)
+                        .map_err(|e| e.to_string())
                 })
                 .collect()
         })
@@ -565,7 +570,8 @@ impl StageService {
             let mut msg = Some(first);
             let mut batches = 0u32;
             while let Some(m) = msg {
-                let (index, states, out) = self.process_batch(&cfg, m).instrument(span.clone()).await?;
+                let (index, states, out) =
+                    self.process_batch(&cfg, m).instrument(span.clone()).await?;
                 let n = states.len() as u32;
                 rows.extend(self.rows(&cfg, &header, states, out));
                 batches += 1;
@@ -578,10 +584,7 @@ impl StageService {
                     header.shard, header.batches
                 )));
             }
-            let committed = self
-                .commit(&cfg, &header, rows)
-                .instrument(span)
-                .await?;
+            let committed = self.commit(&cfg, &header, rows).instrument(span).await?;
             return send(&events, committed_event(committed)).await;
         }
         let mut client = self.connect(&cfg).await?;
@@ -595,7 +598,8 @@ impl StageService {
             let mut msg = Some(first);
             let mut head = Some(header);
             while let Some(m) = msg {
-                let (index, states, out) = self.process_batch(&cfg, m).instrument(span.clone()).await?;
+                let (index, states, out) =
+                    self.process_batch(&cfg, m).instrument(span.clone()).await?;
                 let out_msg = self.batch_message(head.take(), index, states, out);
                 tx.send(out_msg)
                     .await
@@ -703,7 +707,12 @@ impl StageRpc for StageService {
         let task = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
-        let span = info_span!("shard", shard = task.shard, attempt = task.attempt, stage = 0);
+        let span = info_span!(
+            "shard",
+            shard = task.shard,
+            attempt = task.attempt,
+            stage = 0
+        );
         tokio::spawn(
             async move {
                 if let Err(status) = this.run_shard(task, tx.clone()).await {

@@ -35,8 +35,9 @@ pub fn spikes_to_wire(p: PackedSpikes) -> pb::SpikeTensor {
 
 /// A received spike tensor; its contents are validated when it is unpacked.
 pub fn spikes_from_wire(t: pb::SpikeTensor) -> Result<PackedSpikes, Status> {
-    let k = u8::try_from(t.k)
-        .map_err(|_| Status::invalid_argument(format!("spike tensor K = {} is out of range", t.k)))?;
+    let k = u8::try_from(t.k).map_err(|_| {
+        Status::invalid_argument(format!("spike tensor K = {} is out of range", t.k))
+    })?;
     Ok(PackedSpikes {
         unit: t.unit,
         k,
@@ -63,7 +64,9 @@ pub fn f32_from_wire(t: pb::F32Tensor) -> Result<Tensor, Status> {
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| Status::invalid_argument(format!("tensor shape {:?} is too large", t.shape)))?;
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("tensor shape {:?} is too large", t.shape))
+        })?;
     if t.data.len() as u64 != elements * 4 {
         return Err(Status::invalid_argument(format!(
             "tensor of shape {:?} needs {} bytes, got {}",

@@ -75,8 +75,13 @@ fn manifest(
         line,
         msg,
     };
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
-    let headers = rdr.headers().map_err(|e| row_err(1, e.to_string()))?.clone();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    let headers = rdr
+        .headers()
+        .map_err(|e| row_err(1, e.to_string()))?
+        .clone();
     let col = |name: &str| {
         headers
             .iter()
