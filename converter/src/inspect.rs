@@ -147,16 +147,21 @@ pub struct CrossingRow {
     pub bytes: u64,
 }
 
-/// The stage rows of a plan of `model` into `stages` stages; crossings that are not a unit's
-/// output are counted at `identity_k` bits per element.
+/// The stage rows of a plan of `model` into `stages` stages. Without `identity_k`, the plan
+/// `amos-coordinator` runs: cuts only where spikes alone cross. With it, any cut, counting a
+/// crossing that is not a unit's output at `identity_k` bits per element (it would need an
+/// identity unit, which changes the network).
 pub fn stage_rows(
     model: &amos_snn::model::ConvertedModel,
     stages: usize,
-    identity_k: u32,
+    identity_k: Option<u32>,
 ) -> Result<Vec<StageRow>, amos_snn::GraphError> {
     use amos_snn::planner::CrossingEncoding;
     let g = &model.graph;
-    let plan = amos_snn::planner::plan(model, stages, identity_k)?;
+    let plan = match identity_k {
+        None => amos_snn::planner::plan_spike_cuts(model, stages)?,
+        Some(k) => amos_snn::planner::plan(model, stages, k)?,
+    };
     Ok(plan
         .stages
         .iter()
@@ -191,16 +196,6 @@ pub fn stage_rows(
                 .collect(),
         })
         .collect())
-}
-
-/// Default `identity_k` for a plan: the largest K of the model's units (8 without units).
-pub fn default_identity_k(model: &amos_snn::model::ConvertedModel) -> u32 {
-    model
-        .unit_params
-        .iter()
-        .map(|u| u.unit.k() as u32)
-        .max()
-        .unwrap_or(8)
 }
 
 #[derive(Debug, Serialize)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use amos_converter::calibrate::calibrate;
 use amos_converter::convert::{ConvertOptions, ModelInfo, convert};
 use amos_converter::eval::{self, EvalOptions, Mode};
-use amos_converter::inspect::{amos_report, default_identity_k, onnx_report, stage_rows};
+use amos_converter::inspect::{amos_report, onnx_report, stage_rows};
 use amos_converter::onnx::import_file;
 use amos_converter::{is_amos_file, recipe};
 use amos_io::data::{Dataset, Preprocess, PreprocessFlags};
@@ -44,13 +44,13 @@ enum Command {
         /// stages with --stages).
         #[arg(long)]
         json: bool,
-        /// `.amos` only: plan a pipeline of N stages and report, per stage, its nodes, units,
-        /// estimated cost and the bytes per image crossing its outgoing boundary (JSON key
-        /// `stages`).
+        /// `.amos` only: plan a pipeline of N stages as `amos-coordinator` does (cuts where
+        /// only spikes cross) and report, per stage, its nodes, units, estimated cost and the
+        /// bytes per image crossing its outgoing boundary (JSON key `stages`).
         #[arg(long)]
         stages: Option<usize>,
-        /// Bits per element of a crossing tensor that is not a unit's output (it gets an
-        /// identity unit); default: the largest K of the model's units.
+        /// Plan with cuts anywhere instead, counting a crossing tensor that is not a unit's
+        /// output at this many bits per element (it would need an identity unit).
         #[arg(long, requires = "stages")]
         identity_k: Option<u32>,
     },
@@ -390,8 +390,7 @@ fn inspect_amos(
     let net = SpikingNetwork::new(&model, 1)?;
     let mut report = amos_report(&model, &net);
     if let Some(n) = stages {
-        let k = identity_k.unwrap_or_else(|| default_identity_k(&model));
-        report.stages = Some(stage_rows(&model, n, k).context("planning stages")?);
+        report.stages = Some(stage_rows(&model, n, identity_k).context("planning stages")?);
     }
     print_report(path, &report, json)
 }

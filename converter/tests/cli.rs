@@ -208,7 +208,13 @@ fn inspect_stages_partitions_lite0_into_balanced_spike_coded_stages() {
     );
     assert_eq!(stages[3]["boundary_bytes_per_image"], 0);
     assert_eq!(stages[3]["f32_bytes_per_image"], 0);
-    // Lite0's units are relu6 with K = 10; identity crossings are counted at K = 10 too.
+    // The pipeline's plan cuts where only unit spikes cross.
+    for s in &stages[..3] {
+        for c in s["outgoing"].as_array().expect("outgoing") {
+            assert_eq!(c["encoding"], "unit", "{c}");
+        }
+    }
+    // Lite0's units are relu6 with K = 10.
     let k = v["unit_table"]
         .as_array()
         .expect("unit table")

@@ -50,8 +50,10 @@ pub struct RunOptions {
     pub shard_size: usize,
     /// Engine threads per worker (0: one per core).
     pub threads: usize,
-    /// Batches in flight per chain.
+    /// Batches in flight per shard in a chain (0: stages + 1).
     pub max_in_flight: usize,
+    /// Shards a chain works on at once.
+    pub shards_per_chain: usize,
     /// LZ4-compress spike payloads.
     pub lz4: bool,
     /// Tries per shard.
@@ -86,6 +88,7 @@ impl RunOptions {
             shard_size: 256,
             threads: 0,
             max_in_flight: 0,
+            shards_per_chain: 2,
             lz4: false,
             max_attempts: 4,
             stall_timeout: Duration::from_secs(300),
@@ -151,7 +154,9 @@ pub struct RunOutcome {
     /// Shards kept from an earlier run into the same output.
     pub resumed: usize,
     pub images_run: u64,
+    /// The whole run, and the shard phase alone (after set-up, until the last commit).
     pub seconds: f64,
+    pub shard_seconds: f64,
     /// Per chain: shards completed.
     pub chain_shards: Vec<u32>,
 }
@@ -179,6 +184,8 @@ struct Queue {
     /// Shards neither committed nor given up.
     remaining: usize,
     live_chains: usize,
+    /// Shards each chain is running now.
+    active: Vec<usize>,
     failed: Vec<(u32, String)>,
     committed: BTreeMap<u32, u64>,
 }
@@ -322,29 +329,36 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
             })
             .collect(),
         remaining: to_run.len(),
-        live_chains: chains,
+        live_chains: chains * opts.shards_per_chain.max(1),
+        active: vec![0; chains],
         failed: Vec::new(),
         committed,
     }));
     let shards = Arc::new(shards);
+    let shards_started = Instant::now();
     let mut tasks = Vec::with_capacity(chains);
+    // Each chain works on `shards_per_chain` shards at once, so that one shard fills the
+    // stages while another drains: no pipeline bubble between shards.
     for chain in 0..chains {
-        let ctx = ChainContext {
-            chain,
-            client: clients[chain * opts.stages].clone(),
-            queue: queue.clone(),
-            shards: shards.clone(),
-            state: state.clone(),
-            progress: progress.clone(),
-            opts: opts.clone(),
-        };
-        tasks.push(tokio::spawn(ctx.run()));
+        for _ in 0..opts.shards_per_chain.max(1) {
+            let ctx = ChainContext {
+                chain,
+                client: clients[chain * opts.stages].clone(),
+                queue: queue.clone(),
+                shards: shards.clone(),
+                state: state.clone(),
+                progress: progress.clone(),
+                opts: opts.clone(),
+            };
+            tasks.push((chain, tokio::spawn(ctx.run())));
+        }
     }
-    let mut chain_shards = Vec::with_capacity(chains);
-    for t in tasks {
-        chain_shards.push(t.await.context("chain task")?);
+    let mut chain_shards = vec![0; chains];
+    for (chain, t) in tasks {
+        chain_shards[chain] += t.await.context("chain task")?;
     }
     progress.finish_and_clear();
+    let shard_seconds = shards_started.elapsed().as_secs_f64();
 
     let mut q = queue.lock().await;
     while let Some(p) = q.pending.pop_front() {
@@ -365,6 +379,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
             resumed,
             images_run,
             seconds,
+            shard_seconds,
             chain_shards,
         });
     }
@@ -413,6 +428,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         resumed,
         images_run,
         seconds,
+        shard_seconds,
         chain_shards,
     })
 }
@@ -496,7 +512,7 @@ struct ChainContext {
     opts: RunOptions,
 }
 
-/// Consecutive failures after which a chain stops taking shards.
+/// Consecutive failures after which a chain (one of its shard slots) stops taking shards.
 const RETIRE_AFTER: u32 = 3;
 
 enum Next {
@@ -513,8 +529,12 @@ impl ChainContext {
         loop {
             let next = {
                 let mut q = self.queue.lock().await;
+                let idle_chains = q.active.iter().filter(|&&a| a == 0).count();
                 if q.remaining == 0 {
                     Next::Done
+                } else if q.active[self.chain] > 0 && q.pending.len() <= idle_chains {
+                    // Leave the pending shards to chains with nothing to do.
+                    Next::Wait
                 } else {
                     // Prefer a shard that did not just fail here, unless no other chain lives.
                     let pos = q
@@ -522,7 +542,10 @@ impl ChainContext {
                         .iter()
                         .position(|p| p.last_chain != Some(self.chain) || q.live_chains == 1);
                     match pos.and_then(|i| q.pending.remove(i)) {
-                        Some(p) => Next::Run(p),
+                        Some(p) => {
+                            q.active[self.chain] += 1;
+                            Next::Run(p)
+                        }
                         None => Next::Wait,
                     }
                 }
@@ -540,6 +563,7 @@ impl ChainContext {
             let mut counted = 0u64;
             let result = self.run_shard(shard, p.attempt, &mut counted).await;
             let mut q = self.queue.lock().await;
+            q.active[self.chain] -= 1;
             match result {
                 Ok(rows) => {
                     failures = 0;

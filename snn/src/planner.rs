@@ -13,7 +13,11 @@
 //! - every other node (additions, pooling, reshapes, a gate without a unit, softmax): its
 //!   output elements.
 //!
-//! The estimate is not exact; it is deterministic, which is what the plan needs.
+//! The estimate is not exact; it is deterministic, which is what the plan needs. That is
+//! [`CostModel::MACS`], used by [`plan`]. The pipeline's [`plan_spike_cuts`] weighs the same
+//! terms as this engine spends time on them ([`CostModel::MEASURED`]): depthwise MACs and
+//! the elements every node reads and writes count extra, closed-form units cost O(K) per
+//! element.
 //!
 //! # Boundaries
 //!
@@ -37,6 +41,7 @@
 
 use std::ops::Range;
 
+use crate::amos::UnitKernel;
 use crate::amos::closed_form::Rounding;
 use crate::error::GraphError;
 use crate::graph::ValueId;
@@ -118,8 +123,50 @@ impl StagePlan {
     }
 }
 
-/// Estimated cost of every node (see the module documentation).
+/// Weights of the cost model, in units of one multiply-accumulate of a dense convolution or
+/// fully-connected layer (which run as GEMMs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CostModel {
+    /// Per multiply-accumulate of a depthwise convolution (one input channel per group).
+    pub depthwise_mac: f64,
+    /// Per element read or written by any node (memory traffic).
+    pub traffic: f64,
+    /// Per element and neuron of a unit whose inhibition is one running residual (closed
+    /// forms: O(K) per element); `None` counts such units like any other.
+    pub residual_unit_neuron: Option<f64>,
+    /// Per element and neuron pair (K²/2) of any other unit.
+    pub unit_pair: f64,
+}
+
+impl CostModel {
+    /// Multiply-accumulates only, units at K²/2 per element: simple enough to work out by
+    /// hand (the module documentation's model).
+    pub const MACS: CostModel = CostModel {
+        depthwise_mac: 1.0,
+        traffic: 0.0,
+        residual_unit_neuron: None,
+        unit_pair: 1.0,
+    };
+
+    /// Weights measured on this engine (x86-64, AVX2 GEMM, one thread) by timing the
+    /// segments of EfficientNet-Lite0 and the swish/SE CIFAR network in SNN mode and fitting
+    /// them by least squares: high-resolution layers cost far more than their MACs say
+    /// (depthwise convolutions and memory traffic), GEMMs less. The pipeline plans with it.
+    pub const MEASURED: CostModel = CostModel {
+        depthwise_mac: 20.0,
+        traffic: 90.0,
+        residual_unit_neuron: Some(85.0),
+        unit_pair: 7.0,
+    };
+}
+
+/// Estimated cost of every node under [`CostModel::MACS`] (see the module documentation).
 pub fn node_costs(model: &ConvertedModel) -> Vec<f64> {
+    node_costs_with(model, &CostModel::MACS)
+}
+
+/// Estimated cost of every node under `cm`.
+pub fn node_costs_with(model: &ConvertedModel, cm: &CostModel) -> Vec<f64> {
     let g = &model.graph;
     let mut unit_of_node = vec![None; g.nodes.len()];
     for p in &model.units {
@@ -127,25 +174,37 @@ pub fn node_costs(model: &ConvertedModel) -> Vec<f64> {
             unit_of_node[p.node] = Some(p.params);
         }
     }
+    let elements = |v: usize| g.values[v].shape.iter().product::<usize>() as f64;
     g.nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let out: f64 = g.values[n.output].shape.iter().product::<usize>() as f64;
+            let out = elements(n.output);
+            let traffic = cm.traffic * (out + n.inputs.iter().map(|&v| elements(v)).sum::<f64>());
             if let Some(params) = unit_of_node[i] {
                 let unit = &model.unit_params[params].unit;
                 let k = unit.k() as f64;
                 let second = if unit.is_two_input() { out } else { 0.0 };
-                return out * k * k / 2.0 + second;
+                let neurons = match cm.residual_unit_neuron {
+                    Some(w) if UnitKernel::new(unit.clone()).is_residual() => out * k * w,
+                    _ => out * k * k / 2.0 * cm.unit_pair,
+                };
+                return neurons + second + traffic;
             }
-            match &n.op {
-                Op::Conv(c) => {
-                    let w = c.weight.shape();
-                    out * w[1..].iter().product::<usize>() as f64
+            traffic
+                + match &n.op {
+                    Op::Conv(c) => {
+                        let w = c.weight.shape();
+                        let macs = out * w[1..].iter().product::<usize>() as f64;
+                        if w.get(1) == Some(&1) {
+                            macs * cm.depthwise_mac
+                        } else {
+                            macs
+                        }
+                    }
+                    Op::Linear(l) => out * l.in_features() as f64,
+                    _ => out,
                 }
-                Op::Linear(l) => out * l.in_features() as f64,
-                _ => out,
-            }
         })
         .collect()
 }
@@ -219,15 +278,17 @@ pub fn plan(
     stages: usize,
     identity_k: u32,
 ) -> Result<StagePlan, GraphError> {
-    plan_with(model, stages, identity_k, false)
+    plan_with(model, stages, identity_k, false, &CostModel::MACS)
 }
 
 /// Splits the model into `stages` contiguous stages for the pipeline: cuts only where every
 /// crossing value is a unit's output, so that only spikes cross and the network is exactly
 /// the one a single process evaluates (no identity unit changes it). Fails with a message
 /// naming how many such cuts exist when there are fewer than `stages − 1`.
+///
+/// Costs follow [`CostModel::MEASURED`], so that stages take about the same time.
 pub fn plan_spike_cuts(model: &ConvertedModel, stages: usize) -> Result<StagePlan, GraphError> {
-    plan_with(model, stages, 0, true)
+    plan_with(model, stages, 0, true, &CostModel::MEASURED)
 }
 
 /// The cut positions (cut after node c) where only unit outputs cross.
@@ -250,6 +311,7 @@ fn plan_with(
     stages: usize,
     identity_k: u32,
     spikes_only: bool,
+    cost_model: &CostModel,
 ) -> Result<StagePlan, GraphError> {
     let n = model.graph.nodes.len();
     if stages == 0 {
@@ -262,7 +324,7 @@ fn plan_with(
             "{stages} stages requested but the graph has only {n} nodes (each stage needs one)"
         )));
     }
-    let cost = node_costs(model);
+    let cost = node_costs_with(model, cost_model);
     let mut prefix = vec![0.0f64; n + 1];
     for i in 0..n {
         prefix[i + 1] = prefix[i] + cost[i];
@@ -374,7 +436,7 @@ fn plan_with(
         j = i;
     }
     ends.reverse();
-    evaluate(model, &ends, identity_k)
+    evaluate_with(model, &ends, identity_k, cost_model)
 }
 
 /// The plan with the given stage ends: stage s holds nodes `ends[s-1]..ends[s]` (the first
@@ -383,6 +445,16 @@ pub fn evaluate(
     model: &ConvertedModel,
     ends: &[usize],
     identity_k: u32,
+) -> Result<StagePlan, GraphError> {
+    evaluate_with(model, ends, identity_k, &CostModel::MACS)
+}
+
+/// [`evaluate`] with stage costs under `cost_model`.
+pub fn evaluate_with(
+    model: &ConvertedModel,
+    ends: &[usize],
+    identity_k: u32,
+    cost_model: &CostModel,
 ) -> Result<StagePlan, GraphError> {
     let n = model.graph.nodes.len();
     if ends.is_empty()
@@ -394,7 +466,7 @@ pub fn evaluate(
             "stage ends {ends:?} do not split {n} nodes into non-empty stages"
         )));
     }
-    let cost = node_costs(model);
+    let cost = node_costs_with(model, cost_model);
     let (produced, last_read) = lifetimes(model);
     let unit_of = unit_of_node(model);
     let mut stages = Vec::with_capacity(ends.len());

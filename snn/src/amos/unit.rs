@@ -175,6 +175,11 @@ impl UnitKernel {
         &self.unit
     }
 
+    /// Whether the unit runs on the O(K) residual fast path.
+    pub fn is_residual(&self) -> bool {
+        self.residual.is_some()
+    }
+
     /// [`UnitKernel::eval`] over many inputs: `y[e]`, `z[e]` for `x[e]` (and `x2[e]`).
     ///
     /// The residual form runs branch-free over blocks of elements (a select instead of a
