@@ -196,7 +196,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
     if opts.stages == 0 {
         bail!("--stages must be at least 1");
     }
-    if opts.workers.is_empty() || opts.workers.len() % opts.stages != 0 {
+    if opts.workers.is_empty() || !opts.workers.len().is_multiple_of(opts.stages) {
         bail!(
             "{} workers cannot form chains of {} stages (the count must be a positive multiple)",
             opts.workers.len(),

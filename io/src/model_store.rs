@@ -38,10 +38,10 @@ pub async fn read_metadata(loc: &Location, path: &ObjectPath) -> Result<Metadata
         url: url.clone(),
         source,
     };
-    let head = loc.get_ranges(path, &[0..HEADER_LEN as u64]).await?;
-    let header = model_file::parse_header(&head[0]).map_err(model_err)?;
-    let meta = loc.get_ranges(path, &[header.metadata_range()]).await?;
-    model_file::parse_metadata(&header, &meta[0]).map_err(model_err)
+    let head = loc.get_range(path, 0..HEADER_LEN as u64).await?;
+    let header = model_file::parse_header(&head).map_err(model_err)?;
+    let meta = loc.get_range(path, header.metadata_range()).await?;
+    model_file::parse_metadata(&header, &meta).map_err(model_err)
 }
 
 /// Loads the model at `path` with the weights of the nodes in `nodes` only (all nodes with

@@ -193,6 +193,18 @@ impl Location {
         r.bytes().await.map_err(|e| self.err(e))
     }
 
+    /// One byte range of the object at `path`.
+    pub async fn get_range(
+        &self,
+        path: &ObjectPath,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        self.store
+            .get_range(path, range)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Byte ranges of the object at `path` (adjacent ranges are coalesced by the store).
     pub async fn get_ranges(
         &self,
