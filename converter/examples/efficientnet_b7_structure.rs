@@ -6,8 +6,11 @@
 //! Neurons and layers do not depend on the weights, only on the structure and K.
 //!
 //! ```sh
-//! cargo run --release --example efficientnet_b7_structure
+//! cargo run --release --example efficientnet_b7_structure [-- OUT.amos]
 //! ```
+//!
+//! With a path, the converted model is also written there (for timing and cluster sizing:
+//! its cost per image does not depend on the weights either).
 
 use amos_converter::convert::{ConvertOptions, ModelInfo, convert};
 use amos_converter::inspect::amos_report;
@@ -185,6 +188,10 @@ fn main() -> anyhow::Result<()> {
     let model = convert(graph, None, &ConvertOptions::default(), info, |g| {
         eprintln!("fitting {g}")
     })?;
+    if let Some(path) = std::env::args().nth(1) {
+        amos_snn::model_file::write_file(std::path::Path::new(&path), &model)?;
+        println!("wrote {path}");
+    }
     let net = SpikingNetwork::new(&model, 0)?;
     let report = amos_report(&model, &net);
     print!("{report}");

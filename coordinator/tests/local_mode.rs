@@ -24,7 +24,7 @@ fn sibling(name: &str) -> PathBuf {
     let p = me.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         p.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace`",
+        "{} is missing: build it first: `cargo build --workspace --bins` (scripts/test.sh does)",
         p.display()
     );
     p

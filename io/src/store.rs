@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
@@ -89,12 +89,15 @@ impl Location {
                     .map_err(|_| bad("not a local file URL".into()))?;
                 return Self::local(url, &path, create);
             }
-            "s3" | "s3a" => Arc::new(
-                AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?,
-            ),
+            "s3" | "s3a" => {
+                let mut b = AmazonS3Builder::from_env().with_url(url);
+                // Create-if-absent commits need conditional puts (If-None-Match, which S3
+                // and most S3-compatible stores support); AWS_CONDITIONAL_PUT overrides.
+                if std::env::var_os("AWS_CONDITIONAL_PUT").is_none() {
+                    b = b.with_conditional_put(S3ConditionalPut::ETagMatch);
+                }
+                Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+            }
             "gs" => Arc::new(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
