@@ -273,6 +273,7 @@ fn print_outcome(o: &RunOutcome, json: bool) -> anyhow::Result<()> {
             "images_per_second": ips,
             "resumed_shards": o.resumed,
             "chain_shards": o.chain_shards,
+            "retries": o.retries,
             "failed": o.failed.iter().map(|(id, e)| serde_json::json!({"shard": id, "error": e})).collect::<Vec<_>>(),
             "manifest": o.manifest,
         });

@@ -159,6 +159,8 @@ pub struct RunOutcome {
     pub shard_seconds: f64,
     /// Per chain: shards completed.
     pub chain_shards: Vec<u32>,
+    /// Shard attempts that failed and were retried.
+    pub retries: u64,
 }
 
 /// Shared counters (for the status service and metrics).
@@ -381,6 +383,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
             seconds,
             shard_seconds,
             chain_shards,
+            retries: state.shard_retries.load(Ordering::Relaxed),
         });
     }
 
@@ -430,6 +433,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         seconds,
         shard_seconds,
         chain_shards,
+        retries: state.shard_retries.load(Ordering::Relaxed),
     })
 }
 
