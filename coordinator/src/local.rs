@@ -10,11 +10,25 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use amos_worker::LISTENING;
+use amos_worker::security::Security;
 
 /// Worker processes, killed when dropped.
 pub struct LocalWorkers {
     children: Vec<Child>,
     pub addresses: Vec<String>,
+    /// The token the workers require: a fresh random one per run, so nothing else on the
+    /// machine can drive them.
+    pub security: Security,
+}
+
+/// 128 random bits from the operating system, as hex.
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the workers' token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The `amos-worker` binary: `$AMOS_WORKER_BIN`, else beside this executable.
@@ -43,14 +57,17 @@ impl LocalWorkers {
     /// Starts `count` workers on 127.0.0.1 with free ports and waits until each listens.
     pub async fn start(count: usize, log_level: &str) -> anyhow::Result<LocalWorkers> {
         let bin = worker_binary()?;
+        let token = random_token()?;
         let mut workers = LocalWorkers {
             children: Vec::with_capacity(count),
             addresses: Vec::with_capacity(count),
+            security: Security::with_token(token.clone()),
         };
         for i in 0..count {
             let mut child = Command::new(&bin)
                 .args(["--listen", "127.0.0.1:0"])
                 .env("RUST_LOG", log_level)
+                .env(amos_worker::security::TOKEN_ENV, &token)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

@@ -10,6 +10,7 @@ use amos_coordinator::report;
 use amos_coordinator::run::{self, RunOptions, RunOutcome, RunState};
 use amos_coordinator::status::{self, ControlPlane};
 use amos_io::store::Location;
+use amos_worker::security::Security;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -105,6 +106,9 @@ struct Common {
     /// A shard attempt fails when its chain reports nothing for this many seconds.
     #[arg(long, default_value_t = 300)]
     stall_timeout_s: u64,
+    /// How long to keep trying to reach each worker at the start, in seconds.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout_s: u64,
     /// Run id written into the results (default: from the clock and process id).
     #[arg(long)]
     run_id: Option<String>,
@@ -120,6 +124,8 @@ struct Common {
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    security: amos_worker::security::SecurityArgs,
 }
 
 fn main() {
@@ -143,16 +149,16 @@ fn main() {
     }
 }
 
-fn normalise_address(a: &str) -> String {
-    if a.contains("://") {
-        a.to_string()
-    } else {
-        format!("http://{a}")
-    }
-}
-
-fn options(model: String, workers: Vec<String>, stages: usize, c: &Common) -> RunOptions {
+fn options(
+    model: String,
+    workers: Vec<String>,
+    stages: usize,
+    c: &Common,
+    security: Security,
+) -> RunOptions {
+    let workers = workers.iter().map(|w| security.address(w)).collect();
     let mut o = RunOptions::new(model, c.data.clone(), c.out.clone(), workers, stages);
+    o.security = security;
     o.batch = c.batch.max(1);
     o.reference_ann = c.reference_ann;
     o.limit = c.limit;
@@ -164,6 +170,7 @@ fn options(model: String, workers: Vec<String>, stages: usize, c: &Common) -> Ru
     o.max_attempts = c.max_attempts.max(1);
     o.stall_timeout = Duration::from_secs(c.stall_timeout_s.max(1));
     o.progress = !c.quiet;
+    o.connect_timeout = Duration::from_secs(c.connect_timeout_s.max(1));
     if let Some(id) = &c.run_id {
         o.run_id = id.clone();
     }
@@ -178,8 +185,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             stages,
             common,
         } => {
-            let workers = workers.iter().map(|w| normalise_address(w)).collect();
-            let opts = options(model, workers, stages, &common);
+            let security = Security::from_args(&common.security)?;
+            let opts = options(model, workers, stages, &common, security);
             run_with_services(opts, &common).await
         }
         Command::Local {
@@ -199,7 +206,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
             let workers = LocalWorkers::start(count, &level).await?;
-            let opts = options(model, workers.addresses.clone(), stages, &common);
+            let opts = options(
+                model,
+                workers.addresses.clone(),
+                stages,
+                &common,
+                workers.security.clone(),
+            );
             let result = tokio::select! {
                 r = run_with_services(opts, &common) => r,
                 _ = amos_worker::shutdown_signal() => {
@@ -240,8 +253,15 @@ async fn run_with_services(opts: RunOptions, common: &Common) -> anyhow::Result<
             started: Instant::now(),
             registered: Default::default(),
         };
-        let server = tonic::transport::Server::builder()
-            .add_service(amos_proto::pipeline::coordinator_server::CoordinatorServer::new(plane));
+        let security = Security::from_args(&common.security)?;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = security.server_tls() {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder.add_service(tonic::service::interceptor::InterceptedService::new(
+            amos_proto::pipeline::coordinator_server::CoordinatorServer::new(plane),
+            security.check(),
+        ));
         tokio::spawn(server.serve(addr));
     }
     if let Some(addr) = common.metrics {

@@ -24,11 +24,11 @@ use amos_io::store::Location;
 use amos_proto::pipeline as pb;
 use amos_proto::pipeline::stage_client::StageClient;
 use amos_snn::planner;
+use amos_worker::security::{AuthChannel, Security};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::Mutex;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::dataset::{self, Shard};
@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub progress: bool,
     pub run_id: String,
     pub max_message_bytes: usize,
+    /// TLS and token for the connections to the workers.
+    pub security: Security,
 }
 
 impl RunOptions {
@@ -96,6 +98,7 @@ impl RunOptions {
             progress: true,
             run_id: default_run_id(),
             max_message_bytes: amos_worker::DEFAULT_MAX_MESSAGE_BYTES,
+            security: Security::default(),
         }
     }
 }
@@ -252,7 +255,15 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
     // Configure every worker of every chain.
     let mut clients = Vec::with_capacity(opts.workers.len());
     for w in &opts.workers {
-        clients.push(connect(w, opts.connect_timeout, opts.max_message_bytes).await?);
+        clients.push(
+            connect(
+                w,
+                &opts.security,
+                opts.connect_timeout,
+                opts.max_message_bytes,
+            )
+            .await?,
+        );
     }
     let configs: Vec<_> = (0..opts.workers.len())
         .map(|w| {
@@ -484,22 +495,20 @@ async fn committed_shards(
 /// Connects to a worker, retrying until `timeout` (workers may still be starting).
 pub async fn connect(
     addr: &str,
+    security: &Security,
     timeout: Duration,
     max_message_bytes: usize,
-) -> anyhow::Result<StageClient<Channel>> {
-    let endpoint = Endpoint::from_shared(addr.to_string())
-        .with_context(|| format!("worker address {addr}"))?
-        .connect_timeout(Duration::from_secs(5));
+) -> anyhow::Result<StageClient<AuthChannel>> {
     let deadline = Instant::now() + timeout;
     loop {
-        match endpoint.connect().await {
+        match security.connect(addr, Duration::from_secs(5)).await {
             Ok(channel) => {
                 return Ok(StageClient::new(channel)
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes));
             }
             Err(e) if Instant::now() >= deadline => {
-                bail!("worker {addr} did not accept a connection within {timeout:?}: {e}")
+                bail!("worker {addr} did not accept a connection within {timeout:?}: {e:#}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -508,7 +517,7 @@ pub async fn connect(
 
 struct ChainContext {
     chain: usize,
-    client: StageClient<Channel>,
+    client: StageClient<AuthChannel>,
     queue: Arc<Mutex<Queue>>,
     shards: Arc<Vec<Shard>>,
     state: Arc<RunState>,

@@ -73,8 +73,13 @@ fn broken_manifests_are_caught() {
     );
     edit(
         &base.join("worker-statefulset.yaml"),
-        "            grpc:\n              port: 50051\n            periodSeconds: 5",
+        "            grpc:\n              port: 8081\n            periodSeconds: 5",
         "            grpc:\n              port: 50052\n            periodSeconds: 5",
+    );
+    edit(
+        &base.join("coordinator-job.yaml"),
+        "            - --tls-ca=/etc/amos/tls/ca.crt",
+        "            - --tls-ca=/tmp/ca.crt",
     );
     edit(
         &tmp.join("overlays/b7-imagenet-s3/run-settings.yaml"),
@@ -89,6 +94,7 @@ fn broken_manifests_are_caught() {
         "schema:",
         "readinessProbe port 50052 is not a container port",
         "worker 15 address 'amos-worker-15.amos-worker:9090'",
+        "--tls-ca=/tmp/ca.crt is not in a mounted Secret",
     ] {
         assert!(
             stdout.contains(expected),

@@ -308,13 +308,23 @@ fn shards_that_cannot_complete_are_named_and_fail_the_run() {
     // The only chain loses its last stage.
     signal(w[1].0.0.id(), "-KILL");
     let result = child.wait_with_output().expect("coordinator output");
-    assert_eq!(result.status.code(), Some(2), "exit code 2 when shards fail");
-    let outcome: serde_json::Value =
-        serde_json::from_slice(&result.stdout).expect("outcome json");
+    assert_eq!(
+        result.status.code(),
+        Some(2),
+        "exit code 2 when shards fail"
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&result.stdout).expect("outcome json");
     let failed = outcome["failed"].as_array().expect("failed list");
     assert!(!failed.is_empty(), "{outcome}");
-    assert!(failed.iter().all(|f| f["shard"].is_u64() && f["error"].is_string()));
-    assert!(!out.join("_manifest.json").exists(), "an incomplete run has no manifest");
+    assert!(
+        failed
+            .iter()
+            .all(|f| f["shard"].is_u64() && f["error"].is_string())
+    );
+    assert!(
+        !out.join("_manifest.json").exists(),
+        "an incomplete run has no manifest"
+    );
     // What was committed is complete and never duplicated.
     if out.join("shards").exists() {
         for e in std::fs::read_dir(out.join("shards")).expect("shards") {

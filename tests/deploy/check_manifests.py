@@ -58,6 +58,20 @@ def check(objs):
                 for r in ("cpu", "memory"):
                     if r not in res.get(part, {}):
                         problems.append(f"{name}: container {c['name']} lacks {part}.{r}")
+            for e in c.get("env", []):
+                if e["name"] in ("AMOS_TOKEN", "AWS_SECRET_ACCESS_KEY") and "secretKeyRef" not in e.get("valueFrom", {}):
+                    problems.append(f"{name}: container {c['name']} sets {e['name']} other than from a Secret")
+            if "amos" in " ".join(c.get("command", [])) and not any(
+                    e["name"] == "AMOS_TOKEN" for e in c.get("env", [])):
+                problems.append(f"{name}: container {c['name']} has no AMOS_TOKEN from a Secret")
+            secret_volumes = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+            secret_mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])
+                             if m["name"] in secret_volumes]
+            for a in c.get("args", []):
+                if a.startswith(("--tls-cert=", "--tls-key=", "--tls-ca=")):
+                    path = a.split("=", 1)[1]
+                    if not any(path.startswith(m) for m in secret_mounts):
+                        problems.append(f"{name}: {a} is not in a mounted Secret")
             ports = {p["containerPort"] for p in c.get("ports", [])}
             names = {p.get("name") for p in c.get("ports", [])}
             for probe in ("readinessProbe", "livenessProbe", "startupProbe"):

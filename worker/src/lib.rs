@@ -5,6 +5,7 @@
 //! reads. See [`service`] for how shards flow through a chain.
 
 pub mod metrics;
+pub mod security;
 pub mod service;
 pub mod wire;
 
@@ -25,7 +26,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 << 20;
 pub struct WorkerOptions {
     pub listen: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// A plaintext port serving only `grpc.health.v1` (for probes when gRPC runs over TLS).
+    pub health: Option<SocketAddr>,
     pub max_message_bytes: usize,
+    pub security: security::Security,
 }
 
 /// Serves the `Stage` service (and `grpc.health.v1`) until `Shutdown` is called or the
@@ -42,7 +46,18 @@ pub async fn serve(options: WorkerOptions) -> anyhow::Result<()> {
         health,
         shutdown.clone(),
         options.max_message_bytes,
+        options.security.clone(),
     );
+    if let Some(addr) = options.health {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let health_only = health_service.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_only)
+                .serve_with_incoming(incoming),
+        );
+    }
     if let Some(addr) = options.metrics {
         let m = metrics.clone();
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -58,13 +73,19 @@ pub async fn serve(options: WorkerOptions) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.security.server_tls() {
+        builder = builder.tls_config(tls)?;
+    }
+    let stage = StageServer::new(service)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes);
+    builder
         .add_service(health_service)
-        .add_service(
-            StageServer::new(service)
-                .max_decoding_message_size(options.max_message_bytes)
-                .max_encoding_message_size(options.max_message_bytes),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            stage,
+            options.security.check(),
+        ))
         .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 _ = shutdown.notified() => {}

@@ -21,6 +21,11 @@ struct Args {
     /// Largest gRPC message accepted or sent, in MiB.
     #[arg(long, default_value_t = 512)]
     max_message_mib: usize,
+    /// Serve only grpc.health.v1, in plaintext, on this address too (probes of a TLS worker).
+    #[arg(long)]
+    health: Option<SocketAddr>,
+    #[command(flatten)]
+    security: amos_worker::security::SecurityArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,10 +37,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let security = amos_worker::security::Security::from_args(&args.security)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(amos_worker::serve(amos_worker::WorkerOptions {
         listen: args.listen,
         metrics: args.metrics,
+        health: args.health,
         max_message_bytes: args.max_message_mib << 20,
+        security,
     }))
 }

@@ -30,11 +30,11 @@ use prost::Message;
 use rayon::prelude::*;
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span};
 
 use crate::metrics::Metrics;
+use crate::security::{AuthChannel, Security};
 use crate::wire;
 
 /// Images fetched from the dataset at once by stage 0.
@@ -75,6 +75,7 @@ pub struct StageService {
     health: tonic_health::server::HealthReporter,
     shutdown: Arc<Notify>,
     max_message_bytes: usize,
+    security: Security,
 }
 
 type EventSender = mpsc::Sender<Result<pb::ShardEvent, Status>>;
@@ -90,6 +91,7 @@ impl StageService {
         health: tonic_health::server::HealthReporter,
         shutdown: Arc<Notify>,
         max_message_bytes: usize,
+        security: Security,
     ) -> Self {
         StageService {
             state: Arc::new(Mutex::new(None)),
@@ -97,6 +99,7 @@ impl StageService {
             health,
             shutdown,
             max_message_bytes,
+            security,
         }
     }
 
@@ -108,12 +111,14 @@ impl StageService {
             .ok_or_else(|| Status::failed_precondition("this worker is not configured yet"))
     }
 
-    async fn connect(&self, cfg: &Configured) -> Result<StageClient<Channel>, Status> {
+    async fn connect(&self, cfg: &Configured) -> Result<StageClient<AuthChannel>, Status> {
         let addr = cfg.config.downstream.clone();
-        let client = StageClient::connect(addr.clone()).await.map_err(|e| {
-            Status::unavailable(format!("connecting to the next stage {addr}: {e}"))
-        })?;
-        Ok(client
+        let channel = self
+            .security
+            .connect(&addr, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|e| Status::unavailable(format!("the next stage: {e:#}")))?;
+        Ok(StageClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
     }
