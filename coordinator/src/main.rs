@@ -103,6 +103,9 @@ struct Common {
     /// Tries per shard before it is reported as failed.
     #[arg(long, default_value_t = 4)]
     max_attempts: u32,
+    /// A chain stops taking shards after this many failures in a row.
+    #[arg(long, default_value_t = 3)]
+    retire_after: u32,
     /// A shard attempt fails when its chain reports nothing for this many seconds.
     #[arg(long, default_value_t = 300)]
     stall_timeout_s: u64,
@@ -168,6 +171,7 @@ fn options(
     o.shards_per_chain = c.shards_per_chain.max(1);
     o.lz4 = c.lz4;
     o.max_attempts = c.max_attempts.max(1);
+    o.retire_after = c.retire_after.max(1);
     o.stall_timeout = Duration::from_secs(c.stall_timeout_s.max(1));
     o.progress = !c.quiet;
     o.connect_timeout = Duration::from_secs(c.connect_timeout_s.max(1));

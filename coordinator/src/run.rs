@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub lz4: bool,
     /// Tries per shard.
     pub max_attempts: u32,
+    /// Consecutive failures after which a chain (one of its shard slots) stops taking shards.
+    pub retire_after: u32,
     /// A shard attempt fails when no event arrives for this long.
     pub stall_timeout: Duration,
     /// How long to wait for workers to accept connections.
@@ -93,6 +95,7 @@ impl RunOptions {
             shards_per_chain: 2,
             lz4: false,
             max_attempts: 4,
+            retire_after: 3,
             stall_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(60),
             progress: true,
@@ -265,7 +268,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
             .await?,
         );
     }
-    let configs: Vec<_> = (0..opts.workers.len())
+    let stage_configs: Vec<pb::StageConfig> = (0..opts.workers.len())
         .map(|w| {
             let (chain, stage) = (w / opts.stages, w % opts.stages);
             let config = pb::StageConfig {
@@ -298,17 +301,23 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
                 max_image_pixels: 0,
                 model_sha256: model.source_sha256.clone(),
             };
-            let mut client = clients[w].clone();
-            let addr = opts.workers[w].clone();
-            async move {
-                client
-                    .configure(config)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("configuring worker {addr}: {}", e.message()))
-            }
+            config
         })
         .collect();
+    let configs = stage_configs.iter().enumerate().map(|(w, config)| {
+        let mut client = clients[w].clone();
+        let addr = opts.workers[w].clone();
+        let config = config.clone();
+        let limit = opts.stall_timeout;
+        async move {
+            tokio::time::timeout(limit, client.configure(config))
+                .await
+                .map_err(|_| anyhow::anyhow!("worker {addr} did not answer within {limit:?}"))?
+                .map_err(|e| anyhow::anyhow!("configuring worker {addr}: {}", e.message()))
+        }
+    });
     futures::future::try_join_all(configs).await?;
+    let stage_configs = Arc::new(stage_configs);
 
     let layers = crate::layers::layer_table(&model, &plan)?;
     out.put(
@@ -357,6 +366,8 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
             let ctx = ChainContext {
                 chain,
                 client: clients[chain * opts.stages].clone(),
+                configs: stage_configs.clone(),
+                reconfigure: false,
                 queue: queue.clone(),
                 shards: shards.clone(),
                 state: state.clone(),
@@ -518,15 +529,17 @@ pub async fn connect(
 struct ChainContext {
     chain: usize,
     client: StageClient<AuthChannel>,
+    /// Every worker's configuration, chain by chain.
+    configs: Arc<Vec<pb::StageConfig>>,
+    /// After a failure: configure the chain's workers again before the next shard (a worker
+    /// that was restarted comes back unconfigured).
+    reconfigure: bool,
     queue: Arc<Mutex<Queue>>,
     shards: Arc<Vec<Shard>>,
     state: Arc<RunState>,
     progress: ProgressBar,
     opts: RunOptions,
 }
-
-/// Consecutive failures after which a chain (one of its shard slots) stops taking shards.
-const RETIRE_AFTER: u32 = 3;
 
 enum Next {
     Run(Pending),
@@ -574,7 +587,19 @@ impl ChainContext {
             let shards = self.shards.clone();
             let shard = &shards[p.shard];
             let mut counted = 0u64;
-            let result = self.run_shard(shard, p.attempt, &mut counted).await;
+            // A stopped worker accepts connections but never answers: bound the set-up.
+            let stall = self.opts.stall_timeout;
+            let prepared = match tokio::time::timeout(stall, self.prepare()).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!(
+                    "chain {} did not come back within {stall:?}",
+                    self.chain
+                )),
+            };
+            let result = match prepared {
+                Ok(()) => self.run_shard(shard, p.attempt, &mut counted).await,
+                Err(e) => Err(e),
+            };
             let mut q = self.queue.lock().await;
             q.active[self.chain] -= 1;
             match result {
@@ -587,6 +612,7 @@ impl ChainContext {
                 }
                 Err(e) => {
                     failures += 1;
+                    self.reconfigure = true;
                     self.progress.dec(counted);
                     self.state.images_done.fetch_sub(counted, Ordering::Relaxed);
                     warn!(shard = shard.id, attempt = p.attempt, chain = self.chain, error = %e, "shard failed");
@@ -601,7 +627,7 @@ impl ChainContext {
                         self.state.shard_retries.fetch_add(1, Ordering::Relaxed);
                         q.pending.push_back(p);
                     }
-                    if failures >= RETIRE_AFTER {
+                    if failures >= self.opts.retire_after {
                         q.live_chains -= 1;
                         warn!(
                             chain = self.chain,
@@ -619,6 +645,34 @@ impl ChainContext {
                 }
             }
         }
+    }
+
+    /// Reconnects to and configures the chain's workers again when the last shard failed.
+    async fn prepare(&mut self) -> anyhow::Result<()> {
+        if !self.reconfigure {
+            return Ok(());
+        }
+        let stages = self.opts.stages;
+        let first = self.chain * stages;
+        let mut clients = Vec::with_capacity(stages);
+        for w in first..first + stages {
+            let addr = &self.opts.workers[w];
+            let mut client = connect(
+                addr,
+                &self.opts.security,
+                Duration::from_secs(5),
+                self.opts.max_message_bytes,
+            )
+            .await?;
+            client
+                .configure(self.configs[w].clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("configuring worker {addr}: {}", e.message()))?;
+            clients.push(client);
+        }
+        self.client = clients.swap_remove(0);
+        self.reconfigure = false;
+        Ok(())
     }
 
     /// One attempt at a shard: returns its committed row count.

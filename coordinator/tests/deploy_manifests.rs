@@ -102,3 +102,24 @@ fn broken_manifests_are_caught() {
         );
     }
 }
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    let out = Command::new("hadolint")
+        .arg(repo().join("deploy/Dockerfile"))
+        .output()
+        .expect("run hadolint (pip install -r tests/requirements.txt)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("Dockerfile");
+    // A slim runtime stage without build tools, running as a non-root user.
+    let runtime = text.split("AS runtime").nth(1).expect("a runtime stage");
+    assert!(runtime.contains("USER 10001"), "non-root user");
+    for tool in ["cargo", "rustc", "gcc", "build-essential"] {
+        assert!(!runtime.contains(tool), "{tool} in the runtime stage");
+    }
+}
