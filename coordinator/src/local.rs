@@ -99,10 +99,14 @@ impl LocalWorkers {
     /// Asks every worker to stop, waits a little, then kills what is left.
     pub async fn shutdown(mut self) {
         for addr in &self.addresses {
-            if let Ok(mut c) =
-                amos_proto::pipeline::stage_client::StageClient::connect(addr.clone()).await
-            {
-                let _ = c.shutdown(amos_proto::pipeline::Empty {}).await;
+            let stopped = async {
+                let channel = self.security.connect(addr, Duration::from_secs(2)).await?;
+                let mut c = amos_proto::pipeline::stage_client::StageClient::new(channel);
+                c.shutdown(amos_proto::pipeline::Empty {}).await?;
+                Ok::<(), anyhow::Error>(())
+            };
+            if let Err(e) = stopped.await {
+                tracing::warn!(worker = %addr, error = %format!("{e:#}"), "could not ask the worker to stop");
             }
         }
         for child in &mut self.children {

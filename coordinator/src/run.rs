@@ -271,7 +271,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
     let stage_configs: Vec<pb::StageConfig> = (0..opts.workers.len())
         .map(|w| {
             let (chain, stage) = (w / opts.stages, w % opts.stages);
-            let config = pb::StageConfig {
+            pb::StageConfig {
                 run_id: opts.run_id.clone(),
                 model_url: opts.model.clone(),
                 stage: stage as u32,
@@ -300,8 +300,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
                 },
                 max_image_pixels: 0,
                 model_sha256: model.source_sha256.clone(),
-            };
-            config
+            }
         })
         .collect();
     let configs = stage_configs.iter().enumerate().map(|(w, config)| {

@@ -80,19 +80,33 @@ pub async fn serve(options: WorkerOptions) -> anyhow::Result<()> {
     let stage = StageServer::new(service)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
-    builder
+    // On Shutdown or a signal, stop accepting work and give open connections a moment to
+    // finish; peers that keep idle connections open must not hold the process.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut graceful_rx = stop_rx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.notified() => {}
+            _ = shutdown_signal() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let server = builder
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             stage,
             options.security.check(),
         ))
         .serve_with_incoming_shutdown(incoming, async move {
-            tokio::select! {
-                _ = shutdown.notified() => {}
-                _ = shutdown_signal() => {}
-            }
-        })
-        .await?;
+            let _ = graceful_rx.wait_for(|&stop| stop).await;
+        });
+    tokio::select! {
+        r = server => r?,
+        _ = async {
+            let _ = stop_rx.wait_for(|&stop| stop).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        } => {}
+    }
     tracing::info!("amos-worker stopped");
     Ok(())
 }
