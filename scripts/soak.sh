@@ -13,7 +13,6 @@ bin=$PWD/target/release
 work=$(mktemp -d)
 ports=()
 data=../shared/data/cifar10-test2000
-pids=()
 cleanup() {
   kill "$killer" 2>/dev/null || true
   for p in "${ports[@]}"; do pkill -9 -f "amos-worker --listen 127.0.0.1:$p" 2>/dev/null || true; done
@@ -30,7 +29,7 @@ for i in 0 1 2 3; do
 done
 start_worker() { # index
   $bin/amos-worker --listen "127.0.0.1:${ports[$1]}" > /dev/null 2>&1 &
-  pids[$1]=$!
+  disown
 }
 for i in 0 1 2 3; do start_worker $i; done
 workers=$(printf '127.0.0.1:%s,' "${ports[@]}"); workers=${workers%,}
