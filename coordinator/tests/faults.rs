@@ -3,53 +3,18 @@
 //! Each run ends with exactly one row per image, with the same predictions and spike counts
 //! as an undisturbed run.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use amos_io::results::{ImageRow, decode_shard};
-
-/// A child process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let me = Path::new(env!("CARGO_BIN_EXE_amos-coordinator"));
-    let p = me.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: build it first: `cargo build --workspace --bins` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use common::{Guard, free_port, shared, sibling, tmp, worker_command};
 
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
@@ -90,24 +55,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn start_worker() -> (Guard, String) {
-    let mut child = Command::new(sibling("amos-worker"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start amos-worker");
-    let stdout = child.stdout.take().expect("worker stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("worker prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix(amos_worker::LISTENING)
-        .unwrap_or_else(|| panic!("unexpected worker output {line:?}"))
-        .to_string();
-    (Guard(child), addr)
+    let mut cmd = worker_command();
+    cmd.env("RUST_LOG", "error").stderr(Stdio::null());
+    common::start_worker(cmd)
 }
 
 /// `amos-coordinator run` over 2 chains × 2 stages of `workers`, serving metrics on `port`.

@@ -2,33 +2,15 @@
 //! 2 chains of worker processes give identical per-image predictions and spike counts, the
 //! same as single-process `amos-convert eval`; results read back with pyarrow; resume.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{shared, sibling, tmp};
+
 use amos_io::results::{ImageRow, decode_shard};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
-/// A binary of another workspace package, built beside this one by `cargo test --workspace`.
-fn sibling(name: &str) -> PathBuf {
-    let me = Path::new(env!("CARGO_BIN_EXE_amos-coordinator"));
-    let p = me.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: build it first: `cargo build --workspace --bins` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("start the command");

@@ -4,43 +4,14 @@
 //! endpoint from the standard AWS environment variables; the Parquet results read back from
 //! S3 by pyarrow and checked against `amos-convert eval` on the same images.
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{Guard, free_port, shared, sibling, worker_command};
 use std::time::{Duration, Instant};
-
-/// A child process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let me = Path::new(env!("CARGO_BIN_EXE_amos-coordinator"));
-    let p = me.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: build it first: `cargo build --workspace --bins` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 fn aws_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
     cmd.env("AWS_ACCESS_KEY_ID", "testing")
@@ -62,28 +33,12 @@ fn ok(cmd: &mut Command) -> String {
 }
 
 fn start_worker(endpoint: &str, metrics: Option<u16>) -> (Guard, String) {
-    let mut cmd = Command::new(sibling("amos-worker"));
-    aws_env(&mut cmd, endpoint).args(["--listen", "127.0.0.1:0"]);
+    let mut cmd = worker_command();
+    aws_env(&mut cmd, endpoint).env("RUST_LOG", "warn");
     if let Some(port) = metrics {
         cmd.args(["--metrics", &format!("127.0.0.1:{port}")]);
     }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start amos-worker");
-    let stdout = child.stdout.take().expect("worker stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("worker prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix(amos_worker::LISTENING)
-        .unwrap_or_else(|| panic!("unexpected worker output {line:?}"))
-        .to_string();
-    (Guard(child), addr)
+    common::start_worker(cmd)
 }
 
 /// The body of `GET path` on a loopback port.

@@ -2,35 +2,14 @@
 //! client with a wrong token, no token, no TLS or no client certificate is refused; the
 //! token never appears in any log.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Guard, shared, sibling, worker_command};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let me = Path::new(env!("CARGO_BIN_EXE_amos-coordinator"));
-    let p = me.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: build it first: `cargo build --workspace --bins` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 const TOKEN: &str = "s3cr3t-token-4f9a1c";
 
@@ -62,9 +41,8 @@ fn certificates(dir: &Path) {
 }
 
 fn start_worker(dir: &Path, log: &Path) -> (Guard, String) {
-    let mut child = Command::new(sibling("amos-worker"))
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
+    let mut cmd = worker_command();
+    cmd.arg("--tls-cert")
         .arg(dir.join("server.crt"))
         .arg("--tls-key")
         .arg(dir.join("server.key"))
@@ -73,20 +51,8 @@ fn start_worker(dir: &Path, log: &Path) -> (Guard, String) {
         .arg("--token-file")
         .arg(dir.join("token"))
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("start amos-worker");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("worker prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix(amos_worker::LISTENING)
-        .expect("listening line")
-        .to_string();
-    (Guard(child), addr)
+        .stderr(std::fs::File::create(log).expect("log file"));
+    common::start_worker(cmd)
 }
 
 #[test]
