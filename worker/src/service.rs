@@ -219,14 +219,12 @@ impl StageService {
         let cfg = cfg.clone();
         let start = Instant::now();
         let out = tokio::task::spawn_blocking(move || {
-            let result = match &input {
+            let result = match input {
                 OwnedInput::Images(images) => {
                     let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
                     cfg.stage.run(StageInput::Images(&refs), ann)
                 }
-                OwnedInput::Spikes(spikes) => {
-                    cfg.stage.run(StageInput::Spikes(spikes.clone()), ann)
-                }
+                OwnedInput::Spikes(spikes) => cfg.stage.run(StageInput::Spikes(spikes), ann),
             };
             result.map_err(|e| internal("running the stage", e))
         })
