@@ -60,6 +60,18 @@ fn start_worker() -> (Guard, String) {
     common::start_worker(cmd)
 }
 
+/// `count` workers and a coordinator over them (2 stages per chain) serving metrics on the
+/// returned port.
+fn start_run(count: usize, out: &Path, stall_s: u64) -> (Vec<(Guard, String)>, u16, Child) {
+    let workers: Vec<(Guard, String)> = (0..count).map(|_| start_worker()).collect();
+    let addrs: Vec<String> = workers.iter().map(|(_, a)| a.clone()).collect();
+    let port = free_port();
+    let child = coordinator(&addrs, out, port, stall_s)
+        .spawn()
+        .expect("start coordinator");
+    (workers, port, child)
+}
+
 /// `amos-coordinator run` over 2 chains × 2 stages of `workers`, serving metrics on `port`.
 fn coordinator(workers: &[String], out: &Path, metrics: u16, stall_s: u64) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_amos-coordinator"));
@@ -142,11 +154,7 @@ fn reference() -> &'static BTreeMap<String, ImageRow> {
     static ROWS: OnceLock<BTreeMap<String, ImageRow>> = OnceLock::new();
     ROWS.get_or_init(|| {
         let out = tmp("faults-reference");
-        let w: Vec<(Guard, String)> = (0..4).map(|_| start_worker()).collect();
-        let addrs: Vec<String> = w.iter().map(|(_, a)| a.clone()).collect();
-        let child = coordinator(&addrs, &out, free_port(), 300)
-            .spawn()
-            .expect("start coordinator");
+        let (_workers, _, child) = start_run(4, &out, 300);
         finish(child);
         rows(&out)
     })
@@ -168,12 +176,7 @@ fn a_worker_killed_mid_run_loses_no_image() {
     let _serial = serial();
     reference();
     let out = tmp("faults-kill-worker");
-    let w: Vec<(Guard, String)> = (0..4).map(|_| start_worker()).collect();
-    let addrs: Vec<String> = w.iter().map(|(_, a)| a.clone()).collect();
-    let port = free_port();
-    let child = coordinator(&addrs, &out, port, 300)
-        .spawn()
-        .expect("start coordinator");
+    let (w, port, child) = start_run(4, &out, 300);
     wait_for(port, "amos_coordinator_images_done", 6.0);
     // Chain 1's second stage dies with shards in flight.
     signal(w[3].0.0.id(), "-KILL");
@@ -193,12 +196,7 @@ fn a_coordinator_killed_and_restarted_resumes_exactly_once() {
     let _serial = serial();
     reference();
     let out = tmp("faults-kill-coordinator");
-    let w: Vec<(Guard, String)> = (0..4).map(|_| start_worker()).collect();
-    let addrs: Vec<String> = w.iter().map(|(_, a)| a.clone()).collect();
-    let port = free_port();
-    let mut child = coordinator(&addrs, &out, port, 300)
-        .spawn()
-        .expect("start coordinator");
+    let (w, port, mut child) = start_run(4, &out, 300);
     wait_for(port, "amos_coordinator_shards_done", 2.0);
     signal(child.id(), "-KILL");
     let _ = child.wait();
@@ -206,6 +204,7 @@ fn a_coordinator_killed_and_restarted_resumes_exactly_once() {
         !out.join("_manifest.json").exists(),
         "an interrupted run has no manifest"
     );
+    let addrs: Vec<String> = w.iter().map(|(_, a)| a.clone()).collect();
     let again = coordinator(&addrs, &out, free_port(), 300)
         .spawn()
         .expect("restart coordinator");
@@ -223,12 +222,7 @@ fn a_stopped_worker_times_out_and_its_shard_runs_elsewhere() {
     let _serial = serial();
     reference();
     let out = tmp("faults-stop-worker");
-    let w: Vec<(Guard, String)> = (0..4).map(|_| start_worker()).collect();
-    let addrs: Vec<String> = w.iter().map(|(_, a)| a.clone()).collect();
-    let port = free_port();
-    let child = coordinator(&addrs, &out, port, 3)
-        .spawn()
-        .expect("start coordinator");
+    let (w, port, child) = start_run(4, &out, 3);
     wait_for(port, "amos_coordinator_images_done", 6.0);
     let stopped = w[2].0.0.id();
     signal(stopped, "-STOP");
@@ -248,12 +242,7 @@ fn a_stopped_worker_times_out_and_its_shard_runs_elsewhere() {
 fn shards_that_cannot_complete_are_named_and_fail_the_run() {
     let _serial = serial();
     let out = tmp("faults-no-chain-left");
-    let w: Vec<(Guard, String)> = (0..2).map(|_| start_worker()).collect();
-    let addrs: Vec<String> = w.iter().map(|(_, a)| a.clone()).collect();
-    let port = free_port();
-    let child = coordinator(&addrs, &out, port, 300)
-        .spawn()
-        .expect("start coordinator");
+    let (w, port, child) = start_run(2, &out, 300);
     wait_for(port, "amos_coordinator_images_done", 2.0);
     // The only chain loses its last stage.
     signal(w[1].0.0.id(), "-KILL");
