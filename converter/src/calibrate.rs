@@ -73,7 +73,7 @@ pub fn calibrate(
     for chunk in entries.chunks(batch.max(1)) {
         let decoded: Vec<Vec<f32>> = chunk
             .par_iter()
-            .map(|e| preprocess.load_chw(&e.path))
+            .map(|e| dataset.load_chw(e, preprocess))
             .collect::<Result<_, _>>()?;
         let mut shape = vec![decoded.len()];
         shape.extend_from_slice(&input_shape);

@@ -79,7 +79,11 @@ pub fn evaluate(
     for chunk in entries.chunks(options.batch.max(1)) {
         let decoded: Vec<Result<Vec<f32>, String>> = chunk
             .par_iter()
-            .map(|e: &Entry| preprocess.load_chw(&e.path).map_err(|err| err.to_string()))
+            .map(|e: &Entry| {
+                dataset
+                    .load_chw(e, preprocess)
+                    .map_err(|err| err.to_string())
+            })
             .collect();
         let ok: Vec<&Vec<f32>> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
         let mut scores = Vec::new();
@@ -135,7 +139,11 @@ pub fn evaluate_converted(
     for chunk in entries.chunks(options.batch.max(1)) {
         let decoded: Vec<Result<Vec<u8>, String>> = chunk
             .par_iter()
-            .map(|e| preprocess.load_u8(&e.path).map_err(|err| err.to_string()))
+            .map(|e| {
+                dataset
+                    .load_u8(e, preprocess)
+                    .map_err(|err| err.to_string())
+            })
             .collect();
         let ok: Vec<&[u8]> = decoded.iter().filter_map(|d| d.as_deref().ok()).collect();
         let (mut ann, mut snn) = (Vec::new(), None);
@@ -284,7 +292,7 @@ pub fn ablate(
     for chunk in options.entries(dataset).chunks(options.batch.max(1)) {
         let decoded: Vec<Vec<u8>> = chunk
             .par_iter()
-            .filter_map(|e| preprocess.load_u8(&e.path).ok())
+            .filter_map(|e| dataset.load_u8(e, preprocess).ok())
             .collect();
         let ok: Vec<&[u8]> = decoded.iter().map(Vec::as_slice).collect();
         done += chunk.len();

@@ -11,7 +11,7 @@ use amos_converter::eval::{self, EvalOptions, Mode};
 use amos_converter::inspect::{amos_report, onnx_report, stage_rows};
 use amos_converter::onnx::import_file;
 use amos_converter::{is_amos_file, recipe};
-use amos_io::data::{Dataset, Preprocess, PreprocessFlags};
+use amos_io::data::{Dataset, Layout, Preprocess, PreprocessFlags};
 use amos_snn::Engine;
 use amos_snn::model_file;
 use amos_snn::simulate::SpikingNetwork;
@@ -142,6 +142,9 @@ struct CalibrationArgs {
     /// Synset list naming ImageFolder classes (default: ImageNet-1k).
     #[arg(long)]
     synsets: Option<PathBuf>,
+    /// Dataset layout: imagefolder, csv, webdataset or parquet (default: detected).
+    #[arg(long)]
+    layout: Option<Layout>,
 }
 
 /// How units are built, shared by `convert` and `sweep`.
@@ -160,9 +163,14 @@ struct UnitArgs {
 struct EvalArgs {
     /// An ONNX or `.amos` model.
     model: PathBuf,
-    /// Dataset folder: ImageFolder (ROOT/<wnid>/<image>) or a CSV manifest (labels.csv: file,label).
+    /// Dataset folder: ImageFolder (ROOT/<wnid>/<image>), a CSV manifest (labels.csv:
+    /// file,label), WebDataset tar shards (key.jpg + key.cls) or Parquet shards (image.bytes,
+    /// label).
     #[arg(long)]
     data: PathBuf,
+    /// Dataset layout: imagefolder, csv, webdataset or parquet (default: detected).
+    #[arg(long)]
+    layout: Option<Layout>,
     /// Preprocessing recipe: efficientnet-lite, torchvision or cifar (default for `.amos`:
     /// the recipe stored in the model).
     #[arg(long)]
@@ -321,7 +329,7 @@ fn run_calibration(
     let Some(dir) = &args.calibration else {
         return Ok((None, Vec::new()));
     };
-    let dataset = Dataset::open(dir, args.synsets.as_deref())?;
+    let dataset = Dataset::open_as(dir, args.synsets.as_deref(), args.layout)?;
     let n = args.calibration_images.min(dataset.entries.len());
     let bar = progress_bar(n, false, "calibration images");
     let cal = calibrate(engine, &dataset, preprocess, n, 16, |d| {
@@ -405,7 +413,7 @@ fn evaluate_amos(args: EvalArgs) -> Result<()> {
         None if flags == PreprocessFlags::default() => stored,
         None => bail!("give --preset along with explicit preprocessing flags"),
     };
-    let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
+    let dataset = Dataset::open_as(&args.data, args.synsets.as_deref(), args.layout)?;
     let net = SpikingNetwork::new(&model, args.threads)?;
     let total = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
     let bar = progress_bar(total, args.json, "images");
@@ -528,7 +536,11 @@ fn sweep(args: SweepArgs) -> Result<()> {
     };
     let engine = Engine::new(imported.graph.clone(), args.threads)?;
     let (calibration, _) = run_calibration(&engine, &preprocess, &args.calibration)?;
-    let dataset = Dataset::open(&args.data, args.calibration.synsets.as_deref())?;
+    let dataset = Dataset::open_as(
+        &args.data,
+        args.calibration.synsets.as_deref(),
+        args.calibration.layout,
+    )?;
     let info = ModelInfo {
         recipe: recipe::to_recipe(&args.preset, &preprocess),
         classes: dataset.classes.clone(),
@@ -646,7 +658,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             preprocess.chw_len()
         );
     }
-    let dataset = Dataset::open(&args.data, args.synsets.as_deref())?;
+    let dataset = Dataset::open_as(&args.data, args.synsets.as_deref(), args.layout)?;
     let engine = Engine::new(imported.graph, args.threads)?;
     let total = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
     let bar = progress_bar(total, args.json, "images");

@@ -40,7 +40,7 @@ fn images(root: &Path, preset: &str, model: &ConvertedModel, n: usize) -> Vec<Ve
     let pre = Preprocess::preset(preset, (shape[1] as u32, shape[2] as u32)).expect("preset");
     dataset.entries[..n]
         .iter()
-        .map(|e| pre.load_u8(&e.path).expect("decode image"))
+        .map(|e| dataset.load_u8(e, &pre).expect("decode image"))
         .collect()
 }
 

@@ -1,8 +1,15 @@
-//! The dataset as the coordinator sees it: a sorted listing of image ids and labels, cut
-//! into stable shards. The coordinator never reads image bytes; stage 0 does.
+//! The dataset as the coordinator sees it: a sorted listing cut into stable shards. The
+//! coordinator never reads image bytes; stage 0 does.
+//!
+//! Image files (ImageFolder, CSV manifest) are listed one by one and cut into shards of a
+//! fixed number of images. WebDataset and Parquet datasets are listed as their container
+//! files, and each file is one shard: its samples are read by stage 0, so listing reads no
+//! data at all, and the shards are the data's own files.
 
-use amos_io::data::Dataset;
-use amos_io::data::remote;
+use amos_io::data::containers::ContainerKind;
+use amos_io::data::listing::{container_files, detect_layout};
+use amos_io::data::remote::{self, Listing as RemoteListing};
+use amos_io::data::{Dataset, Layout};
 use amos_io::store::Location;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -14,63 +21,155 @@ pub struct Image {
     pub label: Option<i32>,
 }
 
-/// A shard: consecutive images of the sorted listing.
+/// What a dataset holds, in a deterministic order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Image files, sorted by image id.
+    Images(Vec<Image>),
+    /// Container files (paths relative to the dataset), sorted.
+    Containers(Vec<String>),
+}
+
+impl Listing {
+    /// Keeps the first `n` images, or the first `n` container files.
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            Listing::Images(v) => v.truncate(n),
+            Listing::Containers(v) => v.truncate(n),
+        }
+    }
+
+    /// Images listed, when known before reading the data (not for containers).
+    pub fn images(&self) -> Option<usize> {
+        match self {
+            Listing::Images(v) => Some(v.len()),
+            Listing::Containers(_) => None,
+        }
+    }
+}
+
+/// A shard: consecutive images of the sorted listing, or one container file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
     pub id: u32,
     pub images: Vec<Image>,
+    /// The container file whose samples are this shard's images.
+    pub container: Option<String>,
 }
 
-/// Lists the dataset at `url` (a local folder or an object-store URL), sorted by image id.
-pub async fn list(url: &str) -> anyhow::Result<Vec<Image>> {
+impl Shard {
+    /// The rows its committed file must hold, when known in advance.
+    pub fn expected_rows(&self) -> Option<u64> {
+        self.container.is_none().then_some(self.images.len() as u64)
+    }
+}
+
+/// Lists the dataset at `url` (a local folder or an object-store URL) in `layout`, or the
+/// layout detected from its files.
+pub async fn list(url: &str, layout: Option<Layout>) -> anyhow::Result<Listing> {
     if !url.contains("://") {
         let path = std::path::PathBuf::from(url);
-        let ds = tokio::task::spawn_blocking(move || Dataset::open(&path, None))
-            .await
-            .context("listing task")?
-            .with_context(|| format!("listing dataset {url}"))?;
-        return Ok(ds
-            .entries
-            .into_iter()
-            .map(|e| Image {
-                image_id: e.image_id,
-                label: e.label,
-            })
-            .collect());
+        let listing = tokio::task::spawn_blocking(move || -> anyhow::Result<Listing> {
+            let layout = match layout {
+                Some(l) => l,
+                None => detect_layout(&path)?,
+            };
+            let kind = match layout {
+                Layout::WebDataset => Some(ContainerKind::Tar),
+                Layout::Parquet => Some(ContainerKind::Parquet),
+                Layout::ImageFolder | Layout::CsvManifest => None,
+            };
+            if let Some(kind) = kind {
+                let files = container_files(&path, kind)?;
+                anyhow::ensure!(
+                    !files.is_empty(),
+                    "{}: no .{} files",
+                    path.display(),
+                    if kind == ContainerKind::Tar {
+                        "tar"
+                    } else {
+                        "parquet"
+                    }
+                );
+                return Ok(Listing::Containers(files));
+            }
+            let ds = Dataset::open_as(&path, None, Some(layout))?;
+            Ok(Listing::Images(
+                ds.entries
+                    .into_iter()
+                    .map(|e| Image {
+                        image_id: e.image_id,
+                        label: e.label,
+                    })
+                    .collect(),
+            ))
+        })
+        .await
+        .context("listing task")?
+        .with_context(|| format!("listing dataset {url}"))?;
+        return Ok(listing);
     }
     let loc = Location::parse(url)?;
-    let entries = remote::list(&loc, None)
+    let listing = remote::list(&loc, None, layout)
         .await
         .with_context(|| format!("listing dataset {url}"))?;
-    Ok(entries
-        .into_iter()
-        .map(|(image_id, label)| Image { image_id, label })
-        .collect())
+    Ok(match listing {
+        RemoteListing::Images(entries) => Listing::Images(
+            entries
+                .into_iter()
+                .map(|(image_id, label)| Image { image_id, label })
+                .collect(),
+        ),
+        RemoteListing::Containers(_, files) => Listing::Containers(files),
+    })
 }
 
-/// Cuts the listing into shards of `size` images; the same listing always gives the same
-/// shards.
-pub fn shards(images: &[Image], size: usize) -> Vec<Shard> {
-    images
-        .chunks(size.max(1))
-        .enumerate()
-        .map(|(i, c)| Shard {
-            id: i as u32,
-            images: c.to_vec(),
-        })
-        .collect()
+/// Cuts the listing into shards: `size` images each, or one per container file. The same
+/// listing always gives the same shards.
+pub fn shards(listing: &Listing, size: usize) -> Vec<Shard> {
+    match listing {
+        Listing::Images(images) => images
+            .chunks(size.max(1))
+            .enumerate()
+            .map(|(i, c)| Shard {
+                id: i as u32,
+                images: c.to_vec(),
+                container: None,
+            })
+            .collect(),
+        Listing::Containers(files) => files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Shard {
+                id: i as u32,
+                images: Vec::new(),
+                container: Some(f.clone()),
+            })
+            .collect(),
+    }
 }
 
-/// SHA-256 over the listing (`image_id`, tab, label, newline per image), lowercase hex.
-pub fn digest(images: &[Image]) -> String {
+/// SHA-256 over the listing, lowercase hex: per image `image_id`, tab, label, newline; per
+/// container file its path and a newline.
+pub fn digest(listing: &Listing) -> String {
     let mut h = Sha256::new();
-    for i in images {
-        h.update(i.image_id.as_bytes());
-        h.update(b"\t");
-        if let Some(l) = i.label {
-            h.update(l.to_string().as_bytes());
+    match listing {
+        Listing::Images(images) => {
+            for i in images {
+                h.update(i.image_id.as_bytes());
+                h.update(b"\t");
+                if let Some(l) = i.label {
+                    h.update(l.to_string().as_bytes());
+                }
+                h.update(b"\n");
+            }
         }
-        h.update(b"\n");
+        Listing::Containers(files) => {
+            for f in files {
+                h.update(f.as_bytes());
+                h.update(b"\n");
+            }
+        }
     }
     h.finalize()
         .iter()

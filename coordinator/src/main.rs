@@ -9,6 +9,7 @@ use amos_coordinator::local::LocalWorkers;
 use amos_coordinator::report;
 use amos_coordinator::run::{self, RunOptions, RunOutcome, RunState};
 use amos_coordinator::status::{self, ControlPlane};
+use amos_io::data::Layout;
 use amos_io::store::Location;
 use amos_worker::security::Security;
 use anyhow::{Context, bail};
@@ -70,9 +71,13 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// The dataset: a folder or object-store URL (ImageFolder or labels.csv manifest).
+    /// The dataset: a folder or object-store URL (ImageFolder, labels.csv manifest,
+    /// WebDataset .tar shards or Parquet shards).
     #[arg(long)]
     data: String,
+    /// Dataset layout: imagefolder, csv, webdataset or parquet (default: detected).
+    #[arg(long)]
+    layout: Option<Layout>,
     /// Output location: shards/, layers.parquet and _manifest.json go here.
     #[arg(long)]
     out: String,
@@ -82,10 +87,12 @@ struct Common {
     /// Also run the ANN alongside, for agreement figures.
     #[arg(long)]
     reference_ann: bool,
-    /// Only the first N images of the sorted listing.
+    /// Only the first N images of the sorted listing (WebDataset, Parquet: the first N
+    /// shard files).
     #[arg(long)]
     limit: Option<usize>,
-    /// Images per shard (the unit of scheduling, retry and commit).
+    /// Images per shard (the unit of scheduling, retry and commit); a WebDataset or Parquet
+    /// shard file is always one shard.
     #[arg(long, default_value_t = 256)]
     shard_size: usize,
     /// Engine threads per worker (default: local mode shares the cores out, run uses all).
@@ -165,6 +172,7 @@ fn options(
     o.batch = c.batch.max(1);
     o.reference_ann = c.reference_ann;
     o.limit = c.limit;
+    o.layout = c.layout;
     o.shard_size = c.shard_size.max(1);
     o.threads = c.threads.unwrap_or(0);
     o.max_in_flight = c.in_flight;

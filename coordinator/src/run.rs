@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use amos_io::data::Layout;
 use amos_io::model_store;
 use amos_io::results::{self, RunInfo};
 use amos_io::store::Location;
@@ -41,12 +42,16 @@ pub struct RunOptions {
     pub model: String,
     pub data: String,
     pub out: String,
+    /// The dataset's layout; `None`: detected from its files.
+    pub layout: Option<Layout>,
     /// Worker addresses, chain by chain: the first `stages` form chain 0, and so on.
     pub workers: Vec<String>,
     pub stages: usize,
     pub batch: usize,
     pub reference_ann: bool,
+    /// Only the first N images (image files) or the first N shard files (containers).
     pub limit: Option<usize>,
+    /// Images per shard, for image files (a container file is always one shard).
     pub shard_size: usize,
     /// Engine threads per worker (0: one per core).
     pub threads: usize,
@@ -84,6 +89,7 @@ impl RunOptions {
             model,
             data,
             out,
+            layout: None,
             workers,
             stages,
             batch: 16,
@@ -224,11 +230,11 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         .with_context(|| format!("planning {} stages", opts.stages))?;
     let ends: Vec<usize> = plan.stages.iter().map(|s| s.nodes.end).collect();
 
-    let mut images = dataset::list(&opts.data).await?;
+    let mut listing = dataset::list(&opts.data, opts.layout).await?;
     if let Some(limit) = opts.limit {
-        images.truncate(limit);
+        listing.truncate(limit);
     }
-    let shards = dataset::shards(&images, opts.shard_size);
+    let shards = dataset::shards(&listing, opts.shard_size);
     let out = Location::parse_output(&opts.out)?;
     let info = RunInfo {
         run_id: opts.run_id.clone(),
@@ -240,6 +246,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
     let to_run: Vec<usize> = (0..shards.len())
         .filter(|&i| !committed.contains_key(&shards[i].id))
         .collect();
+    // Unknown for containers until stage 0 reads them: the bar then counts without a total.
     let images_to_run: u64 = to_run.iter().map(|&i| shards[i].images.len() as u64).sum();
     state.images_total.store(images_to_run, Ordering::Relaxed);
     state
@@ -247,7 +254,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         .store(shards.len() as u64, Ordering::Relaxed);
     state.shards_done.store(resumed as u64, Ordering::Relaxed);
     info!(
-        images = images.len(),
+        images = listing.images(),
         shards = shards.len(),
         resumed,
         chains,
@@ -326,11 +333,18 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
     .await?;
 
     let progress = if opts.progress {
-        let bar = ProgressBar::new(images_to_run);
+        let containers = listing.images().is_none();
+        let bar = if containers {
+            ProgressBar::no_length()
+        } else {
+            ProgressBar::new(images_to_run)
+        };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
-            )
+            ProgressStyle::with_template(if containers {
+                "{elapsed_precise} {pos} images  {per_sec}  {msg}"
+            } else {
+                "{elapsed_precise} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}  {msg}"
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
@@ -415,7 +429,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         model: opts.model.clone(),
         model_sha256: model.source_sha256.clone(),
         data: opts.data.clone(),
-        dataset_digest: dataset::digest(&images),
+        dataset_digest: dataset::digest(&listing),
         settings: ManifestSettings {
             stages: opts.stages,
             chains,
@@ -489,14 +503,14 @@ async fn committed_shards(
                 info.model_sha256
             );
         }
-        if rows == shard.images.len() as u64 {
-            done.insert(id, rows);
-        } else {
-            bail!(
-                "{}: shard {id} has {rows} rows but the dataset gives it {} images; the dataset changed since that run",
+        match shard.expected_rows() {
+            Some(expected) if rows != expected => bail!(
+                "{}: shard {id} has {rows} rows but the dataset gives it {expected} images; the dataset changed since that run",
                 out.url,
-                shard.images.len()
-            );
+            ),
+            _ => {
+                done.insert(id, rows);
+            }
         }
     }
     Ok(done)
@@ -693,6 +707,7 @@ impl ChainContext {
                 })
                 .collect(),
             batch: self.opts.batch as u32,
+            container: shard.container.clone().unwrap_or_default(),
         };
         let stall = self.opts.stall_timeout;
         let mut events = tokio::time::timeout(stall, self.client.run_shard(task))
@@ -721,12 +736,11 @@ impl ChainContext {
                         .fetch_add(b.images as u64, Ordering::Relaxed);
                 }
                 Some(pb::shard_event::Event::Committed(c)) => {
-                    if c.rows != shard.images.len() as u64 {
+                    if let Some(expected) = shard.expected_rows().filter(|&e| e != c.rows) {
                         bail!(
-                            "shard {} committed with {} rows, expected {}",
+                            "shard {} committed with {} rows, expected {expected}",
                             shard.id,
                             c.rows,
-                            shard.images.len()
                         );
                     }
                     info!(

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use amos_io::data::Preprocess;
+use amos_io::data::containers::{self, Sample};
 use amos_io::data::recipe::from_recipe;
 use amos_io::model_store;
 use amos_io::results::{self, ImageRow, RunInfo};
@@ -25,6 +26,7 @@ use amos_proto::pipeline::stage_server::Stage as StageRpc;
 use amos_snn::Tensor;
 use amos_snn::pipeline::{Stage, StageInput, StageLayout, StageOutput};
 use amos_snn::simulate::top_k;
+use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use rayon::prelude::*;
@@ -237,24 +239,71 @@ impl StageService {
     }
 
     /// Stage 0: reads and preprocesses a batch of images.
-    async fn read_images(
+    /// Stage 0: the image files of `images`, fetched from the dataset's store.
+    async fn fetch_images(
         &self,
         cfg: &Arc<Configured>,
         images: &[pb::ImageRef],
-    ) -> Result<(Vec<pb::ImageState>, Vec<Vec<u8>>), Status> {
+    ) -> Result<Vec<Result<Bytes, String>>, Status> {
         let data = cfg
             .data
             .clone()
             .ok_or_else(|| Status::failed_precondition("stage 0 has no dataset"))?;
         let paths: Vec<_> = images.iter().map(|r| data.child(&r.image_id)).collect();
-        let fetched: Vec<Result<bytes::Bytes, String>> = futures::stream::iter(paths)
+        Ok(futures::stream::iter(paths)
             .map(move |path| {
                 let data = data.clone();
                 async move { data.get(&path).await.map_err(|e| e.to_string()) }
             })
             .buffered(FETCH_CONCURRENCY)
             .collect()
-            .await;
+            .await)
+    }
+
+    /// Stage 0: the samples of a WebDataset or Parquet shard file, fetched whole.
+    async fn read_container(
+        &self,
+        cfg: &Arc<Configured>,
+        container: &str,
+    ) -> Result<Vec<Sample>, Status> {
+        let data = cfg
+            .data
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("stage 0 has no dataset"))?;
+        let bytes = data
+            .get(&data.child(container))
+            .await
+            .map_err(|e| Status::unavailable(format!("reading {container}: {e}")))?;
+        let name = container.to_string();
+        tokio::task::spawn_blocking(move || containers::read_samples(&name, bytes))
+            .await
+            .map_err(|e| internal("reading a container", e))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// Stage 0: one batch's image states and pixels, from `prefetched` container samples
+    /// or fetched file by file.
+    async fn load_batch(
+        &self,
+        cfg: &Arc<Configured>,
+        chunk: &[pb::ImageRef],
+        prefetched: &mut Option<std::vec::IntoIter<Result<Bytes, String>>>,
+    ) -> Result<(Vec<pb::ImageState>, Vec<Vec<u8>>), Status> {
+        let fetched = match prefetched {
+            Some(samples) => samples.by_ref().take(chunk.len()).collect(),
+            None => self.fetch_images(cfg, chunk).await?,
+        };
+        self.decode_images(cfg, chunk, fetched).await
+    }
+
+    /// Stage 0: decodes and preprocesses fetched images, giving every image its state and
+    /// the pixels of those that decoded.
+    async fn decode_images(
+        &self,
+        cfg: &Arc<Configured>,
+        images: &[pb::ImageRef],
+        fetched: Vec<Result<Bytes, String>>,
+    ) -> Result<(Vec<pb::ImageState>, Vec<Vec<u8>>), Status> {
         let cfg2 = cfg.clone();
         let ids: Vec<String> = images.iter().map(|r| r.image_id.clone()).collect();
         let decoded: Vec<Result<Vec<u8>, String>> = tokio::task::spawn_blocking(move || {
@@ -415,21 +464,36 @@ impl StageService {
             ));
         }
         let batch = task.batch.max(1) as usize;
-        let chunks: Vec<&[pb::ImageRef]> = task.images.chunks(batch).collect();
+        // A container shard's images are its samples, read whole up front.
+        let (images, mut prefetched) = if task.container.is_empty() {
+            (task.images, None)
+        } else {
+            let samples = self.read_container(&cfg, &task.container).await?;
+            let refs = samples
+                .iter()
+                .map(|s| pb::ImageRef {
+                    image_id: s.image_id.clone(),
+                    label: s.label,
+                })
+                .collect();
+            let bytes: Vec<_> = samples.into_iter().map(|s| s.image).collect();
+            (refs, Some(bytes.into_iter()))
+        };
+        let chunks: Vec<&[pb::ImageRef]> = images.chunks(batch).collect();
         let header = pb::ShardHeader {
             shard: task.shard,
             attempt: task.attempt,
-            images: task.images.len() as u32,
+            images: images.len() as u32,
             batches: chunks.len() as u32,
         };
         let reference = cfg.config.reference_ann;
         if cfg.is_last() {
-            let mut rows = Vec::with_capacity(task.images.len());
+            let mut rows = Vec::with_capacity(images.len());
             for (i, chunk) in chunks.iter().enumerate() {
                 self.metrics.batches_in_flight.inc();
-                let (states, images) = self.read_images(&cfg, chunk).await?;
+                let (states, pixels) = self.load_batch(&cfg, chunk, &mut prefetched).await?;
                 let out = self
-                    .compute(&cfg, OwnedInput::Images(images), reference.then(Vec::new))
+                    .compute(&cfg, OwnedInput::Images(pixels), reference.then(Vec::new))
                     .await?;
                 rows.extend(self.rows(&cfg, &header, states, out));
                 self.metrics.batches_in_flight.dec();
@@ -456,9 +520,9 @@ impl StageService {
                     .map_err(|e| internal("in-flight window", e))?
                     .forget();
                 self.metrics.batches_in_flight.inc();
-                let (states, images) = self.read_images(&cfg, chunk).await?;
+                let (states, pixels) = self.load_batch(&cfg, chunk, &mut prefetched).await?;
                 let out = self
-                    .compute(&cfg, OwnedInput::Images(images), reference.then(Vec::new))
+                    .compute(&cfg, OwnedInput::Images(pixels), reference.then(Vec::new))
                     .await?;
                 let msg = self.batch_message((i == 0).then_some(header), i as u32, states, out);
                 self.metrics.images.inc_by(chunk.len() as u64);
@@ -517,33 +581,15 @@ impl StageService {
     ) -> Result<(u32, Vec<pb::ImageState>, Option<StageOutput>), Status> {
         self.metrics.batches_in_flight.inc();
         let ok = msg.images.iter().filter(|s| s.error.is_none()).count();
-        let spikes = msg
-            .spikes
-            .into_iter()
-            .map(wire::spikes_from_wire)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (spikes, ann) =
+            wire::batch_from_wire(ok, msg.spikes, msg.ann, cfg.config.reference_ann)?;
         if ok > 0 && spikes.is_empty() && !cfg.stage.layout().receives.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "batch {} has {ok} images but no spikes",
                 msg.batch_index
             )));
         }
-        let ann = if cfg.config.reference_ann {
-            Some(
-                msg.ann
-                    .into_iter()
-                    .map(wire::f32_from_wire)
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
-        } else {
-            None
-        };
-        let input = if ok == 0 {
-            OwnedInput::Spikes(Vec::new())
-        } else {
-            OwnedInput::Spikes(spikes)
-        };
-        let out = self.compute(cfg, input, ann).await?;
+        let out = self.compute(cfg, OwnedInput::Spikes(spikes), ann).await?;
         self.metrics.images.inc_by(msg.images.len() as u64);
         self.metrics.batches_in_flight.dec();
         Ok((msg.batch_index, msg.images, out))

@@ -83,3 +83,46 @@ pub fn f32_from_wire(t: pb::F32Tensor) -> Result<Tensor, Status> {
     let shape = t.shape.iter().map(|&d| d as usize).collect();
     Tensor::new(shape, data).map_err(|e| Status::invalid_argument(e.to_string()))
 }
+
+/// The tensors of a received batch of `images` decodable images, converted from the wire:
+/// its spike tensors (their payloads are checked when unpacked) and, when the chain carries
+/// the ANN reference, its f32 tensors. Every tensor's batch dimension must be `images`.
+pub fn batch_from_wire(
+    images: usize,
+    spikes: Vec<pb::SpikeTensor>,
+    ann: Vec<pb::F32Tensor>,
+    reference_ann: bool,
+) -> Result<(Vec<PackedSpikes>, Option<Vec<Tensor>>), Status> {
+    let batch_mismatch = |what: &str, shape: &[u64]| {
+        Status::invalid_argument(format!(
+            "{what} tensor of shape {shape:?} in a batch of {images} images"
+        ))
+    };
+    if images == 0 {
+        return Ok((Vec::new(), reference_ann.then(Vec::new)));
+    }
+    let spikes = spikes
+        .into_iter()
+        .map(|t| {
+            if t.shape.first().copied() != Some(images as u64) {
+                return Err(batch_mismatch("spike", &t.shape));
+            }
+            spikes_from_wire(t)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ann = if reference_ann {
+        Some(
+            ann.into_iter()
+                .map(|t| {
+                    if t.shape.first().copied() != Some(images as u64) {
+                        return Err(batch_mismatch("ANN", &t.shape));
+                    }
+                    f32_from_wire(t)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    } else {
+        None
+    };
+    Ok((spikes, ann))
+}

@@ -50,7 +50,13 @@ pub fn import_file(path: &Path) -> Result<ImportedModel, ImportError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let model = ModelProto::decode(bytes.as_slice()).map_err(|source| ImportError::Decode {
+    import_bytes(&bytes, path)
+}
+
+/// Imports an ONNX file held in memory; `path` names it in errors, and external data is
+/// resolved in its folder.
+pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<ImportedModel, ImportError> {
+    let model = ModelProto::decode(bytes).map_err(|source| ImportError::Decode {
         path: path.to_path_buf(),
         source,
     })?;

@@ -1,6 +1,7 @@
 //! Which files make up a dataset, and their labels.
 //!
-//! Two layouts are recognised, by the presence of `ROOT/labels.csv`:
+//! Four layouts are recognised; [`Layout::detect`] tells them apart and
+//! `--layout` overrides it:
 //!
 //! * **CSV manifest** ([`Layout::CsvManifest`]): `ROOT/labels.csv` with a
 //!   `file,label` header; `file` is relative to `ROOT`, `label` an integer
@@ -12,6 +13,10 @@
 //!   order), so a folder holding a *subset* of the classes still gets the
 //!   indices the model was trained with, which a torchvision-style
 //!   "index = position among the folders present" would get wrong.
+//! * **WebDataset** and **Parquet** shards ([`Layout::WebDataset`],
+//!   [`Layout::Parquet`]): `*.tar` or `*.parquet` files anywhere under `ROOT`;
+//!   see [`super::containers`] for what they hold. Listing reads tar headers
+//!   and labels, and Parquet footers and label columns, never image bytes.
 //!
 //! Entries are sorted by `image_id` (byte order) whatever the directory
 //! iteration order or manifest order, so runs are reproducible across file
@@ -19,9 +24,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use super::DataError;
+use super::containers::{self, ContainerKind, ParquetIndex};
+use super::preprocess::Preprocess;
 
 /// The built-in synset list: `shared/data/LOC_synset_mapping.txt`, 1000 lines
 /// `<wnid> <name>` in ImageNet-1k class-index order.
@@ -41,10 +52,29 @@ pub struct Entry {
     /// `n01440764/n01440764_tench.JPEG`; stable across platforms, so usable
     /// as a key in prediction files.
     pub image_id: String,
-    /// Full path of the file (root joined with `image_id`).
+    /// Full path of the file (root joined with `image_id`), or of the container
+    /// holding the image.
     pub path: PathBuf,
     /// Class index, `None` for an unlabelled manifest row.
     pub label: Option<i32>,
+    /// Where in `path` the image is.
+    pub source: Source,
+}
+
+/// Where an entry's image bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The whole file.
+    File,
+    /// A byte range of a tar shard; `Err` says why the sample has no image.
+    TarMember(Result<Range<u64>, String>),
+    /// A row of a Parquet shard: the shard's index in [`Dataset::parquet`], the row group
+    /// and the row within it.
+    ParquetRow {
+        shard: usize,
+        group: usize,
+        row: usize,
+    },
 }
 
 /// How a dataset folder is organised; see the module docs.
@@ -52,6 +82,77 @@ pub struct Entry {
 pub enum Layout {
     ImageFolder,
     CsvManifest,
+    WebDataset,
+    Parquet,
+}
+
+impl Layout {
+    /// Names as `--layout` takes them.
+    pub const NAMES: [&str; 4] = ["imagefolder", "csv", "webdataset", "parquet"];
+
+    /// Parses a `--layout` value.
+    pub fn parse(name: &str) -> Result<Layout, DataError> {
+        match name.to_ascii_lowercase().as_str() {
+            "imagefolder" | "image-folder" | "folder" => Ok(Layout::ImageFolder),
+            "csv" | "manifest" => Ok(Layout::CsvManifest),
+            "webdataset" | "wds" | "tar" => Ok(Layout::WebDataset),
+            "parquet" => Ok(Layout::Parquet),
+            _ => Err(DataError::config(
+                "--layout",
+                format!(
+                    "unknown layout {name:?} (one of {})",
+                    Layout::NAMES.join(", ")
+                ),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::ImageFolder => "imagefolder",
+            Layout::CsvManifest => "csv",
+            Layout::WebDataset => "webdataset",
+            Layout::Parquet => "parquet",
+        }
+    }
+
+    /// The layout of a dataset whose files (paths relative to its root) are `files`:
+    /// `labels.csv` at the root makes a manifest; otherwise tar files make WebDataset and
+    /// Parquet files make Parquet shards, unless there are loose images too; otherwise
+    /// ImageFolder. Both tar and Parquet files (and no images) is ambiguous: `None`.
+    pub fn detect<'a>(files: impl IntoIterator<Item = &'a str>) -> Option<Layout> {
+        let (mut tar, mut parquet, mut images) = (false, false, false);
+        for f in files {
+            if f == "labels.csv" {
+                return Some(Layout::CsvManifest);
+            }
+            match ContainerKind::of(f) {
+                Some(ContainerKind::Tar) => tar = true,
+                Some(ContainerKind::Parquet) => parquet = true,
+                None => images |= is_image(f),
+            }
+        }
+        match (tar, parquet, images) {
+            (true, true, false) => None,
+            (true, false, false) => Some(Layout::WebDataset),
+            (false, true, false) => Some(Layout::Parquet),
+            _ => Some(Layout::ImageFolder),
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = DataError;
+
+    fn from_str(name: &str) -> Result<Layout, DataError> {
+        Layout::parse(name)
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A listed dataset: every image with its label, in deterministic order.
@@ -65,7 +166,17 @@ pub struct Dataset {
     /// `classes.txt`, or empty when there is none.
     pub classes: Vec<String>,
     pub layout: Layout,
+    /// Parquet shards' paths and indexes ([`Source::ParquetRow`] points here).
+    pub parquet: Vec<(PathBuf, Arc<ParquetIndex>)>,
+    /// Recently read Parquet row groups: `(shard, group)` and their images.
+    group_cache: Arc<Mutex<Vec<GroupImages>>>,
 }
+
+/// The images of one Parquet row group, keyed by shard and group.
+type GroupImages = ((usize, usize), Arc<Vec<Option<Bytes>>>);
+
+/// Row groups kept decoded: enough for the threads of one batch to share them.
+const GROUP_CACHE: usize = 4;
 
 /// An ordered list of synsets (`<wnid> <name>` per line) giving each wnid its
 /// class index.
@@ -161,19 +272,35 @@ impl Dataset {
     /// row with a malformed/negative/out-of-range label, naming a missing
     /// file, a path outside the root, or a duplicate.
     pub fn open(root: &Path, synsets: Option<&Path>) -> Result<Dataset, DataError> {
+        Self::open_as(root, synsets, None)
+    }
+
+    /// [`Dataset::open`] with the layout given instead of detected.
+    pub fn open_as(
+        root: &Path,
+        synsets: Option<&Path>,
+        layout: Option<Layout>,
+    ) -> Result<Dataset, DataError> {
         let meta = fs::metadata(root).map_err(|e| DataError::io(root, e))?;
         if !meta.is_dir() {
             return Err(DataError::NotADirectory(root.to_path_buf()));
         }
         let manifest = root.join("labels.csv");
-        let ds = if manifest.is_file() {
-            open_manifest(root, &manifest)?
-        } else {
-            let list = match synsets {
-                Some(p) => SynsetList::from_file(p)?,
-                None => SynsetList::imagenet(),
-            };
-            open_image_folder(root, &list)?
+        let layout = match layout {
+            Some(l) => l,
+            None => detect_layout(root)?,
+        };
+        let ds = match layout {
+            Layout::CsvManifest => open_manifest(root, &manifest)?,
+            Layout::ImageFolder => {
+                let list = match synsets {
+                    Some(p) => SynsetList::from_file(p)?,
+                    None => SynsetList::imagenet(),
+                };
+                open_image_folder(root, &list)?
+            }
+            Layout::WebDataset => open_tar_shards(root)?,
+            Layout::Parquet => open_parquet_shards(root)?,
         };
         if ds.entries.is_empty() {
             return Err(DataError::NoImages(root.to_path_buf()));
@@ -183,6 +310,91 @@ impl Dataset {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The bytes of an entry's image file.
+    pub fn read(&self, entry: &Entry) -> Result<Bytes, DataError> {
+        let path = &entry.path;
+        match &entry.source {
+            Source::File => fs::read(path)
+                .map(Bytes::from)
+                .map_err(|e| DataError::io(path, e)),
+            Source::TarMember(Err(msg)) => Err(DataError::Decode {
+                name: entry.image_id.clone(),
+                msg: msg.clone(),
+            }),
+            Source::TarMember(Ok(range)) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+                file.seek(SeekFrom::Start(range.start))
+                    .map_err(|e| DataError::io(path, e))?;
+                let mut buf = Vec::new();
+                file.take(range.end - range.start)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| DataError::io(path, e))?;
+                if buf.len() as u64 != range.end - range.start {
+                    return Err(DataError::Decode {
+                        name: entry.image_id.clone(),
+                        msg: "tar member is truncated".into(),
+                    });
+                }
+                Ok(Bytes::from(buf))
+            }
+            &Source::ParquetRow { shard, group, row } => {
+                let images = self.row_group(shard, group)?;
+                images
+                    .get(row)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| DataError::Decode {
+                        name: entry.image_id.clone(),
+                        msg: "no image in this row".into(),
+                    })
+            }
+        }
+    }
+
+    /// Reads and preprocesses an entry's image (see [`Preprocess::load_u8`]).
+    pub fn load_u8(&self, entry: &Entry, pre: &Preprocess) -> Result<Vec<u8>, DataError> {
+        match entry.source {
+            Source::File => pre.load_u8(&entry.path),
+            _ => pre.load_u8_from_bytes(&self.read(entry)?, &entry.image_id),
+        }
+    }
+
+    /// Reads, preprocesses and normalises an entry's image (see [`Preprocess::load_chw`]).
+    pub fn load_chw(&self, entry: &Entry, pre: &Preprocess) -> Result<Vec<f32>, DataError> {
+        let hwc = self.load_u8(entry, pre)?;
+        let mut out = vec![0f32; pre.chw_len()];
+        pre.normalise_into(&hwc, &mut out);
+        Ok(out)
+    }
+
+    /// The images of a Parquet row group, decoded once and shared by the entries in it.
+    fn row_group(&self, shard: usize, group: usize) -> Result<Arc<Vec<Option<Bytes>>>, DataError> {
+        let cached = |cache: &Vec<GroupImages>| {
+            cache
+                .iter()
+                .find(|(k, _)| *k == (shard, group))
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(hit) = cached(&self.group_cache.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(hit);
+        }
+        let (path, index) = self.parquet.get(shard).ok_or_else(|| {
+            DataError::config("parquet entry", format!("no shard {shard} in this dataset"))
+        })?;
+        let name = path.display().to_string();
+        let file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let images = Arc::new(index.read_group(file, group, &name)?);
+        let mut cache = self.group_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cached(&cache).is_none() {
+            if cache.len() >= GROUP_CACHE {
+                cache.remove(0);
+            }
+            cache.push(((shard, group), images.clone()));
+        }
+        Ok(images)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,6 +465,8 @@ fn open_image_folder(root: &Path, synsets: &SynsetList) -> Result<Dataset, DataE
         entries,
         classes: synsets.names.clone(),
         layout: Layout::ImageFolder,
+        parquet: Vec::new(),
+        group_cache: Default::default(),
     })
 }
 
@@ -284,6 +498,7 @@ fn collect_images(
                 image_id: id,
                 path,
                 label: Some(label),
+                source: Source::File,
             });
         }
     }
@@ -366,6 +581,7 @@ fn open_manifest(root: &Path, manifest: &Path) -> Result<Dataset, DataError> {
             image_id,
             path,
             label,
+            source: Source::File,
         });
     }
     entries.sort_by(|a, b| a.image_id.cmp(&b.image_id));
@@ -374,6 +590,129 @@ fn open_manifest(root: &Path, manifest: &Path) -> Result<Dataset, DataError> {
         entries,
         classes,
         layout: Layout::CsvManifest,
+        parquet: Vec::new(),
+        group_cache: Default::default(),
+    })
+}
+
+/// The layout of the dataset folder `root` (see [`Layout::detect`]).
+pub fn detect_layout(root: &Path) -> Result<Layout, DataError> {
+    if root.join("labels.csv").is_file() {
+        return Ok(Layout::CsvManifest);
+    }
+    let files = walk_files(root)?;
+    Layout::detect(files.iter().map(String::as_str)).ok_or_else(|| {
+        DataError::config(
+            root.display().to_string(),
+            "holds both .tar and .parquet files: choose one with --layout",
+        )
+    })
+}
+
+/// Every file under `root` (not hidden, following symlinked folders), as sorted paths
+/// relative to it with `/` separators.
+fn walk_files(root: &Path) -> Result<Vec<String>, DataError> {
+    fn walk(
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) -> Result<(), DataError> {
+        if depth > MAX_DEPTH {
+            return Err(DataError::io(
+                dir,
+                std::io::Error::other(format!("folders nested deeper than {MAX_DEPTH} levels")),
+            ));
+        }
+        for name in sorted_names(dir)? {
+            if is_hidden(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let rel = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if path.is_dir() {
+                walk(&path, &rel, depth + 1, out)?;
+            } else {
+                out.push(rel);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, "", 0, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// The container files of `kind` under `root`, as sorted relative paths.
+pub fn container_files(root: &Path, kind: ContainerKind) -> Result<Vec<String>, DataError> {
+    Ok(walk_files(root)?
+        .into_iter()
+        .filter(|f| ContainerKind::of(f) == Some(kind))
+        .collect())
+}
+
+fn open_tar_shards(root: &Path) -> Result<Dataset, DataError> {
+    let mut entries = Vec::new();
+    for rel in container_files(root, ContainerKind::Tar)? {
+        let path = root.join(&rel);
+        let file = fs::File::open(&path).map_err(|e| DataError::io(&path, e))?;
+        let samples = containers::index_tar(std::io::BufReader::new(file), &rel)?;
+        entries.extend(samples.into_iter().map(|s| Entry {
+            image_id: containers::sample_id(&rel, &s.key),
+            path: path.clone(),
+            label: s.label,
+            source: Source::TarMember(s.image),
+        }));
+    }
+    entries.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        entries,
+        classes: Vec::new(),
+        layout: Layout::WebDataset,
+        parquet: Vec::new(),
+        group_cache: Default::default(),
+    })
+}
+
+fn open_parquet_shards(root: &Path) -> Result<Dataset, DataError> {
+    let mut entries = Vec::new();
+    let mut parquet = Vec::new();
+    for rel in container_files(root, ContainerKind::Parquet)? {
+        let path = root.join(&rel);
+        let file = fs::File::open(&path).map_err(|e| DataError::io(&path, e))?;
+        let index = ParquetIndex::open(file, &rel)?;
+        let shard = parquet.len();
+        for (row, &label) in index.labels.iter().enumerate() {
+            let Some((group, in_group)) = index.locate(row) else {
+                continue;
+            };
+            entries.push(Entry {
+                image_id: containers::sample_id(&rel, &containers::row_key(row)),
+                path: path.clone(),
+                label,
+                source: Source::ParquetRow {
+                    shard,
+                    group,
+                    row: in_group,
+                },
+            });
+        }
+        parquet.push((path, Arc::new(index)));
+    }
+    entries.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        entries,
+        classes: Vec::new(),
+        layout: Layout::Parquet,
+        parquet,
+        group_cache: Default::default(),
     })
 }
 

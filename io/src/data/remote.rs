@@ -1,17 +1,21 @@
 //! Listing a dataset held in an object store (`s3://…`, `gs://…`, `az://…`, `file://…`),
-//! with the same two layouts as a local folder ([`super::listing`]):
+//! with the same layouts as a local folder ([`super::listing`]):
 //!
 //! - `labels.csv` at the root (`file,label`): a CSV manifest;
+//! - `*.tar` or `*.parquet` files: WebDataset or Parquet shards, listed as the files alone
+//!   (their samples are read by whoever reads the images, see [`super::containers`]);
 //! - otherwise ImageFolder, `ROOT/<wnid>/…/<image>`, labelled by the synset list.
 //!
-//! Entries are sorted by image id, so shards are stable across runs.
+//! The store's listing is paged by `object_store`. Entries are sorted by id, so shards are
+//! stable across runs.
 
 use std::collections::HashSet;
 
 use crate::store::Location;
 
 use super::DataError;
-use super::listing::SynsetList;
+use super::containers::ContainerKind;
+use super::listing::{Layout, SynsetList};
 
 /// File name extensions (lower-cased) taken as images.
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -25,14 +29,49 @@ fn store_error(loc: &Location, e: impl std::fmt::Display) -> DataError {
     DataError::config(loc.url.clone(), e.to_string())
 }
 
-/// `(image_id, label)` of every image under `loc`, sorted by image id.
+/// What a dataset in a store holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `(image_id, label)` of every image file, sorted by image id.
+    Images(Vec<(String, Option<i32>)>),
+    /// The container files (paths relative to the dataset), sorted.
+    Containers(Layout, Vec<String>),
+}
+
+/// Lists the dataset at `loc`, in `layout` or the detected one.
 pub async fn list(
     loc: &Location,
     synsets: Option<SynsetList>,
-) -> Result<Vec<(String, Option<i32>)>, DataError> {
+    layout: Option<Layout>,
+) -> Result<Listing, DataError> {
     let objects = loc.list("").await.map_err(|e| store_error(loc, e))?;
-    let ids: Vec<String> = objects.iter().map(|o| loc.relative(&o.location)).collect();
-    let mut entries = if ids.iter().any(|i| i == "labels.csv") {
+    let mut ids: Vec<String> = objects.iter().map(|o| loc.relative(&o.location)).collect();
+    ids.sort();
+    let layout = match layout {
+        Some(l) => l,
+        None => Layout::detect(ids.iter().map(String::as_str)).ok_or_else(|| {
+            store_error(
+                loc,
+                "holds both .tar and .parquet files: choose one with --layout",
+            )
+        })?,
+    };
+    let kind = match layout {
+        Layout::WebDataset => Some(ContainerKind::Tar),
+        Layout::Parquet => Some(ContainerKind::Parquet),
+        Layout::ImageFolder | Layout::CsvManifest => None,
+    };
+    if let Some(kind) = kind {
+        let files: Vec<String> = ids
+            .into_iter()
+            .filter(|i| ContainerKind::of(i) == Some(kind))
+            .collect();
+        if files.is_empty() {
+            return Err(DataError::NoImages(loc.url.clone().into()));
+        }
+        return Ok(Listing::Containers(layout, files));
+    }
+    let mut entries = if layout == Layout::CsvManifest {
         let bytes = loc
             .get(&loc.child("labels.csv"))
             .await
@@ -61,7 +100,7 @@ pub async fn list(
         return Err(DataError::NoImages(loc.url.clone().into()));
     }
     entries.sort();
-    Ok(entries)
+    Ok(Listing::Images(entries))
 }
 
 fn manifest(
