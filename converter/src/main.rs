@@ -60,6 +60,9 @@ enum Command {
     /// Converts at each K and evaluates against the ANN: neurons per image against top-1
     /// agreement (CSV and a plot).
     Sweep(SweepArgs),
+    /// Decode + preprocess throughput on a dataset's images, already in memory (images/s and
+    /// images/s per thread; median of the runs).
+    DecodeBench(DecodeBenchArgs),
     /// Pictures of every unit against its gate (PNG), and the spikes per unit for one image.
     Plot {
         /// A `.amos` model.
@@ -71,6 +74,33 @@ enum Command {
         #[arg(long)]
         image: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct DecodeBenchArgs {
+    /// Dataset folder (any layout).
+    data: PathBuf,
+    /// Preprocessing recipe: efficientnet-lite, torchvision or cifar.
+    #[arg(long, default_value = "efficientnet-lite")]
+    preset: String,
+    /// Output size N×N.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// Dataset layout: imagefolder, csv, webdataset or parquet (default: detected).
+    #[arg(long)]
+    layout: Option<Layout>,
+    /// Only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Threads (default: 1, for images/s per core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed runs over all images, after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print JSON (keys: images, threads, runs, ips, ips_per_thread, seconds, errors).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -253,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => evaluate(args),
         Command::Plot { model, out, image } => plot(&model, &out, image.as_deref()),
         Command::Sweep(args) => sweep(args),
+        Command::DecodeBench(args) => decode_bench(args),
     }
 }
 
@@ -605,6 +636,62 @@ fn sweep(args: SweepArgs) -> Result<()> {
         );
     }
     println!("wrote {} and {}", csv_path.display(), png.display());
+    Ok(())
+}
+
+/// Times decoding and preprocessing alone: every file is read into memory first.
+fn decode_bench(args: DecodeBenchArgs) -> Result<()> {
+    use rayon::prelude::*;
+    let dataset = Dataset::open_as(&args.data, None, args.layout)?;
+    let n = args.limit.unwrap_or(usize::MAX).min(dataset.entries.len());
+    let preprocess = Preprocess::preset(&args.preset, (args.size, args.size))?;
+    let files: Vec<(String, bytes::Bytes)> = dataset.entries[..n]
+        .iter()
+        .map(|e| Ok((e.image_id.clone(), dataset.read(e)?)))
+        .collect::<Result<_, amos_io::data::DataError>>()?;
+    let threads = args.threads.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("building the thread pool")?;
+    let run = || -> (f64, usize) {
+        let start = Instant::now();
+        let errors = pool.install(|| {
+            files
+                .par_iter()
+                .filter(|(id, bytes)| preprocess.load_u8_from_bytes(bytes, id).is_err())
+                .count()
+        });
+        (start.elapsed().as_secs_f64(), errors)
+    };
+    let (_, errors) = run();
+    let mut seconds: Vec<f64> = (0..args.runs.max(1)).map(|_| run().0).collect();
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let ips = n as f64 / median;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "images": n,
+                "threads": threads,
+                "runs": seconds.len(),
+                "ips": ips,
+                "ips_per_thread": ips / threads as f64,
+                "seconds": seconds,
+                "errors": errors,
+            })
+        );
+    } else {
+        println!(
+            "{n} images ({}, {}×{}), {threads} threads: {ips:.1} images/s, {:.1} per thread (median of {} runs; {errors} undecodable)",
+            args.preset,
+            args.size,
+            args.size,
+            ips / threads as f64,
+            seconds.len()
+        );
+    }
     Ok(())
 }
 

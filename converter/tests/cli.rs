@@ -1,6 +1,8 @@
 //! The `amos-convert` binary: command names, JSON keys and errors scripts depend on.
 
 mod common;
+#[path = "../../io/tests/support/variants.rs"]
+mod variants;
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -239,4 +241,88 @@ fn inspect_stages_partitions_lite0_into_balanced_spike_coded_stages() {
     );
     let (ok, _, err) = amos_convert(&["inspect", out, "--stages", "100000"]);
     assert!(!ok && err.contains("100000"), "{err}");
+}
+
+/// `(image_id, label, ann top-5)` per row of a predictions file.
+fn predictions(path: &std::path::Path) -> Vec<(String, String, Vec<String>)> {
+    let mut reader = csv::Reader::from_path(path).expect("predictions");
+    reader
+        .records()
+        .map(|r| r.expect("row"))
+        .map(|r| {
+            let tops = (2..7).map(|i| r[i].to_string()).collect();
+            (r[0].to_string(), r[1].to_string(), tops)
+        })
+        .collect()
+}
+
+#[test]
+fn eval_reads_webdataset_and_parquet_shards_like_the_image_folder() {
+    let n = 24;
+    let data = shared().join("data/imagenet-sample");
+    let model = shared().join("models/efficientnet_lite0.onnx");
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("eval-layouts");
+    let images = variants::images_of(&data, n);
+    variants::write_webdataset(&images, &tmp.join("wds"), 10);
+    variants::write_parquet(&images, &tmp.join("pq"), 10, 4);
+    let run = |dir: &std::path::Path, extra: &[&str]| {
+        let out = tmp.join(format!(
+            "{}.csv",
+            dir.file_name().and_then(|f| f.to_str()).unwrap_or("x")
+        ));
+        let mut args = vec![
+            "eval",
+            model.to_str().expect("path"),
+            "--data",
+            dir.to_str().expect("path"),
+            "--preset",
+            "efficientnet-lite",
+            "--predictions",
+            out.to_str().expect("path"),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, stderr) = amos_convert(&args);
+        assert!(ok, "{stderr}");
+        predictions(&out)
+    };
+    let limit = n.to_string();
+    let folder = run(&data, &["--limit", &limit]);
+    assert_eq!(folder.len(), n);
+    for (dir, layout) in [("wds", "webdataset"), ("pq", "parquet")] {
+        for extra in [&[][..], &["--layout", layout][..]] {
+            let got = run(&tmp.join(dir), extra);
+            assert_eq!(got.len(), n, "{dir}");
+            for (g, f) in got.iter().zip(&folder) {
+                assert_eq!((&g.1, &g.2), (&f.1, &f.2), "{dir}: {} vs {}", g.0, f.0);
+                assert!(
+                    g.0.contains(".tar#") || g.0.contains(".parquet#"),
+                    "{}",
+                    g.0
+                );
+            }
+        }
+    }
+    // Independent check: the top-1 agrees with ONNX Runtime's on PIL input.
+    let mut reference =
+        csv::Reader::from_path(shared().join("reference/imagenet-sample.lite0.predictions.csv"))
+            .expect("csv");
+    let agree = reference
+        .records()
+        .map(|r| r.expect("row"))
+        .zip(&folder)
+        .filter(|(r, f)| r[2] == f.2[0])
+        .count();
+    assert!(agree >= n - 1, "{agree}/{n} agree with ONNX Runtime");
+
+    let (ok, _, stderr) = amos_convert(&[
+        "eval",
+        model.to_str().expect("path"),
+        "--data",
+        tmp.join("wds").to_str().expect("path"),
+        "--preset",
+        "efficientnet-lite",
+        "--layout",
+        "zip",
+    ]);
+    assert!(!ok && stderr.contains("webdataset"), "{stderr}");
 }

@@ -3,6 +3,8 @@
 //! same as single-process `amos-convert eval`; results read back with pyarrow; resume.
 
 mod common;
+#[path = "../../io/tests/support/variants.rs"]
+mod variants;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -280,6 +282,102 @@ print(json.dumps({
     assert_eq!(again["resumed_shards"], 3);
     assert_eq!(again["images_run"], 12);
     check_same(&base, &rows(&base_out), "resumed");
+}
+
+/// The rows of `got` in id order, against `reference`'s in id order: the same images
+/// repacked, whose ids differ.
+fn check_same_in_order(
+    reference: &BTreeMap<String, ImageRow>,
+    got: &BTreeMap<String, ImageRow>,
+    what: &str,
+) {
+    assert_eq!(reference.len(), got.len(), "{what}: row count");
+    for ((rid, r), (gid, g)) in reference.iter().zip(got) {
+        assert_eq!(
+            (
+                g.label,
+                &g.snn_top5,
+                &g.ann_top5,
+                g.spikes,
+                g.synops,
+                &g.unit_spikes
+            ),
+            (
+                r.label,
+                &r.snn_top5,
+                &r.ann_top5,
+                r.spikes,
+                r.synops,
+                &r.unit_spikes
+            ),
+            "{what}: {gid} differs from {rid}"
+        );
+    }
+}
+
+#[test]
+fn webdataset_and_parquet_shards_give_the_same_rows() {
+    let data = shared().join("data/cifar10-test2000");
+    let model = convert(
+        &shared().join("models/cifar10_swish_se.onnx"),
+        "cifar",
+        None,
+        "local-swish-se-layouts.amos",
+    );
+    let common = ["--limit", "40", "--shard-size", "16", "--batch", "5"];
+    let base_out = tmp("layouts-csv");
+    local(&model, &data, &base_out, 2, 1, &common);
+    let base = rows(&base_out);
+
+    let mut images = variants::images_of(&data, 40);
+    let root = tmp("layouts-data");
+    let tars = variants::write_webdataset(&images, &root.join("wds"), 16);
+    variants::write_parquet(&images, &root.join("pq"), 20, 8);
+    let shards = ["--batch", "5"];
+    for (dir, expect_shards) in [("wds", tars.len()), ("pq", 2)] {
+        let out = tmp(&format!("layouts-{dir}"));
+        local(&model, &root.join(dir), &out, 2, 1, &shards);
+        check_same_in_order(&base, &rows(&out), dir);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).expect("manifest"))
+                .expect("manifest json");
+        assert_eq!(
+            manifest["shards"].as_array().map(Vec::len),
+            Some(expect_shards),
+            "{dir}: one shard per file"
+        );
+    }
+
+    // A corrupt sample becomes a row with its error; the rest of its shard is evaluated.
+    images.push(variants::PackedImage {
+        key: "zz-corrupt".into(),
+        label: Some(3),
+        ext: "png".into(),
+        bytes: b"\x89PNG but not really".to_vec(),
+    });
+    variants::write_webdataset(&images, &root.join("wds-bad"), 16);
+    let out = tmp("layouts-wds-bad");
+    local(
+        &model,
+        &root.join("wds-bad"),
+        &out,
+        2,
+        1,
+        &["--layout", "webdataset"],
+    );
+    let got = rows(&out);
+    assert_eq!(got.len(), 41);
+    let bad = &got["shard-00002.tar#zz-corrupt"];
+    assert!(
+        bad.error
+            .as_deref()
+            .is_some_and(|e| e.contains("zz-corrupt")),
+        "{:?}",
+        bad.error
+    );
+    let good: BTreeMap<String, ImageRow> =
+        got.into_iter().filter(|(_, r)| r.error.is_none()).collect();
+    check_same_in_order(&base, &good, "wds with a corrupt sample");
 }
 
 #[test]

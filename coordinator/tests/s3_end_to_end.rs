@@ -5,6 +5,8 @@
 //! S3 by pyarrow and checked against `amos-convert eval` on the same images.
 
 mod common;
+#[path = "../../io/tests/support/variants.rs"]
+mod variants;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -72,6 +74,21 @@ for r in rows:
     f = r.split(",")[0]
     s3.upload_file(data + "/" + f, "amos", "data/" + f)
 print(len(rows))
+"#;
+
+/// Uploads a local folder's files under a key prefix: `endpoint dir prefix`.
+const UPLOAD_TREE: &str = r#"
+import sys, os, boto3
+endpoint, root, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1")
+n = 0
+for d, _, files in os.walk(root):
+    for f in files:
+        path = os.path.join(d, f)
+        s3.upload_file(path, "amos", prefix + "/" + os.path.relpath(path, root))
+        n += 1
+print(n)
 "#;
 
 const CHECK: &str = r#"
@@ -152,20 +169,19 @@ fn s3_run_with_two_workers_matches_eval() {
     let metrics_port = free_port();
     let (_w0, a0) = start_worker(&endpoint, Some(metrics_port));
     let (_w1, a1) = start_worker(&endpoint, None);
-    let run = |extra: &[&str]| -> serde_json::Value {
+    let run = |data: &str, out: &str| -> serde_json::Value {
         let out = ok(aws_env(
             &mut Command::new(env!("CARGO_BIN_EXE_amos-coordinator")),
             &endpoint,
         )
         .args(["run", "--model", "s3://amos/models/swish-se.amos"])
-        .args(["--data", "s3://amos/data", "--out", "s3://amos/out"])
+        .args(["--data", data, "--out", out])
         .args(["--workers", &format!("{a0},{a1}"), "--stages", "2"])
         .args(["--reference-ann", "--shard-size", "10", "--batch", "4"])
-        .args(["--quiet", "--json"])
-        .args(extra));
+        .args(["--quiet", "--json"]));
         serde_json::from_str(&out).expect("outcome json")
     };
-    let outcome = run(&[]);
+    let outcome = run("s3://amos/data", "s3://amos/out");
     assert_eq!(outcome["images_run"], n, "{outcome}");
     assert_eq!(outcome["failed"].as_array().map(Vec::len), Some(0));
 
@@ -223,7 +239,48 @@ fn s3_run_with_two_workers_matches_eval() {
     assert!(check["units"].as_u64().unwrap_or(0) > 0, "{check}");
 
     // Rerunning into the same output keeps every committed shard.
-    let again = run(&[]);
+    let again = run("s3://amos/data", "s3://amos/out");
     assert_eq!(again["resumed_shards"], 3, "{again}");
     assert_eq!(again["images_run"], 0, "{again}");
+
+    // The same images as WebDataset and Parquet shards in the bucket: one shard per file,
+    // and the same figures as the manifest layout.
+    let report = |out: &str| -> serde_json::Value {
+        let text = ok(aws_env(
+            &mut Command::new(env!("CARGO_BIN_EXE_amos-coordinator")),
+            &endpoint,
+        )
+        .args(["report", out, "--json"]));
+        serde_json::from_str(&text).expect("report json")
+    };
+    let reference = report("s3://amos/out");
+    let images = variants::images_of(&cifar, n);
+    variants::write_webdataset(&images, &tmp.join("wds"), 10);
+    variants::write_parquet(&images, &tmp.join("pq"), 16, 5);
+    for (dir, files) in [("wds", 3), ("pq", 2)] {
+        let up = ok(Command::new("python3")
+            .args(["-c", UPLOAD_TREE, &endpoint])
+            .arg(tmp.join(dir))
+            .arg(dir));
+        assert_eq!(up.trim(), files.to_string());
+        let out = format!("s3://amos/out-{dir}");
+        let outcome = run(&format!("s3://amos/{dir}"), &out);
+        assert_eq!(outcome["images_run"], n, "{dir}: {outcome}");
+        assert_eq!(
+            outcome["manifest"]["shards"].as_array().map(Vec::len),
+            Some(files),
+            "{dir}: {outcome}"
+        );
+        let got = report(&out);
+        for key in [
+            "images",
+            "snn_top1",
+            "ann_top1",
+            "agreement_top1",
+            "mean_spikes",
+            "mean_synops",
+        ] {
+            assert_eq!(got[key], reference[key], "{dir}: {key}");
+        }
+    }
 }
