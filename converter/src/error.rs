@@ -18,4 +18,7 @@ pub enum ConvertError {
     /// Settings that do not fit the model.
     #[error("{0}")]
     Settings(String),
+    /// The ONNX Runtime side of `bench` failed.
+    #[error("ONNX Runtime benchmark: {0}")]
+    Bench(String),
 }

@@ -2,6 +2,7 @@
 //! `amos-convert`.
 //!
 //! - [`onnx`]: ONNX → [`amos_snn::Graph`], operators by family, constants folded.
+//! - [`bench`]: our ANN and SNN modes against ONNX Runtime.
 //! - [`calibrate`]: what each gate sees on real images.
 //! - [`convert`]: an AMOS unit for every gate.
 //! - [`eval`]: single-process evaluation in ANN and SNN mode.
@@ -9,6 +10,7 @@
 //! - [`sweep`]: neurons against fidelity over K.
 //! - [`plot`]: pictures of units, spikes and sweeps.
 
+pub mod bench;
 pub mod calibrate;
 pub mod convert;
 pub mod error;

@@ -60,6 +60,9 @@ enum Command {
     /// Converts at each K and evaluates against the ANN: neurons per image against top-1
     /// agreement (CSV and a plot).
     Sweep(SweepArgs),
+    /// Images/s of ONNX Runtime on the ONNX model, and of our ANN and SNN modes on its
+    /// conversion, on the same batch in the same run (median of the timed runs).
+    Bench(BenchArgs),
     /// Decode + preprocess throughput on a dataset's images, already in memory (images/s and
     /// images/s per thread; median of the runs).
     DecodeBench(DecodeBenchArgs),
@@ -74,6 +77,36 @@ enum Command {
         #[arg(long)]
         image: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The converted model.
+    model: PathBuf,
+    /// The ONNX model it was converted from, for ONNX Runtime.
+    #[arg(long)]
+    onnx: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Threads, for ONNX Runtime and for us (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Timed runs after one warm-up (the median counts).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Images for the batch (the first B, preprocessed with the model's recipe); default:
+    /// seeded random pixels. Spiking activity, and so SNN time, depends on the images.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Also time one ANN and one SNN run node by node: milliseconds per image by layer
+    /// type (JSON key `profile`).
+    #[arg(long)]
+    profile: bool,
+    /// Print JSON (keys: ort_ips, ann_ips, snn_ips, snn_over_ort, ann_over_ort, batch,
+    /// threads, runs, *_seconds, ort_version).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -284,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plot { model, out, image } => plot(&model, &out, image.as_deref()),
         Command::Sweep(args) => sweep(args),
         Command::DecodeBench(args) => decode_bench(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -636,6 +670,70 @@ fn sweep(args: SweepArgs) -> Result<()> {
         );
     }
     println!("wrote {} and {}", csv_path.display(), png.display());
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let model = model_file::read_file(&args.model)
+        .with_context(|| format!("reading {}", args.model.display()))?;
+    let net = SpikingNetwork::new(&model, args.threads)?;
+    let shape = model.graph.input_shape().to_vec();
+    let batch = args.batch.max(1);
+    let images: Vec<Vec<u8>> = match &args.data {
+        Some(dir) => {
+            let dataset = Dataset::open(dir, None)?;
+            let preprocess = recipe::from_recipe(&model.preprocess)?;
+            let n = dataset.entries.len();
+            (0..batch)
+                .map(|i| dataset.load_u8(&dataset.entries[i % n], &preprocess))
+                .collect::<Result<_, _>>()?
+        }
+        None => {
+            // SplitMix64 noise: the same pixels on every run and machine.
+            let mut state = 0x5EEDu64;
+            let per: usize = shape.iter().product();
+            (0..batch)
+                .map(|_| {
+                    (0..per)
+                        .map(|_| {
+                            state = state.wrapping_add(0x9E3779B97F4A7C15);
+                            let mut z = state;
+                            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+                            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+                            (z ^ (z >> 31)) as u8
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    };
+    let report = amos_converter::bench::bench(&net, &args.onnx, &images, args.runs, args.profile)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "batch {}, {} threads, median of {} runs (ONNX Runtime {})",
+            report.batch, report.threads, report.runs, report.ort_version
+        );
+        println!("  ONNX Runtime ANN  {:8.1} images/s", report.ort_ips);
+        println!(
+            "  amos ANN          {:8.1} images/s  ({:.2}× ORT)",
+            report.ann_ips, report.ann_over_ort
+        );
+        println!(
+            "  amos SNN          {:8.1} images/s  ({:.2}× ORT)",
+            report.snn_ips, report.snn_over_ort
+        );
+        if let Some(rows) = &report.profile {
+            println!("\n  {:<28} {:>10} {:>10}", "ms per image", "ANN", "SNN");
+            for r in rows {
+                println!(
+                    "  {:<28} {:>10.3} {:>10.3}",
+                    r.layer_type, r.ann_ms, r.snn_ms
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! End to end with our own decoding and preprocessing: the 1000 ImageNet photographs through
-//! EfficientNet-Lite0 must give ONNX Runtime's (PIL-preprocessed) top-1 on ≥ 99% of images.
+//! EfficientNet-Lite0 must give ONNX Runtime's (PIL-preprocessed) top-1 on ≥ 99.5% of images (issue 5; measured 998/1000).
 //! JPEG decoders and resamplers differ slightly, so exact agreement is not required here.
 
 mod common;
@@ -45,7 +45,7 @@ fn lite0_on_1000_photographs_agrees_with_onnx_runtime() {
         summary.top1, summary.top5
     );
     assert!(
-        agree >= 990,
+        agree >= 995,
         "top-1 agrees with ONNX Runtime on only {agree}/1000 images"
     );
     assert!(

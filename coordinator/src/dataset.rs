@@ -9,8 +9,10 @@
 use amos_io::data::containers::ContainerKind;
 use amos_io::data::listing::{container_files, detect_layout};
 use amos_io::data::remote::{self, Listing as RemoteListing};
-use amos_io::data::{Dataset, Layout};
+use amos_io::data::{Dataset, Layout, SynsetList};
 use amos_io::store::Location;
+use std::path::Path;
+
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
@@ -65,10 +67,16 @@ impl Shard {
 }
 
 /// Lists the dataset at `url` (a local folder or an object-store URL) in `layout`, or the
-/// layout detected from its files.
-pub async fn list(url: &str, layout: Option<Layout>) -> anyhow::Result<Listing> {
+/// layout detected from its files; an ImageFolder's classes are numbered by `synsets` (a
+/// local `<wnid> <name>` file; default: the built-in ImageNet-1k list).
+pub async fn list(
+    url: &str,
+    layout: Option<Layout>,
+    synsets: Option<&Path>,
+) -> anyhow::Result<Listing> {
     if !url.contains("://") {
         let path = std::path::PathBuf::from(url);
+        let synsets = synsets.map(Path::to_path_buf);
         let listing = tokio::task::spawn_blocking(move || -> anyhow::Result<Listing> {
             let layout = match layout {
                 Some(l) => l,
@@ -93,7 +101,7 @@ pub async fn list(url: &str, layout: Option<Layout>) -> anyhow::Result<Listing> 
                 );
                 return Ok(Listing::Containers(files));
             }
-            let ds = Dataset::open_as(&path, None, Some(layout))?;
+            let ds = Dataset::open_as(&path, synsets.as_deref(), Some(layout))?;
             Ok(Listing::Images(
                 ds.entries
                     .into_iter()
@@ -110,7 +118,8 @@ pub async fn list(url: &str, layout: Option<Layout>) -> anyhow::Result<Listing> 
         return Ok(listing);
     }
     let loc = Location::parse(url)?;
-    let listing = remote::list(&loc, None, layout)
+    let synsets = synsets.map(SynsetList::from_file).transpose()?;
+    let listing = remote::list(&loc, synsets, layout)
         .await
         .with_context(|| format!("listing dataset {url}"))?;
     Ok(match listing {
@@ -175,4 +184,49 @@ pub fn digest(listing: &Listing) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(path: &Path) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        // A 1×1 grey PNG.
+        let bytes: &[u8] = &[
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52,
+            0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0x3a, 0x7e, 0x9b, 0x55, 0, 0, 0, 0x0a, 0x49,
+            0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0, 0, 0, 2, 0, 1, 0xe5, 0x27, 0xde, 0xfc, 0,
+            0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+        ];
+        std::fs::write(path, bytes).expect("write png");
+    }
+
+    #[tokio::test]
+    async fn synsets_number_image_folder_classes_locally_and_in_a_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        png(&data.join("cat/a.png"));
+        png(&data.join("dog/b.png"));
+        let syn = dir.path().join("syn.txt");
+        std::fs::write(&syn, "dog a dog\ncat a cat\n").expect("synsets");
+        let expected = Listing::Images(vec![
+            Image {
+                image_id: "cat/a.png".into(),
+                label: Some(1),
+            },
+            Image {
+                image_id: "dog/b.png".into(),
+                label: Some(0),
+            },
+        ]);
+        let local = data.to_str().expect("utf-8").to_string();
+        let store = format!("file://{local}");
+        for url in [&local, &store] {
+            assert_eq!(list(url, None, Some(&syn)).await.expect("list"), expected);
+            // The built-in ImageNet list does not know these folders.
+            let e = list(url, None, None).await.expect_err("unknown wnid");
+            assert!(format!("{e:#}").contains("cat"), "{e:#}");
+        }
+    }
 }

@@ -78,6 +78,10 @@ struct Common {
     /// Dataset layout: imagefolder, csv, webdataset or parquet (default: detected).
     #[arg(long)]
     layout: Option<Layout>,
+    /// Synset list (`<wnid> <name>` per line, a local file) numbering ImageFolder classes;
+    /// default: the built-in ImageNet-1k list.
+    #[arg(long)]
+    synsets: Option<std::path::PathBuf>,
     /// Output location: shards/, layers.parquet and _manifest.json go here.
     #[arg(long)]
     out: String,
@@ -173,6 +177,7 @@ fn options(
     o.reference_ann = c.reference_ann;
     o.limit = c.limit;
     o.layout = c.layout;
+    o.synsets = c.synsets.clone();
     o.shard_size = c.shard_size.max(1);
     o.threads = c.threads.unwrap_or(0);
     o.max_in_flight = c.in_flight;

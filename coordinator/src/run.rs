@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub out: String,
     /// The dataset's layout; `None`: detected from its files.
     pub layout: Option<Layout>,
+    /// Synset list numbering ImageFolder classes (default: built-in ImageNet-1k).
+    pub synsets: Option<std::path::PathBuf>,
     /// Worker addresses, chain by chain: the first `stages` form chain 0, and so on.
     pub workers: Vec<String>,
     pub stages: usize,
@@ -90,6 +92,7 @@ impl RunOptions {
             data,
             out,
             layout: None,
+            synsets: None,
             workers,
             stages,
             batch: 16,
@@ -230,7 +233,7 @@ pub async fn run(opts: RunOptions, state: Arc<RunState>) -> anyhow::Result<RunOu
         .with_context(|| format!("planning {} stages", opts.stages))?;
     let ends: Vec<usize> = plan.stages.iter().map(|s| s.nodes.end).collect();
 
-    let mut listing = dataset::list(&opts.data, opts.layout).await?;
+    let mut listing = dataset::list(&opts.data, opts.layout, opts.synsets.as_deref()).await?;
     if let Some(limit) = opts.limit {
         listing.truncate(limit);
     }

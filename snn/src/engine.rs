@@ -17,6 +17,9 @@ pub struct Engine {
     threads: usize,
     /// For each value, the index of the last node reading it.
     last_use: Vec<usize>,
+    /// Seconds per node, summed over runs while profiling is on ([`Engine::start_profile`]).
+    profile: std::sync::Mutex<Option<Vec<f64>>>,
+    profiling: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -39,7 +42,29 @@ impl Engine {
             pool,
             threads,
             last_use,
+            profile: std::sync::Mutex::new(None),
+            profiling: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Starts timing every node (wall-clock seconds, summed over the runs until
+    /// [`Engine::take_profile`]); a node replaced by the caller (an AMOS unit in SNN mode)
+    /// is timed with its replacement.
+    pub fn start_profile(&self) {
+        let mut p = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        *p = Some(vec![0.0; self.graph.nodes.len()]);
+        self.profiling
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops timing and returns the seconds per node since [`Engine::start_profile`].
+    pub fn take_profile(&self) -> Option<Vec<f64>> {
+        self.profiling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -178,8 +203,10 @@ impl Engine {
         replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
     ) {
         let g = &self.graph;
+        let profiling = self.profiling.load(std::sync::atomic::Ordering::Relaxed);
         for i in nodes {
             let node = &g.nodes[i];
+            let start = profiling.then(std::time::Instant::now);
             let out = {
                 let inputs: Vec<&Tensor> = node
                     .inputs
@@ -198,6 +225,12 @@ impl Engine {
                 }
             };
             values[node.output] = Some(out);
+            if let Some(start) = start {
+                let mut p = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = p.as_mut().and_then(|p| p.get_mut(i)) {
+                    *t += start.elapsed().as_secs_f64();
+                }
+            }
             for &v in &node.inputs {
                 if self.last_use[v] == i && !keep.contains(&v) {
                     values[v] = None;

@@ -35,7 +35,8 @@ impl Conv2d {
         self.groups > 1 && self.weight.shape()[1] == 1
     }
 
-    fn is_pointwise(&self) -> bool {
+    /// A 1×1 convolution with stride 1 and no padding: a GEMM on the input itself.
+    pub fn is_pointwise(&self) -> bool {
         self.kernel() == [1, 1] && self.stride == [1, 1] && self.pads == [0; 4]
     }
 
