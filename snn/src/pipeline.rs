@@ -151,7 +151,7 @@ impl Stage {
         threads: usize,
         codec: Codec,
     ) -> Result<Self, StageError> {
-        let net = SpikingNetwork::new(model, threads)?;
+        let net = SpikingNetwork::for_nodes(model, threads, layout.nodes.clone())?;
         let keep = if layout.is_last() {
             vec![model.graph.output]
         } else {

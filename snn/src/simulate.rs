@@ -61,34 +61,64 @@ pub struct SpikingNetwork {
     units: Vec<AmosUnit>,
     /// The same, prepared for evaluation.
     kernels: Vec<UnitKernel>,
-    /// Synapses per output element of each placement.
+    /// Synapses per output element of each placement run here (empty for placements
+    /// outside [`SpikingNetwork::for_nodes`]'s range: a pipeline stage holds only its own,
+    /// since for a large network they take gigabytes).
     fanout: Vec<Vec<u32>>,
-    /// Synapses per input element.
+    /// Output elements per image of each placement.
+    unit_elements: Vec<usize>,
+    /// Synapses per input element (empty when the range does not start at the input).
     input_fanout: Vec<u32>,
+    /// Input elements per image.
+    input_elements: usize,
     mean: [f32; 3],
     std: [f32; 3],
 }
 
 impl SpikingNetwork {
     pub fn new(model: &ConvertedModel, threads: usize) -> Result<Self, EngineError> {
+        Self::for_nodes(model, threads, 0..model.graph.nodes.len())
+    }
+
+    /// A network that runs only the nodes in `nodes` in SNN mode (a pipeline stage): the
+    /// synapse counts of units outside the range are not computed.
+    pub fn for_nodes(
+        model: &ConvertedModel,
+        threads: usize,
+        nodes: Range<usize>,
+    ) -> Result<Self, EngineError> {
         let graph = &model.graph;
+        let elements = |v: ValueId| graph.values[v].shape.iter().product::<usize>();
         let mut unit_of_node = vec![None; graph.nodes.len()];
         let mut units = Vec::with_capacity(model.units.len());
         let mut fanout = Vec::with_capacity(model.units.len());
+        let mut unit_elements = Vec::with_capacity(model.units.len());
         let mut fanouts = Fanouts::new(graph);
         for (u, p) in model.units.iter().enumerate() {
             unit_of_node[p.node] = Some(u);
             units.push(model.unit_params[p.params].unit.clone());
-            fanout.push(fanouts.of_value(graph.nodes[p.node].output));
+            let output = graph.nodes[p.node].output;
+            unit_elements.push(elements(output));
+            fanout.push(if nodes.contains(&p.node) {
+                fanouts.of_value(output)
+            } else {
+                Vec::new()
+            });
         }
-        let input_fanout = fanouts.of_value(graph.input);
+        let input_fanout = if nodes.start == 0 {
+            fanouts.of_value(graph.input)
+        } else {
+            Vec::new()
+        };
         Ok(SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
             kernels: units.iter().cloned().map(UnitKernel::new).collect(),
             units,
             fanout,
+            unit_elements,
             input_fanout,
+            input_elements: elements(graph.input),
             mean: model.preprocess.mean,
             std: model.preprocess.std,
         })
@@ -113,30 +143,27 @@ impl SpikingNetwork {
         &self.units
     }
 
-    /// Synapses per output element of each unit placement.
+    /// Synapses per output element of each unit placement (empty for a placement outside
+    /// [`SpikingNetwork::for_nodes`]'s range).
     pub fn fanout(&self, unit: usize) -> &[u32] {
         &self.fanout[unit]
     }
 
     /// Neurons per image over all units (K × elements), the input layer not included.
     pub fn neurons(&self) -> u64 {
-        self.units
-            .iter()
-            .zip(&self.fanout)
-            .map(|(u, f)| (u.k() * f.len()) as u64)
-            .sum()
+        self.unit_neurons().iter().sum()
     }
 
     /// Neurons per unit placement.
     pub fn unit_neurons(&self) -> Vec<u64> {
         self.units
             .iter()
-            .zip(&self.fanout)
-            .map(|(u, f)| (u.k() * f.len()) as u64)
+            .zip(&self.unit_elements)
+            .map(|(u, &n)| (u.k() * n) as u64)
             .collect()
     }
 
-    /// Mean synapses per spike of each unit placement.
+    /// Mean synapses per spike of each unit placement (0 outside the range).
     pub fn unit_fanout(&self) -> Vec<f64> {
         self.fanout
             .iter()
@@ -146,7 +173,7 @@ impl SpikingNetwork {
 
     /// Neurons of the input layer: 8 per pixel channel.
     pub fn input_neurons(&self) -> u64 {
-        INPUT_BITS * self.input_fanout.len() as u64
+        INPUT_BITS * self.input_elements as u64
     }
 
     /// The normalised input batch `[N, C, H, W]` for HWC uint8 images.
@@ -261,14 +288,14 @@ impl SpikingNetwork {
                 self.kernels.len()
             ))
         })?;
-        let placement_shape = self.fanout[unit].len();
+        let placement_shape = self.unit_elements[unit];
         let per: usize = shape.iter().skip(1).product();
         if shape.is_empty() || per != placement_shape {
             return Err(EngineError::Stage(format!(
                 "spikes for unit {unit} have shape {shape:?}; the unit has {placement_shape} elements per image"
             )));
         }
-        let data = spikes.iter().map(|&z| kernel.unit().decode(z)).collect();
+        let data = spikes.iter().map(|&z| kernel.decode(z)).collect();
         Tensor::new(shape, data).map_err(|e| EngineError::Stage(e.to_string()))
     }
 
@@ -291,13 +318,14 @@ impl SpikingNetwork {
             .collect();
         if let Some(images) = spec.images {
             // Input layer: one spike per set bit; element order of the CHW input.
-            let plane = self.input_fanout.len() / 3;
+            let plane = self.input_elements / 3;
             for (img, st) in images.iter().zip(stats.iter_mut()) {
                 for (i, px) in img.chunks_exact(3).enumerate() {
                     for (c, &v) in px.iter().enumerate() {
                         let s = v.count_ones() as u64;
                         st.input_spikes += s;
-                        st.input_synops += s * self.input_fanout[c * plane + i] as u64;
+                        let f = self.input_fanout.get(c * plane + i).copied().unwrap_or(0);
+                        st.input_synops += s * f as u64;
                     }
                 }
             }
@@ -347,7 +375,7 @@ impl SpikingNetwork {
         let fanout = &self.fanout[u];
         let x = inputs[0];
         let n = x.shape()[0];
-        let per = fanout.len();
+        let per = self.unit_elements[u];
         let mut out = vec![0.0f32; n * per];
         let mut words = vec![0u64; if record { n * per } else { 0 }];
         // The second input of a two-input unit, broadcast to the first's shape.

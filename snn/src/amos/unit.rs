@@ -153,7 +153,14 @@ pub struct UnitKernel {
     unit: AmosUnit,
     /// `h_j` when every row of h agrees on column j and all c_i are equal.
     residual: Option<(f32, Vec<f32>)>,
+    /// For K ≤ [`DECODE_TABLE_MAX_K`]: the output of every spike pattern, computed by
+    /// [`AmosUnit::decode`] itself, so a lookup replaces K conditional additions and gives
+    /// the same bits.
+    table: Option<Vec<f32>>,
 }
+
+/// Largest K whose decoded outputs are tabulated (2^12 entries, 16 KiB: stays in L1).
+pub const DECODE_TABLE_MAX_K: usize = 12;
 
 impl UnitKernel {
     pub fn new(unit: AmosUnit) -> Self {
@@ -168,7 +175,25 @@ impl UnitKernel {
                 .collect();
             (unit.c[0], h)
         });
-        UnitKernel { unit, residual }
+        let table =
+            (k <= DECODE_TABLE_MAX_K).then(|| (0..1u64 << k).map(|z| unit.decode(z)).collect());
+        UnitKernel {
+            unit,
+            residual,
+            table,
+        }
+    }
+
+    /// The output for a spike pattern, bit-identical to [`AmosUnit::decode`].
+    #[inline]
+    pub fn decode(&self, spikes: u64) -> f32 {
+        match &self.table {
+            Some(t) => t
+                .get(spikes as usize)
+                .copied()
+                .unwrap_or_else(|| self.unit.decode(spikes)),
+            None => self.unit.decode(spikes),
+        }
     }
 
     pub fn unit(&self) -> &AmosUnit {
@@ -186,7 +211,6 @@ impl UnitKernel {
     /// branch per neuron, which the compiler vectorises); selects keep every floating-point
     /// operation of the scalar definition, so results are bit-identical.
     pub fn eval_many(&self, x: &[f32], x2: Option<&[f32]>, y: &mut [f32], z: &mut [u64]) {
-        const BLOCK: usize = 16;
         let Some((c, h)) = &self.residual else {
             for e in 0..x.len() {
                 let (s, v) = self.unit.eval(x[e], x2.map_or(0.0, |x2| x2[e]));
@@ -195,37 +219,19 @@ impl UnitKernel {
             }
             return;
         };
-        let (t, d, o) = (&self.unit.t, &self.unit.d, self.unit.o);
-        for ((xs, ys), zs) in x
-            .chunks(BLOCK)
-            .zip(y.chunks_mut(BLOCK))
-            .zip(z.chunks_mut(BLOCK))
-        {
-            let n = xs.len();
-            let mut r = [0.0f32; BLOCK];
-            let mut bits = [0u64; BLOCK];
-            let mut acc = [0.0f32; BLOCK];
-            for e in 0..n {
-                r[e] = c * xs[e];
-            }
-            for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
-                for e in 0..BLOCK {
-                    let fire = r[e] - ti >= 0.0;
-                    bits[e] |= (fire as u64) << i;
-                    r[e] = if fire { r[e] - hi } else { r[e] };
-                }
-            }
-            for (i, &di) in d.iter().enumerate() {
-                for e in 0..BLOCK {
-                    let fired = (bits[e] >> i) & 1 == 1;
-                    acc[e] = if fired { acc[e] + di } else { acc[e] };
-                }
-            }
-            for e in 0..n {
-                zs[e] = bits[e];
-                ys[e] = o + acc[e];
-            }
-        }
+        residual_eval(
+            Residual {
+                c: *c,
+                t: &self.unit.t,
+                h,
+                d: &self.unit.d,
+                o: self.unit.o,
+                table: self.table.as_deref(),
+            },
+            x,
+            y,
+            z,
+        );
     }
 
     /// Same as [`AmosUnit::eval`].
@@ -299,5 +305,70 @@ mod tests {
         assert_eq!(u.eval(2.0, 0.0), (0b01, 10.0)); // the first fires and silences the second
         assert_eq!(u.eval(6.0, 0.0), (0b11, 11.0)); // 6 − 5 ≥ 0: both
         assert_eq!(u.eval(-1.0, 0.0), (0b00, 0.0));
+    }
+}
+
+/// A residual-form unit's parameters, borrowed for [`residual_eval`].
+#[derive(Clone, Copy)]
+struct Residual<'a> {
+    c: f32,
+    t: &'a [f32],
+    h: &'a [f32],
+    d: &'a [f32],
+    o: f32,
+    table: Option<&'a [f32]>,
+}
+
+/// The residual form over blocks of elements, branch-free (a select instead of a branch per
+/// neuron, which the compiler vectorises). Compiled for AVX2 too and chosen at run time:
+/// wider vectors, the same operations (Rust never fuses a multiply and an add on its own), so
+/// the same bits on every machine.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
+    const BLOCK: usize = 16;
+    let Residual {
+        c,
+        t,
+        h,
+        d,
+        o,
+        table,
+    } = u;
+    for ((xs, ys), zs) in x
+        .chunks(BLOCK)
+        .zip(y.chunks_mut(BLOCK))
+        .zip(z.chunks_mut(BLOCK))
+    {
+        let n = xs.len();
+        let mut r = [0.0f32; BLOCK];
+        let mut bits = [0u64; BLOCK];
+        let mut acc = [0.0f32; BLOCK];
+        for e in 0..n {
+            r[e] = c * xs[e];
+        }
+        for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
+            for e in 0..BLOCK {
+                let fire = r[e] - ti >= 0.0;
+                bits[e] |= (fire as u64) << i;
+                r[e] = if fire { r[e] - hi } else { r[e] };
+            }
+        }
+        if let Some(table) = table {
+            for e in 0..n {
+                zs[e] = bits[e];
+                ys[e] = table.get(bits[e] as usize).copied().unwrap_or(f32::NAN);
+            }
+            continue;
+        }
+        for (i, &di) in d.iter().enumerate() {
+            for e in 0..BLOCK {
+                let fired = (bits[e] >> i) & 1 == 1;
+                acc[e] = if fired { acc[e] + di } else { acc[e] };
+            }
+        }
+        for e in 0..n {
+            zs[e] = bits[e];
+            ys[e] = o + acc[e];
+        }
     }
 }
