@@ -380,16 +380,35 @@ impl SpikingNetwork {
         let mut words = vec![0u64; if record { n * per } else { 0 }];
         // The second input of a two-input unit, broadcast to the first's shape.
         let x2 = inputs.get(1).map(|t| broadcast_to(t, &x.shape()[1..]));
-        let eval = |b: usize, dst: &mut [f32], z: &mut [u64]| -> (u64, u64) {
-            let src = &x.data()[b * per..(b + 1) * per];
-            let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
-            unit.eval_many(src, src2, dst, z);
+        // Spike and synapse counts of `z`, the spike words of elements `offset..` of an image.
+        let count = |z: &[u64], offset: usize| -> (u64, u64) {
             let spikes = z.iter().map(|s| s.count_ones() as u64).sum();
             let synops = z
                 .iter()
-                .zip(fanout)
+                .zip(fanout.get(offset..).unwrap_or_default())
                 .map(|(s, &f)| s.count_ones() as u64 * f as u64)
                 .sum();
+            (spikes, synops)
+        };
+        let eval = |b: usize, dst: &mut [f32], z: Option<&mut [u64]>| -> (u64, u64) {
+            let src = &x.data()[b * per..(b + 1) * per];
+            let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
+            if let Some(z) = z {
+                unit.eval_many(src, src2, dst, z);
+                return count(z, 0);
+            }
+            // Words nobody keeps: a small reused buffer, not a vector per image.
+            const CHUNK: usize = 1024;
+            let mut words = [0u64; CHUNK];
+            let (mut spikes, mut synops) = (0, 0);
+            for (i, (dst, src)) in dst.chunks_mut(CHUNK).zip(src.chunks(CHUNK)).enumerate() {
+                let z = &mut words[..src.len()];
+                let src2 = src2.map(|s| &s[i * CHUNK..i * CHUNK + src.len()]);
+                unit.eval_many(src, src2, dst, z);
+                let (s, o) = count(z, i * CHUNK);
+                spikes += s;
+                synops += o;
+            }
             (spikes, synops)
         };
         let chunk = per.max(1);
@@ -397,12 +416,12 @@ impl SpikingNetwork {
             out.par_chunks_mut(chunk)
                 .zip(words.par_chunks_mut(chunk))
                 .enumerate()
-                .map(|(b, (dst, z))| eval(b, dst, z))
+                .map(|(b, (dst, z))| eval(b, dst, Some(z)))
                 .collect()
         } else {
             out.par_chunks_mut(chunk)
                 .enumerate()
-                .map(|(b, dst)| eval(b, dst, &mut vec![0u64; per]))
+                .map(|(b, dst)| eval(b, dst, None))
                 .collect()
         };
         (

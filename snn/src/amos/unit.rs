@@ -277,6 +277,8 @@ mod tests {
             closed_form::relu6(10, Rounding::Nearest),
             closed_form::relu6(7, Rounding::Truncate),
             closed_form::identity(12, -3.3, 4.1, Rounding::Nearest),
+            // Past 32 bits and past the decode table: the 64-bit path and the decode loop.
+            closed_form::identity(40, -3.3, 4.1, Rounding::Nearest),
         ] {
             let kernel = UnitKernel::new(unit.clone());
             assert!(kernel.residual.is_some());
@@ -325,7 +327,7 @@ struct Residual<'a> {
 /// the same bits on every machine.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
-    const BLOCK: usize = 16;
+    const BLOCK: usize = 32;
     let Residual {
         c,
         t,
@@ -346,11 +348,26 @@ fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
         for e in 0..n {
             r[e] = c * xs[e];
         }
-        for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
+        if t.len() <= 32 {
+            // 32-bit words: as wide as the potentials, so compares and bits share vectors.
+            let mut bits32 = [0u32; BLOCK];
+            for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
+                for e in 0..BLOCK {
+                    let fire = r[e] - ti >= 0.0;
+                    bits32[e] |= (fire as u32) << i;
+                    r[e] = if fire { r[e] - hi } else { r[e] };
+                }
+            }
             for e in 0..BLOCK {
-                let fire = r[e] - ti >= 0.0;
-                bits[e] |= (fire as u64) << i;
-                r[e] = if fire { r[e] - hi } else { r[e] };
+                bits[e] = bits32[e] as u64;
+            }
+        } else {
+            for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
+                for e in 0..BLOCK {
+                    let fire = r[e] - ti >= 0.0;
+                    bits[e] |= (fire as u64) << i;
+                    r[e] = if fire { r[e] - hi } else { r[e] };
+                }
             }
         }
         if let Some(table) = table {
