@@ -212,11 +212,7 @@ impl UnitKernel {
     /// operation of the scalar definition, so results are bit-identical.
     pub fn eval_many(&self, x: &[f32], x2: Option<&[f32]>, y: &mut [f32], z: &mut [u64]) {
         let Some((c, h)) = &self.residual else {
-            for e in 0..x.len() {
-                let (s, v) = self.unit.eval(x[e], x2.map_or(0.0, |x2| x2[e]));
-                z[e] = s;
-                y[e] = v;
-            }
+            general_eval(&self.unit, self.table.as_deref(), x, x2, y, z);
             return;
         };
         residual_eval(
@@ -291,6 +287,44 @@ mod tests {
                 let (a, b) = (kernel.eval(x, 0.0), unit.eval(x, 0.0));
                 assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "x = {x}");
                 assert_eq!((zs[e], ys[e].to_bits()), (b.0, b.1.to_bits()), "x = {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_general_path_is_bit_identical() {
+        // Seeded random fitted-style units: one and two inputs, K past the decode table.
+        let mut state = 7u64;
+        let mut rand = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for (k, two) in [(8, false), (12, false), (40, true), (20, true)] {
+            let mut u = AmosUnit::zeros(k, two);
+            u.c = (0..k).map(|_| rand() * 3.0).collect();
+            if two {
+                u.c2 = Some((0..k).map(|_| rand() * 3.0).collect());
+            }
+            u.t = (0..k).map(|_| rand()).collect();
+            u.h = (0..k * (k - 1) / 2).map(|_| rand() * 2.0).collect();
+            u.d = (0..k).map(|_| rand()).collect();
+            u.o = rand();
+            let kernel = UnitKernel::new(u.clone());
+            assert!(!kernel.is_residual());
+            let n = 50_001;
+            let xs: Vec<f32> = (0..n).map(|_| rand() * 4.0).collect();
+            let x2: Vec<f32> = (0..n).map(|_| rand() * 4.0).collect();
+            let (mut ys, mut zs) = (vec![0.0; n], vec![0; n]);
+            kernel.eval_many(&xs, two.then_some(&x2[..]), &mut ys, &mut zs);
+            for e in 0..n {
+                let (z, y) = u.eval(xs[e], if two { x2[e] } else { 0.0 });
+                assert_eq!(
+                    (zs[e], ys[e].to_bits()),
+                    (z, y.to_bits()),
+                    "K {k}, element {e}"
+                );
             }
         }
     }
@@ -386,6 +420,83 @@ fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
         for e in 0..n {
             zs[e] = bits[e];
             ys[e] = o + acc[e];
+        }
+    }
+}
+
+/// The general form (fitted units, two-input units) over blocks of elements: neuron by
+/// neuron, each potential is built as [`AmosUnit::spikes`] builds it (`c·x`, `+ c′·x′`,
+/// `− h_ij` for every fired j in ascending order, `− t_i`), with selects instead of
+/// branches, so the spikes are bit-identical. An inhibition h_ij is applied only when some
+/// element of the block fired neuron j: spikes are sparse, so most columns are skipped.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn general_eval(
+    unit: &AmosUnit,
+    table: Option<&[f32]>,
+    x: &[f32],
+    x2: Option<&[f32]>,
+    y: &mut [f32],
+    z: &mut [u64],
+) {
+    const BLOCK: usize = 16;
+    let k = unit.c.len();
+    for (b, ((xs, ys), zs)) in x
+        .chunks(BLOCK)
+        .zip(y.chunks_mut(BLOCK))
+        .zip(z.chunks_mut(BLOCK))
+        .enumerate()
+    {
+        let n = xs.len();
+        let mut xin = [0.0f32; BLOCK];
+        let mut xin2 = [0.0f32; BLOCK];
+        xin[..n].copy_from_slice(xs);
+        if let Some(x2) = x2 {
+            xin2[..n].copy_from_slice(&x2[b * BLOCK..b * BLOCK + n]);
+        }
+        let mut bits = [0u64; BLOCK];
+        // Neurons that fired in at least one element of the block.
+        let mut fired_any = 0u64;
+        let mut row = 0;
+        for i in 0..k {
+            let mut v = [0.0f32; BLOCK];
+            let ci = unit.c[i];
+            for e in 0..BLOCK {
+                v[e] = ci * xin[e];
+            }
+            if let Some(c2) = &unit.c2 {
+                let c2i = c2[i];
+                for e in 0..BLOCK {
+                    v[e] += c2i * xin2[e];
+                }
+            }
+            let mut columns = fired_any;
+            while columns != 0 {
+                let j = columns.trailing_zeros() as usize;
+                let hij = unit.h[row + j];
+                for e in 0..BLOCK {
+                    let fired = (bits[e] >> j) & 1 == 1;
+                    v[e] = if fired { v[e] - hij } else { v[e] };
+                }
+                columns &= columns - 1;
+            }
+            let ti = unit.t[i];
+            let mut any = false;
+            for e in 0..BLOCK {
+                let fire = v[e] - ti >= 0.0;
+                bits[e] |= (fire as u64) << i;
+                any |= fire & (e < n);
+            }
+            if any {
+                fired_any |= 1 << i;
+            }
+            row += i;
+        }
+        for e in 0..n {
+            zs[e] = bits[e];
+            ys[e] = match table {
+                Some(t) => t.get(bits[e] as usize).copied().unwrap_or(f32::NAN),
+                None => unit.decode(bits[e]),
+            };
         }
     }
 }
