@@ -213,40 +213,76 @@ struct DepthwiseGeometry<'a> {
     ranges: &'a [(usize, usize)],
 }
 
-/// One channel of a depthwise convolution: `out += Σ w[ky][kx] · plane[shifted]`, row by
-/// row. Compiled for AVX2 too and chosen at run time: wider vectors, the same operations in
-/// the same order (Rust never fuses a multiply and an add), so the same bits everywhere.
+/// One channel of a depthwise convolution: every output element starts from its bias and
+/// adds `w[ky][kx] · input` over the taps inside the image, ky then kx ascending. Interior
+/// elements (every tap inside) are computed [`LANES`] at a time in registers and stored once;
+/// border elements one by one. The additions per element happen in the same order either
+/// way. Compiled for AVX2 too and chosen at run time: wider vectors, the same operations
+/// (Rust never fuses a multiply and an add), so the same bits everywhere.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn depthwise_channel<'a>(g: &DepthwiseGeometry<'a>, plane: &[f32], wk: &[f32], out: &mut [f32]) {
+    const LANES: usize = 8;
     let [kh, kw] = g.kernel;
     let [sh, sw] = g.stride;
     let [dh, dw] = g.dilation;
     let [pt, pl] = g.pads;
     let [h, w] = g.input;
     let [oh, ow] = g.output;
+    // Output columns where every kernel column lands inside the image.
+    let lo_all = g.ranges.iter().map(|r| r.0).max().unwrap_or(0);
+    let hi_all = g.ranges.iter().map(|r| r.1).min().unwrap_or(0).max(lo_all);
+    let mut rows: Vec<(usize, &[f32])> = Vec::with_capacity(kh);
     for oy in 0..oh {
-        let line = &mut out[oy * ow..(oy + 1) * ow];
+        rows.clear();
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - pt as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
+            if iy >= 0 && iy < h as isize {
+                rows.push((ky, &plane[iy as usize * w..(iy as usize + 1) * w]));
             }
-            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-            for kx in 0..kw {
-                let wv = wk[ky * kw + kx];
-                let (lo, hi) = g.ranges[kx];
-                if sw == 1 {
-                    let off = kx * dw;
-                    let s = &src[lo + off - pl..hi + off - pl];
-                    for (o, v) in line[lo..hi].iter_mut().zip(s) {
-                        *o += wv * v;
-                    }
-                } else {
-                    for (ox, o) in line.iter_mut().enumerate().take(hi).skip(lo) {
-                        *o += wv * src[ox * sw + kx * dw - pl];
+        }
+        let line = &mut out[oy * ow..(oy + 1) * ow];
+        let border = |ox: usize, acc: &mut f32| {
+            for &(ky, src) in &rows {
+                for kx in 0..kw {
+                    let (lo, hi) = g.ranges[kx];
+                    if ox >= lo && ox < hi {
+                        *acc += wk[ky * kw + kx] * src[ox * sw + kx * dw - pl];
                     }
                 }
             }
+        };
+        for ox in (0..lo_all).chain(hi_all..ow) {
+            let mut acc = line[ox];
+            border(ox, &mut acc);
+            line[ox] = acc;
+        }
+        let mut ox = lo_all;
+        while ox + LANES <= hi_all {
+            let mut acc = [0.0f32; LANES];
+            acc.copy_from_slice(&line[ox..ox + LANES]);
+            for &(ky, src) in &rows {
+                for kx in 0..kw {
+                    let wv = wk[ky * kw + kx];
+                    let base = ox * sw + kx * dw - pl;
+                    if sw == 1 {
+                        let s = &src[base..base + LANES];
+                        for l in 0..LANES {
+                            acc[l] += wv * s[l];
+                        }
+                    } else {
+                        for l in 0..LANES {
+                            acc[l] += wv * src[base + l * sw];
+                        }
+                    }
+                }
+            }
+            line[ox..ox + LANES].copy_from_slice(&acc);
+            ox += LANES;
+        }
+        for ox in ox..hi_all {
+            let mut acc = line[ox];
+            border(ox, &mut acc);
+            line[ox] = acc;
         }
     }
 }
@@ -301,5 +337,91 @@ pub(crate) fn matmul(
             false,
             par,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, element by element: bias, then `w · x` over the taps inside the
+    /// image, ky then kx ascending.
+    fn naive_depthwise(conv: &Conv2d, x: &Tensor, [oh, ow]: [usize; 2]) -> Vec<f32> {
+        let [n, c, h, w] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+        let [kh, kw] = conv.kernel();
+        let m = conv.out_channels() / c;
+        let mut out = Vec::new();
+        for b in 0..n {
+            for oc in 0..conv.out_channels() {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = conv.bias[oc];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * conv.stride[0] + ky * conv.dilation[0]) as isize
+                                    - conv.pads[0] as isize;
+                                let ix = (ox * conv.stride[1] + kx * conv.dilation[1]) as isize
+                                    - conv.pads[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let v = x.data()
+                                    [((b * c + oc / m) * h + iy as usize) * w + ix as usize];
+                                acc += conv.weight.data()[(oc * kh + ky) * kw + kx] * v;
+                            }
+                        }
+                        out.push(acc);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn depthwise_is_bit_identical_to_the_definition() {
+        let mut state = 3u64;
+        let mut rand = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        // (channels, multiplier, h, w, kernel, stride, dilation, pads t l b r)
+        let cases = [
+            (4, 1, 17, 29, 3, 1, 1, [1, 1, 1, 1]),
+            (3, 1, 23, 23, 5, 2, 1, [2, 2, 2, 2]),
+            (2, 2, 19, 40, 3, 1, 2, [2, 2, 2, 2]),
+            (5, 1, 7, 7, 3, 2, 1, [0, 0, 1, 1]),
+            (2, 1, 9, 64, 5, 1, 1, [0, 3, 0, 1]),
+        ];
+        for (c, m, h, w, k, s, d, pads) in cases {
+            let conv = Conv2d {
+                weight: Tensor::new(
+                    vec![c * m, 1, k, k],
+                    (0..c * m * k * k).map(|_| rand()).collect(),
+                )
+                .unwrap(),
+                bias: (0..c * m).map(|_| rand()).collect(),
+                stride: [s, s],
+                dilation: [d, d],
+                pads,
+                groups: c,
+            };
+            let x = Tensor::new(
+                vec![2, c, h, w],
+                (0..2 * c * h * w).map(|_| rand() * 3.0).collect(),
+            )
+            .unwrap();
+            let out_shape = conv.output_shape(&[c, h, w]).unwrap();
+            let got = conv.eval(&x, &out_shape, 2);
+            let want = naive_depthwise(&conv, &x, [out_shape[1], out_shape[2]]);
+            let got_bits: Vec<u32> = got.data().iter().map(|v| v.to_bits()).collect();
+            let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(
+                got_bits, want_bits,
+                "case {c}x{m} {h}x{w} k{k} s{s} d{d} {pads:?}"
+            );
+        }
     }
 }
