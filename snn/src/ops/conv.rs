@@ -241,6 +241,7 @@ fn depthwise_channel<'a>(g: &DepthwiseGeometry<'a>, plane: &[f32], wk: &[f32], o
             }
         }
         let line = &mut out[oy * ow..(oy + 1) * ow];
+        // Adds the taps of column `ox` that fall inside the image to `acc`.
         let border = |ox: usize, acc: &mut f32| {
             for &(ky, src) in &rows {
                 for kx in 0..kw {
@@ -251,11 +252,6 @@ fn depthwise_channel<'a>(g: &DepthwiseGeometry<'a>, plane: &[f32], wk: &[f32], o
                 }
             }
         };
-        for ox in (0..lo_all).chain(hi_all..ow) {
-            let mut acc = line[ox];
-            border(ox, &mut acc);
-            line[ox] = acc;
-        }
         let mut ox = lo_all;
         while ox + LANES <= hi_all {
             let mut acc = [0.0f32; LANES];
@@ -279,10 +275,11 @@ fn depthwise_channel<'a>(g: &DepthwiseGeometry<'a>, plane: &[f32], wk: &[f32], o
             line[ox..ox + LANES].copy_from_slice(&acc);
             ox += LANES;
         }
-        for ox in ox..hi_all {
-            let mut acc = line[ox];
-            border(ox, &mut acc);
-            line[ox] = acc;
+        // The borders, and the interior's last columns that do not fill a vector.
+        for (i, v) in line.iter_mut().enumerate() {
+            if i < lo_all || i >= ox {
+                border(i, v);
+            }
         }
     }
 }
