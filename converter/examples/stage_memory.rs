@@ -70,21 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shape = structure.graph.input_shape().to_vec();
     drop(structure);
 
-    let mut state = 0x5EEDu64;
-    let per: usize = shape.iter().product();
-    let images: Vec<Vec<u8>> = (0..batch)
-        .map(|_| {
-            (0..per)
-                .map(|_| {
-                    state = state.wrapping_add(0x9E3779B97F4A7C15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-                    (z ^ (z >> 31)) as u8
-                })
-                .collect()
-        })
-        .collect();
+    let images = amos_converter::bench::noise_images(batch, shape.iter().product());
     println!(
         "{path}: {stages} stages, batch {batch}, input {shape:?}; peak RSS per stage (weights of that stage only)"
     );

@@ -688,24 +688,7 @@ fn bench(args: BenchArgs) -> Result<()> {
                 .map(|i| dataset.load_u8(&dataset.entries[i % n], &preprocess))
                 .collect::<Result<_, _>>()?
         }
-        None => {
-            // SplitMix64 noise: the same pixels on every run and machine.
-            let mut state = 0x5EEDu64;
-            let per: usize = shape.iter().product();
-            (0..batch)
-                .map(|_| {
-                    (0..per)
-                        .map(|_| {
-                            state = state.wrapping_add(0x9E3779B97F4A7C15);
-                            let mut z = state;
-                            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-                            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-                            (z ^ (z >> 31)) as u8
-                        })
-                        .collect()
-                })
-                .collect()
-        }
+        None => amos_converter::bench::noise_images(batch, shape.iter().product()),
     };
     let report = amos_converter::bench::bench(&net, &args.onnx, &images, args.runs, args.profile)?;
     if args.json {

@@ -326,3 +326,61 @@ fn eval_reads_webdataset_and_parquet_shards_like_the_image_folder() {
     ]);
     assert!(!ok && stderr.contains("webdataset"), "{stderr}");
 }
+
+#[test]
+fn bench_and_decode_bench_report_their_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let onnx = root.join("examples/cifar10/cifar10_swish_se.onnx");
+    let images = root.join("examples/cifar10/images");
+    let model = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-swish.amos");
+    let (ok, _, stderr) = amos_convert(&[
+        "convert",
+        onnx.to_str().expect("path"),
+        "--preset",
+        "cifar",
+        "-o",
+        model.to_str().expect("path"),
+    ]);
+    assert!(ok, "{stderr}");
+    let v = json(&[
+        "bench",
+        model.to_str().expect("path"),
+        "--onnx",
+        onnx.to_str().expect("path"),
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--threads",
+        "1",
+        "--data",
+        images.to_str().expect("path"),
+        "--profile",
+        "--json",
+    ]);
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {v}"));
+    for k in ["ort_ips", "ann_ips", "snn_ips"] {
+        assert!(f(k) > 0.0, "{k}: {v}");
+    }
+    assert!((f("snn_over_ort") - f("snn_ips") / f("ort_ips")).abs() < 1e-9);
+    assert!((f("ann_over_ort") - f("ann_ips") / f("ort_ips")).abs() < 1e-9);
+    let rows = v["profile"].as_array().expect("profile");
+    assert!(
+        rows.iter().any(|r| r["layer_type"] == "AMOS unit (mul)"),
+        "{v}"
+    );
+    let d = json(&[
+        "decode-bench",
+        images.to_str().expect("path"),
+        "--preset",
+        "cifar",
+        "--size",
+        "32",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(d["images"], 50);
+    assert_eq!(d["errors"], 0);
+    assert!(d["ips"].as_f64().unwrap_or(0.0) > 0.0, "{d}");
+}

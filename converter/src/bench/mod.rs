@@ -105,6 +105,25 @@ fn profile(net: &SpikingNetwork, images: &[&[u8]]) -> Result<Vec<ProfileRow>, Co
     Ok(out)
 }
 
+/// `n` images of `per_image` seeded pseudo-random bytes (SplitMix64): the same pixels on
+/// every run and machine, for benchmarks without a dataset.
+pub fn noise_images(n: usize, per_image: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x5EEDu64;
+    (0..n)
+        .map(|_| {
+            (0..per_image)
+                .map(|_| {
+                    state = state.wrapping_add(0x9E3779B97F4A7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+                    (z ^ (z >> 31)) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn median(seconds: &[f64]) -> f64 {
     let mut s = seconds.to_vec();
     s.sort_by(f64::total_cmp);

@@ -457,7 +457,7 @@ fn open_image_folder(root: &Path, synsets: &SynsetList) -> Result<Dataset, DataE
                 wnid: name.clone(),
                 synsets: synsets.source.clone(),
             })?;
-        collect_images(&dir, &name, label as i32, 0, &mut entries)?;
+        collect_images(&dir, &name, label as i32, &mut entries)?;
     }
     entries.sort_by(|a: &Entry, b: &Entry| a.image_id.cmp(&b.image_id));
     Ok(Dataset {
@@ -476,31 +476,15 @@ fn collect_images(
     dir: &Path,
     id_prefix: &str,
     label: i32,
-    depth: usize,
     out: &mut Vec<Entry>,
 ) -> Result<(), DataError> {
-    if depth > MAX_DEPTH {
-        return Err(DataError::io(
-            dir,
-            std::io::Error::other(format!("folders nested deeper than {MAX_DEPTH} levels")),
-        ));
-    }
-    for name in sorted_names(dir)? {
-        if is_hidden(&name) {
-            continue;
-        }
-        let path = dir.join(&name);
-        let id = format!("{id_prefix}/{name}");
-        if path.is_dir() {
-            collect_images(&path, &id, label, depth + 1, out)?;
-        } else if is_image(&name) {
-            out.push(Entry {
-                image_id: id,
-                path,
-                label: Some(label),
-                source: Source::File,
-            });
-        }
+    for rel in walk_files(dir)?.into_iter().filter(|f| is_image(f)) {
+        out.push(Entry {
+            path: dir.join(&rel),
+            image_id: format!("{id_prefix}/{rel}"),
+            label: Some(label),
+            source: Source::File,
+        });
     }
     Ok(())
 }
