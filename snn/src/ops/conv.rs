@@ -213,72 +213,39 @@ struct DepthwiseGeometry<'a> {
     ranges: &'a [(usize, usize)],
 }
 
-/// One channel of a depthwise convolution: every output element starts from its bias and
-/// adds `w[ky][kx] · input` over the taps inside the image, ky then kx ascending. Interior
-/// elements (every tap inside) are computed [`LANES`] at a time in registers and stored once;
-/// border elements one by one. The additions per element happen in the same order either
-/// way. Compiled for AVX2 too and chosen at run time: wider vectors, the same operations
-/// (Rust never fuses a multiply and an add), so the same bits everywhere.
+/// One channel of a depthwise convolution: `out += Σ w[ky][kx] · plane[shifted]`, row by
+/// row. Compiled for AVX2 too and chosen at run time: wider vectors, the same operations in
+/// the same order (Rust never fuses a multiply and an add), so the same bits everywhere.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn depthwise_channel<'a>(g: &DepthwiseGeometry<'a>, plane: &[f32], wk: &[f32], out: &mut [f32]) {
-    const LANES: usize = 8;
     let [kh, kw] = g.kernel;
     let [sh, sw] = g.stride;
     let [dh, dw] = g.dilation;
     let [pt, pl] = g.pads;
     let [h, w] = g.input;
     let [oh, ow] = g.output;
-    // Output columns where every kernel column lands inside the image.
-    let lo_all = g.ranges.iter().map(|r| r.0).max().unwrap_or(0);
-    let hi_all = g.ranges.iter().map(|r| r.1).min().unwrap_or(0).max(lo_all);
-    let mut rows: Vec<(usize, &[f32])> = Vec::with_capacity(kh);
     for oy in 0..oh {
-        rows.clear();
+        let line = &mut out[oy * ow..(oy + 1) * ow];
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - pt as isize;
-            if iy >= 0 && iy < h as isize {
-                rows.push((ky, &plane[iy as usize * w..(iy as usize + 1) * w]));
+            if iy < 0 || iy >= h as isize {
+                continue;
             }
-        }
-        let line = &mut out[oy * ow..(oy + 1) * ow];
-        // Adds the taps of column `ox` that fall inside the image to `acc`.
-        let border = |ox: usize, acc: &mut f32| {
-            for &(ky, src) in &rows {
-                for kx in 0..kw {
-                    let (lo, hi) = g.ranges[kx];
-                    if ox >= lo && ox < hi {
-                        *acc += wk[ky * kw + kx] * src[ox * sw + kx * dw - pl];
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            for kx in 0..kw {
+                let wv = wk[ky * kw + kx];
+                let (lo, hi) = g.ranges[kx];
+                if sw == 1 {
+                    let off = kx * dw;
+                    let s = &src[lo + off - pl..hi + off - pl];
+                    for (o, v) in line[lo..hi].iter_mut().zip(s) {
+                        *o += wv * v;
+                    }
+                } else {
+                    for (ox, o) in line.iter_mut().enumerate().take(hi).skip(lo) {
+                        *o += wv * src[ox * sw + kx * dw - pl];
                     }
                 }
-            }
-        };
-        let mut ox = lo_all;
-        while ox + LANES <= hi_all {
-            let mut acc = [0.0f32; LANES];
-            acc.copy_from_slice(&line[ox..ox + LANES]);
-            for &(ky, src) in &rows {
-                for kx in 0..kw {
-                    let wv = wk[ky * kw + kx];
-                    let base = ox * sw + kx * dw - pl;
-                    if sw == 1 {
-                        let s = &src[base..base + LANES];
-                        for l in 0..LANES {
-                            acc[l] += wv * s[l];
-                        }
-                    } else {
-                        for l in 0..LANES {
-                            acc[l] += wv * src[base + l * sw];
-                        }
-                    }
-                }
-            }
-            line[ox..ox + LANES].copy_from_slice(&acc);
-            ox += LANES;
-        }
-        // The borders, and the interior's last columns that do not fill a vector.
-        for (i, v) in line.iter_mut().enumerate() {
-            if i < lo_all || i >= ox {
-                border(i, v);
             }
         }
     }
