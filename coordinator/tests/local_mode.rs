@@ -378,6 +378,27 @@ fn webdataset_and_parquet_shards_give_the_same_rows() {
     let good: BTreeMap<String, ImageRow> =
         got.into_iter().filter(|(_, r)| r.error.is_none()).collect();
     check_same_in_order(&base, &good, "wds with a corrupt sample");
+
+    // A tar with no samples at all fails its shard with a message naming it (exit code 2).
+    let empty = root.join("wds-empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    tar::Builder::new(std::fs::File::create(empty.join("empty.tar")).expect("create tar"))
+        .into_inner()
+        .expect("finish tar");
+    let o = coordinator()
+        .arg("local")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&empty)
+        .arg("--out")
+        .arg(tmp("layouts-wds-empty"))
+        .args(["--quiet", "--max-attempts", "1"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("empty.tar: holds no samples"), "{err}");
 }
 
 #[test]

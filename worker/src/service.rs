@@ -238,7 +238,6 @@ impl StageService {
         Ok(Some(out))
     }
 
-    /// Stage 0: reads and preprocesses a batch of images.
     /// Stage 0: the image files of `images`, fetched from the dataset's store.
     async fn fetch_images(
         &self,
@@ -275,10 +274,16 @@ impl StageService {
             .await
             .map_err(|e| Status::unavailable(format!("reading {container}: {e}")))?;
         let name = container.to_string();
-        tokio::task::spawn_blocking(move || containers::read_samples(&name, bytes))
+        let samples = tokio::task::spawn_blocking(move || containers::read_samples(&name, bytes))
             .await
             .map_err(|e| internal("reading a container", e))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if samples.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{container}: holds no samples"
+            )));
+        }
+        Ok(samples)
     }
 
     /// Stage 0: one batch's image states and pixels, from `prefetched` container samples
