@@ -249,24 +249,19 @@ fn labels_of(column: &ArrayRef, name: &str) -> Result<Vec<Option<i32>>, DataErro
 
 /// The image bytes of one record batch's image column (`None` for a null image).
 fn images_of(column: &ArrayRef, is_struct: bool) -> Vec<Option<Bytes>> {
-    let binary: ArrayRef = if is_struct {
-        let s: &StructArray = column.as_struct();
-        match s.column_by_name("bytes") {
-            Some(b) => {
-                // A null struct is a null image even where its child holds a value.
-                let b = b.clone();
-                return binary_values(&b)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| v.filter(|_| !s.is_null(i)))
-                    .collect();
-            }
-            None => return vec![None; s.len()],
-        }
-    } else {
-        column.clone()
-    };
-    binary_values(&binary)
+    if !is_struct {
+        return binary_values(column);
+    }
+    let s: &StructArray = column.as_struct();
+    match s.column_by_name("bytes") {
+        // A null struct is a null image even where its child holds a value.
+        Some(b) => binary_values(b)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.filter(|_| !s.is_null(i)))
+            .collect(),
+        None => vec![None; s.len()],
+    }
 }
 
 fn binary_values(a: &ArrayRef) -> Vec<Option<Bytes>> {
