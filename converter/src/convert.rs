@@ -24,8 +24,16 @@ use amos_snn::{Graph, amos::AmosUnit};
 use crate::calibrate::Calibration;
 use crate::error::ConvertError;
 
-/// Most samples a fit uses (an evenly spaced subsample of the calibration data).
+/// Most calibration samples kept per group (an evenly spaced subsample); a fit uses at most
+/// its `max_fit_samples` of them.
 const MAX_FIT_SAMPLES: usize = 20_000;
+
+/// Default descent budget and samples of one-input fits. Against the fitter's own defaults
+/// (200 sweeps on 4096 samples) this lowered the swish/SE model's swish MSE from 4.1e-4 to
+/// 2.5e-4 and raised its SNN/ANN top-1 agreement from 96.5% to 98.05% (logit RMSE 0.126 →
+/// 0.101), for about 20 s more per fitted gate type; 3000 sweeps gained nothing more.
+pub const DEFAULT_FIT_STEPS: usize = 1000;
+pub const DEFAULT_FIT_SAMPLES: usize = 16_384;
 
 /// The paper's K where it gives one (relu 10, relu6 10, sigmoid 8, swish 12, mul 40), and
 /// ours for the rest.
@@ -67,6 +75,10 @@ pub struct ConvertOptions {
     /// With calibration data: a ReLU/ReLU6/clip layer that never reaches the upper bound gets
     /// a closed form over its own range; otherwise one unit per gate type.
     pub per_layer: bool,
+    /// Descent budget (sweeps of coordinate descent) of one-input fitted units.
+    pub fit_steps: usize,
+    /// Samples one-input fits use (an evenly spaced subset of the calibration samples).
+    pub fit_samples: usize,
 }
 
 impl Default for ConvertOptions {
@@ -76,6 +88,8 @@ impl Default for ConvertOptions {
             rounding: true,
             seed: 0,
             per_layer: true,
+            fit_steps: DEFAULT_FIT_STEPS,
+            fit_samples: DEFAULT_FIT_SAMPLES,
         }
     }
 }
@@ -222,6 +236,8 @@ pub fn convert(
         calibration_images: calibration.map_or(0, |c| c.images as u32),
         seed: options.seed,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        fit_steps: options.fit_steps as u32,
+        fit_samples: options.fit_samples as u32,
     };
     Ok(ConvertedModel {
         graph,
@@ -367,8 +383,10 @@ fn make_unit(
         }
         _ => {}
     }
-    let config = FitConfig::new(k, options.seed);
     if gate == GateKind::Mul {
+        // The fitter's own budget: 1000 sweeps on 16 384 samples gave this unit a higher
+        // error (8.6e-5 against 5.8e-5 on the swish/SE model) and a worse network.
+        let config = FitConfig::new(k, options.seed);
         let product = |x: f32, y: f32| x * y;
         let (pairs, range, range2) = match samples {
             Some(s) if s.x2.len() == s.x.len() => {
@@ -419,6 +437,11 @@ fn make_unit(
             "gate {} has no function to fit",
             gate.name()
         )));
+    };
+    let config = FitConfig {
+        steps: options.fit_steps.max(1),
+        max_fit_samples: options.fit_samples.max(1),
+        ..FitConfig::new(k, options.seed)
     };
     let f = move |x: f32| act.apply(x);
     let (xs, range) = match samples {

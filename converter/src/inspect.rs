@@ -291,6 +291,10 @@ pub fn amos_report(
         s.calibration_images.to_string(),
     );
     settings.insert("seed".into(), s.seed.to_string());
+    if s.fit_steps > 0 {
+        settings.insert("fit_steps".into(), s.fit_steps.to_string());
+        settings.insert("fit_samples".into(), s.fit_samples.to_string());
+    }
     settings.insert("tool_version".into(), s.tool_version.clone());
     let (_, start) = time_steps(model);
     let fanout = net.unit_fanout();

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amos_converter::calibrate::calibrate;
-use amos_converter::convert::{ConvertOptions, ModelInfo, convert};
+use amos_converter::convert::{
+    ConvertOptions, DEFAULT_FIT_SAMPLES, DEFAULT_FIT_STEPS, ModelInfo, convert,
+};
 use amos_converter::eval::{self, EvalOptions, Mode};
 use amos_converter::inspect::{amos_report, onnx_report, stage_rows};
 use amos_converter::onnx::import_file;
@@ -220,6 +222,26 @@ struct UnitArgs {
     /// that never reaches the bound gets the code over its own range).
     #[arg(long)]
     shared_units: bool,
+    /// Descent budget of one-input fitted units (sweeps of coordinate descent; the time of
+    /// a fit is about proportional to it). The multiplication unit keeps the fitter's 200.
+    #[arg(long, default_value_t = DEFAULT_FIT_STEPS)]
+    fit_steps: usize,
+    /// Samples one-input fits use, an evenly spaced subset of the calibration samples.
+    #[arg(long, default_value_t = DEFAULT_FIT_SAMPLES)]
+    fit_samples: usize,
+}
+
+impl UnitArgs {
+    /// Conversion options with these settings, the rest default.
+    fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            rounding: !self.truncate,
+            per_layer: !self.shared_units,
+            fit_steps: self.fit_steps,
+            fit_samples: self.fit_samples,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -408,10 +430,8 @@ fn convert_model(args: ConvertArgs) -> Result<()> {
     let start = Instant::now();
     let (imported, sha, preprocess) = prepare(&args.model, &args.preset)?;
     let mut options = ConvertOptions {
-        rounding: !args.units.truncate,
         seed: args.seed,
-        per_layer: !args.units.shared_units,
-        ..Default::default()
+        ..args.units.options()
     };
     if let Some(spec) = &args.k {
         options.set_k(spec)?;
@@ -611,11 +631,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         classes: dataset.classes.clone(),
         source_sha256: sha,
     };
-    let base = ConvertOptions {
-        rounding: !args.units.truncate,
-        per_layer: !args.units.shared_units,
-        ..Default::default()
-    };
+    let base = args.units.options();
     let bar = progress_bar(args.k.len(), false, "conversions");
     let eval_options = EvalOptions {
         batch: 16,

@@ -340,6 +340,8 @@ fn bench_and_decode_bench_report_their_keys() {
         "cifar",
         "-o",
         model.to_str().expect("path"),
+        "--fit-steps",
+        "200",
     ]);
     assert!(ok, "{stderr}");
     let v = json(&[

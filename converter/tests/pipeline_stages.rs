@@ -21,6 +21,8 @@ fn convert(onnx: &Path, preset: &str, calibration: Option<&Path>, out: &str) -> 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_amos-convert"));
     cmd.arg("convert").arg(onnx).arg("-o").arg(&out);
     cmd.args(["--preset", preset]);
+    // Fidelity is not what these tests check: the fitter's quick budget.
+    cmd.args(["--fit-steps", "200", "--fit-samples", "4096"]);
     if let Some(c) = calibration {
         cmd.arg("--calibration").arg(c);
         cmd.args(["--calibration-images", "64"]);

@@ -156,7 +156,8 @@ fn s3_run_with_two_workers_matches_eval() {
         .arg(&model)
         .args(["--preset", "cifar", "--calibration"])
         .arg(&cifar)
-        .args(["--calibration-images", "64"]));
+        .args(["--calibration-images", "64"])
+        .args(["--fit-steps", "200", "--fit-samples", "4096"]));
     let n = 24;
     let uploaded = ok(Command::new("python3")
         .args(["-c", UPLOAD, &endpoint])

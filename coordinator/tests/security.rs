@@ -71,6 +71,7 @@ fn tls_and_token_are_required() {
         .args(["--preset", "cifar", "--calibration"])
         .arg(&data)
         .args(["--calibration-images", "32"])
+        .args(["--fit-steps", "200", "--fit-samples", "4096"])
         .output()
         .expect("convert");
     assert!(

@@ -97,7 +97,12 @@ pub fn convert_without_calibration(onnx_path: &Path) -> Option<ConvertedModel> {
     convert(
         imported.graph,
         None,
-        &ConvertOptions::default(),
+        // The fitter's quick budget: the harness needs a valid model, not a faithful one.
+        &ConvertOptions {
+            fit_steps: 200,
+            fit_samples: 4096,
+            ..ConvertOptions::default()
+        },
         info,
         |_| {},
     )

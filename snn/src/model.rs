@@ -89,6 +89,10 @@ pub struct ConversionSettings {
     pub seed: u64,
     /// Version of amos that converted.
     pub tool_version: String,
+    /// Descent budget and sample count of one-input fitted units (0: not recorded, a file
+    /// from before they were).
+    pub fit_steps: u32,
+    pub fit_samples: u32,
 }
 
 impl ConvertedModel {

@@ -614,6 +614,8 @@ pub fn assemble_partial(
         calibration_images: s.calibration_images,
         seed: s.seed,
         tool_version: s.tool_version.clone(),
+        fit_steps: s.fit_steps,
+        fit_samples: s.fit_samples,
     };
     Ok(ConvertedModel {
         graph,
@@ -1275,6 +1277,8 @@ pub fn encode(model: &ConvertedModel) -> Vec<u8> {
             calibration_images: s.calibration_images,
             seed: s.seed,
             tool_version: s.tool_version.clone(),
+            fit_steps: s.fit_steps,
+            fit_samples: s.fit_samples,
         }),
         source_sha256: model.source_sha256.clone(),
         tensors: std::mem::take(&mut data.entries),

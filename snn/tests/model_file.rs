@@ -309,6 +309,8 @@ fn sample_model() -> ConvertedModel {
             calibration_images: 64,
             seed: u64::MAX - 7,
             tool_version: "0.1.0".into(),
+            fit_steps: 0,
+            fit_samples: 0,
         },
         source_sha256: "ab".repeat(32),
     }

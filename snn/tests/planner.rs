@@ -58,6 +58,8 @@ fn model(g: Graph, units: &[(usize, usize)]) -> ConvertedModel {
             calibration_images: 0,
             seed: 0,
             tool_version: "test".into(),
+            fit_steps: 0,
+            fit_samples: 0,
         },
         source_sha256: String::new(),
     }
