@@ -120,7 +120,7 @@ impl Engine {
         let g = &self.graph;
         let mut values: Vec<Option<Tensor>> = vec![None; g.values.len()];
         values[g.input] = Some(input);
-        self.run_range(&mut values, 0..g.nodes.len(), &[], replace);
+        self.run_range(&mut values, 0..g.nodes.len(), &[], replace, &[]);
         values[g.output]
             .take()
             .unwrap_or_else(|| crate::ops::unreachable_shape())
@@ -136,6 +136,21 @@ impl Engine {
         inputs: Vec<(ValueId, Tensor)>,
         keep: &[ValueId],
         replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+    ) -> Result<Vec<Tensor>, EngineError> {
+        self.run_nodes_fused(nodes, inputs, keep, replace, &[])
+    }
+
+    /// [`Engine::run_nodes`] for a caller that fuses some nodes into their producers: each
+    /// node marked in `forwarded` (indexed by node) is not evaluated; its output is its first
+    /// input, passed on as is, because `replace` already applied it when it computed that
+    /// input (an activation or unit fused into the convolution before it).
+    pub fn run_nodes_fused(
+        &self,
+        nodes: Range<usize>,
+        inputs: Vec<(ValueId, Tensor)>,
+        keep: &[ValueId],
+        replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+        forwarded: &[bool],
     ) -> Result<Vec<Tensor>, EngineError> {
         let g = &self.graph;
         if nodes.end > g.nodes.len() || nodes.start > nodes.end {
@@ -182,7 +197,7 @@ impl Engine {
             )));
         }
         Ok(self.pool.install(|| {
-            self.run_range(&mut values, nodes, keep, replace);
+            self.run_range(&mut values, nodes, keep, replace, forwarded);
             keep.iter()
                 .map(|&v| {
                     values[v]
@@ -194,20 +209,32 @@ impl Engine {
     }
 
     /// Evaluates `nodes` in order over `values`, dropping each value after its last reader
-    /// unless it is in `keep`.
+    /// unless it is in `keep`; nodes marked in `forwarded` pass their first input on.
     fn run_range(
         &self,
         values: &mut [Option<Tensor>],
         nodes: Range<usize>,
         keep: &[ValueId],
         replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
+        forwarded: &[bool],
     ) {
         let g = &self.graph;
         let profiling = self.profiling.load(std::sync::atomic::Ordering::Relaxed);
         for i in nodes {
             let node = &g.nodes[i];
             let start = profiling.then(std::time::Instant::now);
-            let out = {
+            let out = if forwarded.get(i).copied().unwrap_or(false) {
+                // Moved when this node is its last reader, which fusion arranges.
+                let src = node.inputs[0];
+                let moved = (self.last_use[src] == i && !keep.contains(&src))
+                    .then(|| values[src].take())
+                    .flatten();
+                moved.unwrap_or_else(|| {
+                    values[src]
+                        .clone()
+                        .unwrap_or_else(|| crate::ops::unreachable_shape())
+                })
+            } else {
                 let inputs: Vec<&Tensor> = node
                     .inputs
                     .iter()

@@ -15,6 +15,7 @@
 //! which are already spike-coded).
 
 use std::ops::Range;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -23,7 +24,7 @@ use crate::engine::Engine;
 use crate::error::{EngineError, GraphError};
 use crate::graph::{Graph, ValueId};
 use crate::model::ConvertedModel;
-use crate::ops::{Op, OpClass};
+use crate::ops::{Conv2d, Op, OpClass};
 use crate::tensor::Tensor;
 
 /// Bits per input pixel channel.
@@ -71,6 +72,11 @@ pub struct SpikingNetwork {
     input_fanout: Vec<u32>,
     /// Input elements per image.
     input_elements: usize,
+    /// By node: for a convolution whose output only the next node reads, and that node a
+    /// one-input gate, the gate's unit placement. The gate is fused into the convolution
+    /// (its unit, or in ANN mode its activation, rewrites each image's output in place
+    /// while it is in cache), and the gate node passes the result on.
+    fused: Vec<Option<usize>>,
     mean: [f32; 3],
     std: [f32; 3],
 }
@@ -110,6 +116,22 @@ impl SpikingNetwork {
         } else {
             Vec::new()
         };
+        let uses = graph.use_counts();
+        let mut fused = vec![None; graph.nodes.len()];
+        for (u, p) in model.units.iter().enumerate() {
+            let gate = &graph.nodes[p.node];
+            let Some(producer) = p.node.checked_sub(1) else {
+                continue;
+            };
+            let conv = &graph.nodes[producer];
+            if gate.inputs == [conv.output]
+                && uses[conv.output] == 1
+                && matches!(conv.op, Op::Conv(_))
+                && matches!(gate.op, Op::Activation(_) | Op::Identity)
+            {
+                fused[producer] = Some(u);
+            }
+        }
         Ok(SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
@@ -119,6 +141,7 @@ impl SpikingNetwork {
             unit_elements,
             input_fanout,
             input_elements: elements(graph.input),
+            fused,
             mean: model.preprocess.mean,
             std: model.preprocess.std,
         })
@@ -205,12 +228,21 @@ impl SpikingNetwork {
 
     /// ANN mode on HWC uint8 images.
     pub fn run_ann(&self, images: &[&[u8]]) -> Result<Tensor, EngineError> {
-        self.engine.run(self.normalise(images)?)
+        let graph = self.engine.graph();
+        let input = self.normalise(images)?;
+        let mut values = self.run_ann_stage(
+            0..graph.nodes.len(),
+            vec![(graph.input, input)],
+            &[graph.output],
+        )?;
+        Ok(values
+            .pop()
+            .unwrap_or_else(|| crate::ops::unreachable_shape()))
     }
 
     /// SNN mode on HWC uint8 images.
     pub fn run_snn(&self, images: &[&[u8]]) -> Result<SnnOutput, EngineError> {
-        self.run_snn_observed(images, None, &mut |_, _, _| {})
+        self.run_whole(images, None, &mut |_, _, _| {}, true)
     }
 
     /// SNN mode with only the unit placements marked in `enabled` in spikes; the other gates
@@ -220,17 +252,28 @@ impl SpikingNetwork {
         images: &[&[u8]],
         enabled: &[bool],
     ) -> Result<SnnOutput, EngineError> {
-        self.run_snn_observed(images, Some(enabled), &mut |_, _, _| {})
+        self.run_whole(images, Some(enabled), &mut |_, _, _| {}, false)
     }
 
     /// SNN mode, calling `observe(unit, inputs, output)` after each unit ran (for checks and
     /// debugging: the unit placement index, its batched inputs and decoded output). With
-    /// `enabled`, only the marked placements run as units.
+    /// `enabled`, only the marked placements run as units. Nothing is fused, so every unit
+    /// runs apart from its producer: the same results as [`SpikingNetwork::run_snn`].
     pub fn run_snn_observed(
         &self,
         images: &[&[u8]],
         enabled: Option<&[bool]>,
         observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
+    ) -> Result<SnnOutput, EngineError> {
+        self.run_whole(images, enabled, observe, false)
+    }
+
+    fn run_whole(
+        &self,
+        images: &[&[u8]],
+        enabled: Option<&[bool]>,
+        observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
+        fuse: bool,
     ) -> Result<SnnOutput, EngineError> {
         let graph = self.engine.graph();
         let input = self.normalise(images)?;
@@ -245,6 +288,7 @@ impl SpikingNetwork {
             },
             enabled,
             observe,
+            fuse,
         )?;
         let logits = run
             .values
@@ -261,7 +305,7 @@ impl SpikingNetwork {
     /// The statistics count this stage's units only (and the input layer when the stage is
     /// given the images), so the stages' statistics add up to [`SpikingNetwork::run_snn`]'s.
     pub fn run_snn_stage(&self, spec: StageSpec<'_>) -> Result<StageResult, EngineError> {
-        self.run_stage(spec, None, &mut |_, _, _| {})
+        self.run_stage(spec, None, &mut |_, _, _| {}, true)
     }
 
     /// Runs the contiguous nodes of one pipeline stage in ANN mode: the values in `keep`.
@@ -271,7 +315,49 @@ impl SpikingNetwork {
         inputs: Vec<(ValueId, Tensor)>,
         keep: &[ValueId],
     ) -> Result<Vec<Tensor>, EngineError> {
-        self.engine.run_nodes(nodes, inputs, keep, &mut |_, _| None)
+        let graph = self.engine.graph();
+        let forwarded = self.forwarded(&nodes, keep);
+        let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
+            if !forwarded.get(node + 1).copied().unwrap_or(false) {
+                return None;
+            }
+            let Op::Conv(conv) = &graph.nodes[node].op else {
+                return None;
+            };
+            let activation = match graph.nodes[node + 1].op {
+                Op::Activation(a) => Some(a),
+                _ => None,
+            };
+            let epilogue = move |_: usize, y: &mut [f32]| {
+                if let Some(a) = activation {
+                    y.iter_mut().for_each(|v| *v = a.apply(*v));
+                }
+            };
+            Some(conv.eval_fused(
+                inputs[0],
+                &graph.values[graph.nodes[node].output].shape,
+                self.engine.threads(),
+                Some(&epilogue),
+            ))
+        };
+        self.engine
+            .run_nodes_fused(nodes, inputs, keep, &mut replace, &forwarded)
+    }
+
+    /// By node, whether it is fused into its producer in a run of `nodes` that returns `keep`:
+    /// both in the range, and the producer's output not returned.
+    fn forwarded(&self, nodes: &Range<usize>, keep: &[ValueId]) -> Vec<bool> {
+        let graph = self.engine.graph();
+        let mut forwarded = vec![false; graph.nodes.len()];
+        for producer in nodes.clone() {
+            if self.fused[producer].is_some()
+                && nodes.contains(&(producer + 1))
+                && !keep.contains(&graph.nodes[producer].output)
+            {
+                forwarded[producer + 1] = true;
+            }
+        }
+        forwarded
     }
 
     /// The decoded output of unit placement `unit` for its spike words (one per element of a
@@ -304,6 +390,7 @@ impl SpikingNetwork {
         mut spec: StageSpec<'_>,
         enabled: Option<&[bool]>,
         observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
+        fuse: bool,
     ) -> Result<StageResult, EngineError> {
         let n = match (&spec.images, spec.inputs.first()) {
             (Some(images), _) => images.len(),
@@ -331,14 +418,34 @@ impl SpikingNetwork {
             }
         }
         let mut recorded = Vec::with_capacity(spec.record.len());
+        let forwarded = if fuse {
+            self.forwarded(&spec.nodes, spec.keep)
+        } else {
+            Vec::new()
+        };
+        let graph = self.engine.graph();
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
-            let u = self.unit_of_node[node]?;
-            if enabled.is_some_and(|e| !e.get(u).copied().unwrap_or(false)) {
-                return None;
-            }
-            let record = spec.record.contains(&u);
-            let (out, per_image, words) = self.run_unit(u, inputs, record);
-            observe(u, inputs, &out);
+            let (u, (out, per_image, words)) = match self.fused[node] {
+                Some(u) if forwarded.get(node + 1).copied().unwrap_or(false) => {
+                    let Op::Conv(conv) = &graph.nodes[node].op else {
+                        return None;
+                    };
+                    let shape = &graph.values[graph.nodes[node].output].shape;
+                    (
+                        u,
+                        self.run_fused(conv, shape, u, inputs[0], spec.record.contains(&u)),
+                    )
+                }
+                _ => {
+                    let u = self.unit_of_node[node]?;
+                    if enabled.is_some_and(|e| !e.get(u).copied().unwrap_or(false)) {
+                        return None;
+                    }
+                    let run = self.run_unit(u, inputs, spec.record.contains(&u));
+                    observe(u, inputs, &run.0);
+                    (u, run)
+                }
+            };
             for (st, (spikes, synops)) in stats.iter_mut().zip(per_image) {
                 st.unit_spikes[u] = spikes as u32;
                 st.spikes += spikes;
@@ -349,11 +456,12 @@ impl SpikingNetwork {
             }
             Some(out)
         };
-        let values = self.engine.run_nodes(
+        let values = self.engine.run_nodes_fused(
             spec.nodes.clone(),
             std::mem::take(&mut spec.inputs),
             spec.keep,
             &mut replace,
+            &forwarded,
         )?;
         recorded.sort_by_key(|(u, _)| *u);
         Ok(StageResult {
@@ -365,14 +473,7 @@ impl SpikingNetwork {
 
     /// Evaluates placement `u` on its gate's inputs: the decoded outputs, per image the
     /// spikes and synaptic operations, and with `record` every element's spike word.
-    fn run_unit(
-        &self,
-        u: usize,
-        inputs: &[&Tensor],
-        record: bool,
-    ) -> (Tensor, Vec<(u64, u64)>, Option<Vec<u64>>) {
-        let unit = &self.kernels[u];
-        let fanout = &self.fanout[u];
+    fn run_unit(&self, u: usize, inputs: &[&Tensor], record: bool) -> UnitRun {
         let x = inputs[0];
         let n = x.shape()[0];
         let per = self.unit_elements[u];
@@ -380,36 +481,10 @@ impl SpikingNetwork {
         let mut words = vec![0u64; if record { n * per } else { 0 }];
         // The second input of a two-input unit, broadcast to the first's shape.
         let x2 = inputs.get(1).map(|t| broadcast_to(t, &x.shape()[1..]));
-        // Spike and synapse counts of `z`, the spike words of elements `offset..` of an image.
-        let count = |z: &[u64], offset: usize| -> (u64, u64) {
-            let spikes = z.iter().map(|s| s.count_ones() as u64).sum();
-            let synops = z
-                .iter()
-                .zip(fanout.get(offset..).unwrap_or_default())
-                .map(|(s, &f)| s.count_ones() as u64 * f as u64)
-                .sum();
-            (spikes, synops)
-        };
         let eval = |b: usize, dst: &mut [f32], z: Option<&mut [u64]>| -> (u64, u64) {
             let src = &x.data()[b * per..(b + 1) * per];
             let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
-            if let Some(z) = z {
-                unit.eval_many(src, src2, dst, z);
-                return count(z, 0);
-            }
-            // Words nobody keeps: a small reused buffer, not a vector per image.
-            const CHUNK: usize = 1024;
-            let mut words = [0u64; CHUNK];
-            let (mut spikes, mut synops) = (0, 0);
-            for (i, (dst, src)) in dst.chunks_mut(CHUNK).zip(src.chunks(CHUNK)).enumerate() {
-                let z = &mut words[..src.len()];
-                let src2 = src2.map(|s| &s[i * CHUNK..i * CHUNK + src.len()]);
-                unit.eval_many(src, src2, dst, z);
-                let (s, o) = count(z, i * CHUNK);
-                spikes += s;
-                synops += o;
-            }
-            (spikes, synops)
+            self.unit_image(u, Some(src), src2, dst, z)
         };
         let chunk = per.max(1);
         let per_image: Vec<(u64, u64)> = if record {
@@ -431,7 +506,91 @@ impl SpikingNetwork {
             record.then_some(words),
         )
     }
+
+    /// Runs convolution `conv` (output shape `shape` per image) with one-input placement `u`
+    /// fused into it: each image's output goes through the unit in place as soon as it is
+    /// computed. Returns what [`SpikingNetwork::run_unit`] returns for the unit.
+    fn run_fused(
+        &self,
+        conv: &Conv2d,
+        shape: &[usize],
+        u: usize,
+        x: &Tensor,
+        record: bool,
+    ) -> UnitRun {
+        let n = x.shape().first().copied().unwrap_or(0);
+        let per = self.unit_elements[u].max(1);
+        let counts: Vec<Mutex<(u64, u64)>> = (0..n).map(|_| Mutex::new((0, 0))).collect();
+        let mut words = vec![0u64; if record { n * per } else { 0 }];
+        let slots: Vec<Mutex<&mut [u64]>> = words.chunks_mut(per).map(Mutex::new).collect();
+        let epilogue = |b: usize, y: &mut [f32]| {
+            let c = match slots.get(b) {
+                Some(slot) => self.unit_image(u, None, None, y, Some(&mut lock(slot))),
+                None => self.unit_image(u, None, None, y, None),
+            };
+            if let Some(m) = counts.get(b) {
+                *lock(m) = c;
+            }
+        };
+        let out = conv.eval_fused(x, shape, self.engine.threads(), Some(&epilogue));
+        drop(slots);
+        let per_image = counts
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        (out, per_image, record.then_some(words))
+    }
+
+    /// Placement `u` over one image's elements: `x` (with `None`, `y`'s own values, in
+    /// place), with second input `x2` for a two-input unit, decoded into `y`, spike words
+    /// into `z` when given. Returns the image's spikes and synaptic operations.
+    fn unit_image(
+        &self,
+        u: usize,
+        x: Option<&[f32]>,
+        x2: Option<&[f32]>,
+        y: &mut [f32],
+        mut z: Option<&mut [u64]>,
+    ) -> (u64, u64) {
+        // Chunks small enough for the stack: words nobody keeps, and a copy of the input
+        // when the unit rewrites its input in place.
+        const CHUNK: usize = 1024;
+        let (unit, fanout) = (&self.kernels[u], &self.fanout[u]);
+        let mut scratch = [0u64; CHUNK];
+        let mut input = [0.0f32; CHUNK];
+        let (mut spikes, mut synops) = (0, 0);
+        for start in (0..y.len()).step_by(CHUNK) {
+            let r = start..(start + CHUNK).min(y.len());
+            let src: &[f32] = match x {
+                Some(x) => &x[r.clone()],
+                None => {
+                    let buf = &mut input[..r.len()];
+                    buf.copy_from_slice(&y[r.clone()]);
+                    buf
+                }
+            };
+            let words = match z.as_deref_mut() {
+                Some(z) => &mut z[r.clone()],
+                None => &mut scratch[..r.len()],
+            };
+            unit.eval_many(src, x2.map(|s| &s[r.clone()]), &mut y[r.clone()], words);
+            for (w, &f) in words.iter().zip(fanout.get(r.clone()).unwrap_or_default()) {
+                synops += w.count_ones() as u64 * f as u64;
+            }
+            spikes += words.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+        }
+        (spikes, synops)
+    }
 }
+
+/// Locks a mutex that a panicking thread may have poisoned (its data is still whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a unit produced for a batch: decoded outputs, per image (spikes, synaptic
+/// operations), and the spike words when recorded.
+type UnitRun = (Tensor, Vec<(u64, u64)>, Option<Vec<u64>>);
 
 /// One pipeline stage's work on a batch: which nodes, what it receives, what it sends on.
 pub struct StageSpec<'a> {

@@ -5,7 +5,7 @@
 use amos_snn::amos::closed_form::{self, Rounding};
 use amos_snn::model::{ConversionSettings, ConvertedModel, Recipe, UnitParams, UnitPlacement};
 use amos_snn::ops::{Activation, Binary, BinaryKind, Conv2d, GateKind, Linear, Op};
-use amos_snn::simulate::SpikingNetwork;
+use amos_snn::simulate::{SpikingNetwork, StageSpec};
 use amos_snn::{Graph, Tensor};
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32) -> Conv2d {
@@ -280,4 +280,46 @@ fn identity_unit_encodes_a_residual_sum_at_a_boundary() {
     for (a, s) in snn_before.logits.data().iter().zip(snn.logits.data()) {
         assert!((a - s).abs() < 0.05, "{a} vs {s}");
     }
+}
+
+#[test]
+fn a_unit_fused_into_its_convolution_gives_bit_identical_results() {
+    // conv1 → relu1 is fused (conv1's output has no other reader); observed runs never fuse.
+    let m = model();
+    let net = SpikingNetwork::new(&m, 2).unwrap();
+    let imgs = images();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    let mut words: Vec<u64> = Vec::new();
+    let unfused = net
+        .run_snn_observed(&refs, None, &mut |u, inputs, _| {
+            if u == 0 {
+                let unit = &m.unit_params[m.units[0].params].unit;
+                words = inputs[0]
+                    .data()
+                    .iter()
+                    .map(|&x| unit.eval(x, 0.0).0)
+                    .collect();
+            }
+        })
+        .unwrap();
+    let fused = net.run_snn(&refs).unwrap();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&fused.logits), bits(&unfused.logits));
+    assert_eq!(fused.stats, unfused.stats);
+    // A stage that sends relu1's spikes on records them through the fused path too.
+    let r1 = m.graph.nodes[1].output;
+    let stage = net
+        .run_snn_stage(StageSpec {
+            nodes: 0..2,
+            inputs: vec![(m.graph.input, net.normalise(&refs).unwrap())],
+            images: Some(&refs),
+            keep: &[r1],
+            record: &[0],
+        })
+        .unwrap();
+    assert_eq!(stage.spikes, vec![(0, words)]);
+    // ANN mode: the activation fused into the convolution, against the engine alone.
+    let ann = net.run_ann(&refs).unwrap();
+    let plain = net.engine().run(net.normalise(&refs).unwrap()).unwrap();
+    assert_eq!(bits(&ann), bits(&plain));
 }

@@ -157,6 +157,9 @@ pub struct UnitKernel {
     /// [`AmosUnit::decode`] itself, so a lookup replaces K conditional additions and gives
     /// the same bits.
     table: Option<Vec<f32>>,
+    /// Per neuron i, bit j set where h_ij ≠ 0: subtracting a zero inhibition can change only
+    /// the sign of a zero potential, never whether `v − t_i ≥ 0`, so those columns are skipped.
+    inhibited_by: Vec<u64>,
 }
 
 /// Largest K whose decoded outputs are tabulated (2^12 entries, 16 KiB: stays in L1).
@@ -177,10 +180,18 @@ impl UnitKernel {
         });
         let table =
             (k <= DECODE_TABLE_MAX_K).then(|| (0..1u64 << k).map(|z| unit.decode(z)).collect());
+        let inhibited_by = (0..k)
+            .map(|i| {
+                (0..i)
+                    .filter(|&j| unit.h(i, j) != 0.0)
+                    .fold(0u64, |m, j| m | 1u64 << j)
+            })
+            .collect();
         UnitKernel {
             unit,
             residual,
             table,
+            inhibited_by,
         }
     }
 
@@ -212,7 +223,15 @@ impl UnitKernel {
     /// operation of the scalar definition, so results are bit-identical.
     pub fn eval_many(&self, x: &[f32], x2: Option<&[f32]>, y: &mut [f32], z: &mut [u64]) {
         let Some((c, h)) = &self.residual else {
-            general_eval(&self.unit, self.table.as_deref(), x, x2, y, z);
+            general_eval(
+                &self.unit,
+                self.table.as_deref(),
+                &self.inhibited_by,
+                x,
+                x2,
+                y,
+                z,
+            );
             return;
         };
         residual_eval(
@@ -308,7 +327,14 @@ mod tests {
                 u.c2 = Some((0..k).map(|_| rand() * 3.0).collect());
             }
             u.t = (0..k).map(|_| rand()).collect();
-            u.h = (0..k * (k - 1) / 2).map(|_| rand() * 2.0).collect();
+            // Zero inhibitions, of both signs, are skipped by the kernel.
+            u.h = (0..k * (k - 1) / 2)
+                .map(|i| match i % 5 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => rand() * 2.0,
+                })
+                .collect();
             u.d = (0..k).map(|_| rand()).collect();
             u.o = rand();
             let kernel = UnitKernel::new(u.clone());
@@ -427,18 +453,20 @@ fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
 /// The general form (fitted units, two-input units) over blocks of elements: neuron by
 /// neuron, each potential is built as [`AmosUnit::spikes`] builds it (`c·x`, `+ c′·x′`,
 /// `− h_ij` for every fired j in ascending order, `− t_i`), with selects instead of
-/// branches, so the spikes are bit-identical. An inhibition h_ij is applied only when some
-/// element of the block fired neuron j: spikes are sparse, so most columns are skipped.
+/// branches, so the spikes are bit-identical. An inhibition h_ij is applied only when it is
+/// not zero and some element of the block fired neuron j: spikes are sparse, so most columns
+/// are skipped.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn general_eval(
     unit: &AmosUnit,
     table: Option<&[f32]>,
+    inhibited_by: &[u64],
     x: &[f32],
     x2: Option<&[f32]>,
     y: &mut [f32],
     z: &mut [u64],
 ) {
-    const BLOCK: usize = 16;
+    const BLOCK: usize = 32;
     let k = unit.c.len();
     for (b, ((xs, ys), zs)) in x
         .chunks(BLOCK)
@@ -469,7 +497,7 @@ fn general_eval(
                     v[e] += c2i * xin2[e];
                 }
             }
-            let mut columns = fired_any;
+            let mut columns = fired_any & inhibited_by[i];
             while columns != 0 {
                 let j = columns.trailing_zeros() as usize;
                 let hij = unit.h[row + j];

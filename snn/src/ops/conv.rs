@@ -7,6 +7,10 @@ use rayon::prelude::*;
 use super::{batch_and_len, batched, make};
 use crate::tensor::Tensor;
 
+/// Work fused into a convolution ([`Conv2d::eval_fused`]): called with an image's index in
+/// the batch and its freshly computed `[C_out, OH, OW]` output, which it rewrites in place.
+pub type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
 /// A 2-D convolution over a `[C, H, W]` image, with any batch norm already folded in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv2d {
@@ -78,6 +82,19 @@ impl Conv2d {
     }
 
     pub(crate) fn eval(&self, x: &Tensor, out_shape: &[usize], threads: usize) -> Tensor {
+        self.eval_fused(x, out_shape, threads, None)
+    }
+
+    /// Convolves a batch like the engine does, running `epilogue` on each image's output as
+    /// soon as it is computed, while it is still in cache: a gate fused into the
+    /// convolution costs no extra trip through memory.
+    pub fn eval_fused(
+        &self,
+        x: &Tensor,
+        out_shape: &[usize],
+        threads: usize,
+        epilogue: Option<Epilogue<'_>>,
+    ) -> Tensor {
         let (n, in_len) = batch_and_len(x);
         let in_shape = [x.shape()[1], x.shape()[2], x.shape()[3]];
         let out_len: usize = out_shape.iter().product();
@@ -92,8 +109,12 @@ impl Conv2d {
         if out_len > 0 {
             out.par_chunks_mut(out_len)
                 .zip(x.data().par_chunks(in_len.max(1)))
-                .for_each(|(dst, src)| {
-                    self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par)
+                .enumerate()
+                .for_each(|(b, (dst, src))| {
+                    self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par);
+                    if let Some(epilogue) = epilogue {
+                        epilogue(b, dst);
+                    }
                 });
         }
         make(batched(n, out_shape), out)
