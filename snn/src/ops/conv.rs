@@ -210,6 +210,21 @@ impl Conv2d {
             output: [oh, ow],
             ranges: &ranges,
         };
+        // Narrow planes: rows too short for vectors along them, so eight channels at a time,
+        // interleaved, with vectors across channels.
+        let interleaved = if m == 1 && ow < INTERLEAVE_BELOW_WIDTH {
+            c / LANES * LANES
+        } else {
+            0
+        };
+        for first in (0..interleaved).step_by(LANES) {
+            depthwise_lanes(
+                &geometry,
+                &x[first * h * w..(first + LANES) * h * w],
+                &self.weight.data()[first * kh * kw..(first + LANES) * kh * kw],
+                &mut dst[first * oh * ow..(first + LANES) * oh * ow],
+            );
+        }
         // Stride 2: each input row split into its even columns then its odd ones, so that
         // every kernel tap reads a contiguous run (vector loads instead of a gather).
         let mut split = if sw == 2 {
@@ -217,7 +232,7 @@ impl Conv2d {
         } else {
             Vec::new()
         };
-        for oc in 0..self.out_channels() {
+        for oc in interleaved..self.out_channels() {
             let plane = &x[(oc / m) * h * w..(oc / m + 1) * h * w];
             if sw == 2 && oc % m == 0 {
                 let even = w.div_ceil(2);
@@ -234,6 +249,72 @@ impl Conv2d {
                 &self.weight.data()[oc * kh * kw..(oc + 1) * kh * kw],
                 &mut dst[oc * oh * ow..(oc + 1) * oh * ow],
             );
+        }
+    }
+}
+
+/// Channels a narrow depthwise convolution computes together ([`depthwise_lanes`]).
+const LANES: usize = 8;
+
+/// Output rows narrower than this take the channel-interleaved depthwise path.
+const INTERLEAVE_BELOW_WIDTH: usize = 16;
+
+/// [`LANES`] channels of a depthwise convolution (multiplier 1) at once: the input planes
+/// interleaved so that one vector holds the same pixel of every channel, each output pixel
+/// accumulated over its taps inside the image in the definition's order (`out += w·x`, ky
+/// then kx), the result written back plane by plane. The same operations per channel as
+/// [`depthwise_channel`], so the same bits.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn depthwise_lanes<'a>(g: &DepthwiseGeometry<'a>, planes: &[f32], wk: &[f32], out: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [dh, dw] = g.dilation;
+    let [pt, pl] = g.pads;
+    let [h, w] = g.input;
+    let [oh, ow] = g.output;
+    let taps = kh * kw;
+    let mut input = vec![[0.0f32; LANES]; h * w];
+    for (l, plane) in planes.chunks(h * w).enumerate() {
+        for (v, &p) in input.iter_mut().zip(plane) {
+            v[l] = p;
+        }
+    }
+    let mut weights = vec![[0.0f32; LANES]; taps];
+    for (l, wl) in wk.chunks(taps).enumerate() {
+        for (v, &p) in weights.iter_mut().zip(wl) {
+            v[l] = p;
+        }
+    }
+    let plane = oh * ow;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let p = oy * ow + ox;
+            let mut acc = [0.0f32; LANES];
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = out[l * plane + p];
+            }
+            for ky in 0..kh {
+                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    let (wv, xv) = (
+                        &weights[ky * kw + kx],
+                        &input[iy as usize * w + ix as usize],
+                    );
+                    for l in 0..LANES {
+                        acc[l] += wv[l] * xv[l];
+                    }
+                }
+            }
+            for (l, a) in acc.iter().enumerate() {
+                out[l * plane + p] = *a;
+            }
         }
     }
 }
@@ -418,6 +499,10 @@ mod tests {
             (2, 1, 9, 64, 5, 1, 1, [0, 3, 0, 1]),
             (2, 2, 15, 21, 3, 2, 2, [1, 3, 1, 3]),
             (3, 1, 12, 12, 5, 2, 1, [1, 2, 2, 1]),
+            // Narrow planes, eight channels at a time (and the channels left over).
+            (19, 1, 7, 7, 5, 1, 1, [2, 2, 2, 2]),
+            (16, 1, 14, 14, 3, 2, 1, [0, 0, 1, 1]),
+            (8, 1, 9, 11, 3, 1, 2, [1, 3, 2, 0]),
         ];
         for (c, m, h, w, k, s, d, pads) in cases {
             let conv = Conv2d {
