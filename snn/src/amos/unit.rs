@@ -468,6 +468,11 @@ fn general_eval(
 ) {
     const BLOCK: usize = 32;
     let k = unit.c.len();
+    // Per neuron, per element of the block: all ones where it fired (row i is written before
+    // any later neuron reads it). `v − (h_ij AND mask)` subtracts h_ij where j fired and +0
+    // elsewhere, which leaves v exactly as it was: two vector operations, where testing a
+    // bit of a 64-bit spike word per element takes several.
+    let mut fired_mask = [[0u32; BLOCK]; MAX_NEURONS];
     for (b, ((xs, ys), zs)) in x
         .chunks(BLOCK)
         .zip(y.chunks_mut(BLOCK))
@@ -500,10 +505,9 @@ fn general_eval(
             let mut columns = fired_any & inhibited_by[i];
             while columns != 0 {
                 let j = columns.trailing_zeros() as usize;
-                let hij = unit.h[row + j];
+                let (hij, mask) = (unit.h[row + j].to_bits(), &fired_mask[j]);
                 for e in 0..BLOCK {
-                    let fired = (bits[e] >> j) & 1 == 1;
-                    v[e] = if fired { v[e] - hij } else { v[e] };
+                    v[e] -= f32::from_bits(hij & mask[e]);
                 }
                 columns &= columns - 1;
             }
@@ -511,6 +515,7 @@ fn general_eval(
             let mut any = false;
             for e in 0..BLOCK {
                 let fire = v[e] - ti >= 0.0;
+                fired_mask[i][e] = if fire { u32::MAX } else { 0 };
                 bits[e] |= (fire as u64) << i;
                 any |= fire & (e < n);
             }
