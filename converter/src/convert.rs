@@ -31,7 +31,7 @@ const MAX_FIT_SAMPLES: usize = 20_000;
 /// Default descent budget and samples of one-input fits. Against the fitter's own defaults
 /// (200 sweeps on 4096 samples) this lowered the swish/SE model's swish MSE from 4.1e-4 to
 /// 2.5e-4 and raised its SNN/ANN top-1 agreement from 96.5% to 98.05% (logit RMSE 0.126 →
-/// 0.101), for about 20 s more per fitted gate type; 3000 sweeps gained nothing more.
+/// 0.101), for about 15 s more per fitted gate type; 3000 sweeps gained nothing more.
 pub const DEFAULT_FIT_STEPS: usize = 1000;
 pub const DEFAULT_FIT_SAMPLES: usize = 16_384;
 
