@@ -224,11 +224,14 @@ struct UnitArgs {
     shared_units: bool,
     /// Descent budget of one-input fitted units (sweeps of coordinate descent; the time of
     /// a fit is about proportional to it). The multiplication unit keeps the fitter's 200.
-    #[arg(long, default_value_t = DEFAULT_FIT_STEPS)]
-    fit_steps: usize,
-    /// Samples one-input fits use, an evenly spaced subset of the calibration samples.
-    #[arg(long, default_value_t = DEFAULT_FIT_SAMPLES)]
-    fit_samples: usize,
+    #[arg(long, default_value_t = DEFAULT_FIT_STEPS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    fit_steps: u32,
+    /// Samples one-input fits use, an evenly spaced subset of the calibration samples (at
+    /// least 64).
+    #[arg(long, default_value_t = DEFAULT_FIT_SAMPLES as u32,
+          value_parser = clap::value_parser!(u32).range(64..))]
+    fit_samples: u32,
 }
 
 impl UnitArgs {
@@ -237,8 +240,8 @@ impl UnitArgs {
         ConvertOptions {
             rounding: !self.truncate,
             per_layer: !self.shared_units,
-            fit_steps: self.fit_steps,
-            fit_samples: self.fit_samples,
+            fit_steps: self.fit_steps as usize,
+            fit_samples: self.fit_samples as usize,
             ..Default::default()
         }
     }

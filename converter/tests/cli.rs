@@ -130,6 +130,20 @@ fn eval_without_preset_and_with_missing_data_fail_clearly() {
     assert!(!ok && err.contains("nope"), "{err}");
     let (ok, _, err) = amos_convert(&["inspect", "/nonexistent/model.onnx"]);
     assert!(!ok && err.contains("/nonexistent/model.onnx"), "{err}");
+    // A fitting budget that would give a meaningless unit is refused, naming the flag.
+    for (flag, value) in [("--fit-steps", "0"), ("--fit-samples", "10")] {
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("never.amos");
+        let args = [
+            "convert",
+            model,
+            "-o",
+            out.to_str().expect("path"),
+            flag,
+            value,
+        ];
+        let (ok, _, err) = amos_convert(&[&args[..], &["--preset", "cifar"]].concat());
+        assert!(!ok && err.contains(flag), "{flag} {value}: {err}");
+    }
 }
 
 #[test]
