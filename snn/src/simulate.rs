@@ -318,12 +318,7 @@ impl SpikingNetwork {
         let graph = self.engine.graph();
         let forwarded = self.forwarded(&nodes, keep);
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
-            if !forwarded.get(node + 1).copied().unwrap_or(false) {
-                return None;
-            }
-            let Op::Conv(conv) = &graph.nodes[node].op else {
-                return None;
-            };
+            let (conv, shape) = self.fused_conv(node, &forwarded)?;
             let activation = match graph.nodes[node + 1].op {
                 Op::Activation(a) => Some(a),
                 _ => None,
@@ -333,15 +328,23 @@ impl SpikingNetwork {
                     y.iter_mut().for_each(|v| *v = a.apply(*v));
                 }
             };
-            Some(conv.eval_fused(
-                inputs[0],
-                &graph.values[graph.nodes[node].output].shape,
-                self.engine.threads(),
-                Some(&epilogue),
-            ))
+            Some(conv.eval_fused(inputs[0], shape, self.engine.threads(), Some(&epilogue)))
         };
         self.engine
             .run_nodes_fused(nodes, inputs, keep, &mut replace, &forwarded)
+    }
+
+    /// The convolution at `node` and its per-image output shape, when the gate after it is
+    /// fused into it in this run (`forwarded` from [`SpikingNetwork::forwarded`]).
+    fn fused_conv(&self, node: usize, forwarded: &[bool]) -> Option<(&Conv2d, &[usize])> {
+        if !forwarded.get(node + 1).copied().unwrap_or(false) {
+            return None;
+        }
+        let graph = self.engine.graph();
+        match &graph.nodes[node].op {
+            Op::Conv(conv) => Some((conv, &graph.values[graph.nodes[node].output].shape)),
+            _ => None,
+        }
     }
 
     /// By node, whether it is fused into its producer in a run of `nodes` that returns `keep`:
@@ -423,20 +426,14 @@ impl SpikingNetwork {
         } else {
             Vec::new()
         };
-        let graph = self.engine.graph();
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
-            let (u, (out, per_image, words)) = match self.fused[node] {
-                Some(u) if forwarded.get(node + 1).copied().unwrap_or(false) => {
-                    let Op::Conv(conv) = &graph.nodes[node].op else {
-                        return None;
-                    };
-                    let shape = &graph.values[graph.nodes[node].output].shape;
-                    (
-                        u,
-                        self.run_fused(conv, shape, u, inputs[0], spec.record.contains(&u)),
-                    )
-                }
-                _ => {
+            let fused = self.fused[node].zip(self.fused_conv(node, &forwarded));
+            let (u, (out, per_image, words)) = match fused {
+                Some((u, (conv, shape))) => (
+                    u,
+                    self.run_fused(conv, shape, u, inputs[0], spec.record.contains(&u)),
+                ),
+                None => {
                     let u = self.unit_of_node[node]?;
                     if enabled.is_some_and(|e| !e.get(u).copied().unwrap_or(false)) {
                         return None;

@@ -227,7 +227,7 @@ impl Conv2d {
         }
         // Stride 2: each input row split into its even columns then its odd ones, so that
         // every kernel tap reads a contiguous run (vector loads instead of a gather).
-        let mut split = if sw == 2 {
+        let mut split = if sw == 2 && interleaved < self.out_channels() {
             vec![0.0f32; h * w]
         } else {
             Vec::new()
