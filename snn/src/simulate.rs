@@ -325,7 +325,7 @@ impl SpikingNetwork {
             };
             let epilogue = move |_: usize, y: &mut [f32]| {
                 if let Some(a) = activation {
-                    y.iter_mut().for_each(|v| *v = a.apply(*v));
+                    a.apply_in_place(y);
                 }
             };
             Some(conv.eval_fused(inputs[0], shape, self.engine.threads(), Some(&epilogue)))
