@@ -120,7 +120,14 @@ impl Engine {
         let g = &self.graph;
         let mut values: Vec<Option<Tensor>> = vec![None; g.values.len()];
         values[g.input] = Some(input);
-        self.run_range(&mut values, 0..g.nodes.len(), &[], replace, &[]);
+        self.run_range(
+            &mut values,
+            0..g.nodes.len(),
+            &[],
+            replace,
+            &[],
+            self.threads,
+        );
         values[g.output]
             .take()
             .unwrap_or_else(|| crate::ops::unreachable_shape())
@@ -137,13 +144,15 @@ impl Engine {
         keep: &[ValueId],
         replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
     ) -> Result<Vec<Tensor>, EngineError> {
-        self.run_nodes_fused(nodes, inputs, keep, replace, &[])
+        self.run_nodes_fused(nodes, inputs, keep, replace, &[], self.threads)
     }
 
     /// [`Engine::run_nodes`] for a caller that fuses some nodes into their producers: each
     /// node marked in `forwarded` (indexed by node) is not evaluated; its output is its first
     /// input, passed on as is, because `replace` already applied it when it computed that
-    /// input (an activation or unit fused into the convolution before it).
+    /// input (an activation or unit fused into the convolution before it). Each kernel
+    /// splits its work over at most `threads` threads (1 when the caller already runs
+    /// several batches in parallel); the results do not depend on it.
     pub fn run_nodes_fused(
         &self,
         nodes: Range<usize>,
@@ -151,6 +160,7 @@ impl Engine {
         keep: &[ValueId],
         replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
         forwarded: &[bool],
+        threads: usize,
     ) -> Result<Vec<Tensor>, EngineError> {
         let g = &self.graph;
         if nodes.end > g.nodes.len() || nodes.start > nodes.end {
@@ -197,7 +207,7 @@ impl Engine {
             )));
         }
         Ok(self.pool.install(|| {
-            self.run_range(&mut values, nodes, keep, replace, forwarded);
+            self.run_range(&mut values, nodes, keep, replace, forwarded, threads);
             keep.iter()
                 .map(|&v| {
                     values[v]
@@ -217,6 +227,7 @@ impl Engine {
         keep: &[ValueId],
         replace: &mut (dyn FnMut(usize, &[&Tensor]) -> Option<Tensor> + Send),
         forwarded: &[bool],
+        threads: usize,
     ) {
         let g = &self.graph;
         let profiling = self.profiling.load(std::sync::atomic::Ordering::Relaxed);
@@ -246,9 +257,7 @@ impl Engine {
                     .collect();
                 match replace(i, &inputs) {
                     Some(t) => t,
-                    None => node
-                        .op
-                        .eval(&inputs, &g.values[node.output].shape, self.threads),
+                    None => node.op.eval(&inputs, &g.values[node.output].shape, threads),
                 }
             };
             values[node.output] = Some(out);

@@ -315,6 +315,24 @@ impl SpikingNetwork {
         inputs: Vec<(ValueId, Tensor)>,
         keep: &[ValueId],
     ) -> Result<Vec<Tensor>, EngineError> {
+        let Some(parts) = split_batch(&inputs, None) else {
+            return self.run_ann_images(nodes, inputs, keep, self.engine.threads());
+        };
+        let runs = self.per_image(parts, |(inputs, _), threads| {
+            self.run_ann_images(nodes.clone(), inputs, keep, threads)
+        })?;
+        Ok(join_values(runs))
+    }
+
+    /// [`SpikingNetwork::run_ann_stage`] on a batch as a whole, each kernel on at most
+    /// `threads` threads.
+    fn run_ann_images(
+        &self,
+        nodes: Range<usize>,
+        inputs: Vec<(ValueId, Tensor)>,
+        keep: &[ValueId],
+        threads: usize,
+    ) -> Result<Vec<Tensor>, EngineError> {
         let graph = self.engine.graph();
         let forwarded = self.forwarded(&nodes, keep);
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
@@ -328,10 +346,28 @@ impl SpikingNetwork {
                     a.apply_in_place(y);
                 }
             };
-            Some(conv.eval_fused(inputs[0], shape, self.engine.threads(), Some(&epilogue)))
+            Some(conv.eval_fused(inputs[0], shape, threads, Some(&epilogue)))
         };
         self.engine
-            .run_nodes_fused(nodes, inputs, keep, &mut replace, &forwarded)
+            .run_nodes_fused(nodes, inputs, keep, &mut replace, &forwarded, threads)
+    }
+
+    /// Runs `run` on every image of a batch, in parallel, each image through the whole range
+    /// on one thread (`run`'s second argument: the threads each kernel may use). One image's
+    /// activations stay in the caches from layer to layer, where a batch's would not, and
+    /// the kernels compute each image the same way either way, so the results are the same.
+    fn per_image<P: Send, T: Send>(
+        &self,
+        parts: Vec<P>,
+        run: impl Fn(P, usize) -> Result<T, EngineError> + Sync,
+    ) -> Result<Vec<T>, EngineError> {
+        let threads = self.engine.threads();
+        if parts.len() <= 1 {
+            return parts.into_iter().map(|p| run(p, threads)).collect();
+        }
+        let inner = (threads / parts.len()).max(1);
+        self.engine
+            .install(|| parts.into_par_iter().map(|p| run(p, inner)).collect())
     }
 
     /// The convolution at `node` and its per-image output shape, when the gate after it is
@@ -390,10 +426,61 @@ impl SpikingNetwork {
 
     fn run_stage(
         &self,
+        spec: StageSpec<'_>,
+        enabled: Option<&[bool]>,
+        observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
+        fuse: bool,
+    ) -> Result<StageResult, EngineError> {
+        // Observed and partial runs see whole batches; the others go image by image.
+        let parts = if fuse && enabled.is_none() {
+            split_batch(&spec.inputs, spec.images)
+        } else {
+            None
+        };
+        let Some(parts) = parts else {
+            return self.run_stage_images(spec, enabled, observe, fuse, self.engine.threads());
+        };
+        let (nodes, keep, record) = (spec.nodes, spec.keep, spec.record);
+        let runs = self.per_image(parts, |(inputs, images), threads| {
+            let spec = StageSpec {
+                nodes: nodes.clone(),
+                inputs,
+                images,
+                keep,
+                record,
+            };
+            self.run_stage_images(spec, None, &mut |_, _, _| {}, true, threads)
+        })?;
+        let mut joined = StageResult {
+            values: Vec::new(),
+            spikes: Vec::new(),
+            stats: Vec::new(),
+        };
+        let mut values = Vec::with_capacity(runs.len());
+        for run in runs {
+            values.push(run.values);
+            joined.stats.extend(run.stats);
+            if joined.spikes.is_empty() {
+                joined.spikes = run.spikes;
+            } else {
+                for ((_, all), (_, words)) in joined.spikes.iter_mut().zip(run.spikes) {
+                    all.extend(words);
+                }
+            }
+        }
+        joined.values = join_values(values);
+        Ok(joined)
+    }
+
+    /// [`SpikingNetwork::run_stage`] on a batch as a whole, each kernel on at most `threads`
+    /// threads.
+    fn run_stage_images(
+        &self,
         mut spec: StageSpec<'_>,
         enabled: Option<&[bool]>,
         observe: &mut (dyn FnMut(usize, &[&Tensor], &Tensor) + Send),
         fuse: bool,
+        threads: usize,
     ) -> Result<StageResult, EngineError> {
         let n = match (&spec.images, spec.inputs.first()) {
             (Some(images), _) => images.len(),
@@ -431,7 +518,7 @@ impl SpikingNetwork {
             let (u, (out, per_image, words)) = match fused {
                 Some((u, (conv, shape))) => (
                     u,
-                    self.run_fused(conv, shape, u, inputs[0], spec.record.contains(&u)),
+                    self.run_fused(conv, shape, u, inputs[0], spec.record.contains(&u), threads),
                 ),
                 None => {
                     let u = self.unit_of_node[node]?;
@@ -459,6 +546,7 @@ impl SpikingNetwork {
             spec.keep,
             &mut replace,
             &forwarded,
+            threads,
         )?;
         recorded.sort_by_key(|(u, _)| *u);
         Ok(StageResult {
@@ -514,6 +602,7 @@ impl SpikingNetwork {
         u: usize,
         x: &Tensor,
         record: bool,
+        threads: usize,
     ) -> UnitRun {
         let n = x.shape().first().copied().unwrap_or(0);
         let per = self.unit_elements[u].max(1);
@@ -529,7 +618,7 @@ impl SpikingNetwork {
                 *lock(m) = c;
             }
         };
-        let out = conv.eval_fused(x, shape, self.engine.threads(), Some(&epilogue));
+        let out = conv.eval_fused(x, shape, threads, Some(&epilogue));
         drop(slots);
         let per_image = counts
             .into_iter()
@@ -628,6 +717,71 @@ pub struct StageResult {
     pub spikes: Vec<(usize, Vec<u64>)>,
     /// Per image, the spikes of this stage's units.
     pub stats: Vec<ImageStats>,
+}
+
+/// One image of a batch: its inputs `[1, …]` and its pixels.
+type ImagePart<'a> = (Vec<(ValueId, Tensor)>, Option<&'a [&'a [u8]]>);
+
+/// A batch's inputs (and its images, if given) split image by image, or `None` when there
+/// is nothing to split or the inputs disagree on the batch size (the batch path reports it).
+fn split_batch<'a>(
+    inputs: &[(ValueId, Tensor)],
+    images: Option<&'a [&'a [u8]]>,
+) -> Option<Vec<ImagePart<'a>>> {
+    let n = match (images, inputs.first()) {
+        (Some(images), _) => images.len(),
+        (None, Some((_, t))) => t.shape().first().copied()?,
+        (None, None) => return None,
+    };
+    if n < 2 || inputs.iter().any(|(_, t)| t.shape().first() != Some(&n)) {
+        return None;
+    }
+    let per: Vec<usize> = inputs.iter().map(|(_, t)| t.len() / n).collect();
+    (0..n)
+        .map(|b| {
+            let tensors = inputs
+                .iter()
+                .zip(&per)
+                .map(|((v, t), &per)| {
+                    let mut shape = t.shape().to_vec();
+                    shape[0] = 1;
+                    let data = t.data()[b * per..(b + 1) * per].to_vec();
+                    Tensor::new(shape, data).ok().map(|t| (*v, t))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((tensors, images.map(|i| &i[b..b + 1])))
+        })
+        .collect()
+}
+
+/// Joins per-image runs' values (each a list of `[1, …]` tensors in one order) into
+/// batches, value by value.
+fn join_values(runs: Vec<Vec<Tensor>>) -> Vec<Tensor> {
+    let n = runs.len();
+    let mut columns: Vec<(Vec<usize>, Vec<f32>)> = Vec::new();
+    for run in runs {
+        if columns.is_empty() {
+            columns = run
+                .iter()
+                .map(|t| {
+                    let mut shape = t.shape().to_vec();
+                    if let Some(b) = shape.first_mut() {
+                        *b = n;
+                    }
+                    (shape, Vec::with_capacity(n * t.len()))
+                })
+                .collect();
+        }
+        for ((_, data), t) in columns.iter_mut().zip(run) {
+            data.extend_from_slice(t.data());
+        }
+    }
+    columns
+        .into_iter()
+        .map(|(shape, data)| {
+            Tensor::new(shape, data).unwrap_or_else(|_| crate::ops::unreachable_shape())
+        })
+        .collect()
 }
 
 /// Indices of the `k` largest scores, best first; ties go to the lower index.

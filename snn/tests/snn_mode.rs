@@ -323,3 +323,61 @@ fn a_unit_fused_into_its_convolution_gives_bit_identical_results() {
     let plain = net.engine().run(net.normalise(&refs).unwrap()).unwrap();
     assert_eq!(bits(&ann), bits(&plain));
 }
+
+#[test]
+fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
+    // Batches run image by image in parallel; a lone image runs its kernels multi-threaded.
+    let m = model();
+    let imgs = images();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let r1 = m.graph.nodes[1].output;
+    let run = |threads: usize, batch: &[&[u8]]| {
+        let net = SpikingNetwork::new(&m, threads).unwrap();
+        let snn = net.run_snn(batch).unwrap();
+        let ann = net.run_ann(batch).unwrap();
+        let stage = net
+            .run_snn_stage(StageSpec {
+                nodes: 0..2,
+                inputs: vec![(m.graph.input, net.normalise(batch).unwrap())],
+                images: Some(batch),
+                keep: &[r1],
+                record: &[0],
+            })
+            .unwrap();
+        (
+            bits(&snn.logits),
+            snn.stats,
+            bits(&ann),
+            stage.spikes,
+            bits(&stage.values[0]),
+        )
+    };
+    let whole = run(2, &refs);
+    assert_eq!(whole, run(1, &refs));
+    assert_eq!(whole, run(3, &refs));
+    // Image by image, joined in batch order.
+    let mut joined = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        vec![(0, Vec::new())],
+        Vec::new(),
+    );
+    for image in &refs {
+        let one = run(2, std::slice::from_ref(image));
+        joined.0.extend(one.0);
+        joined.1.extend(one.1);
+        joined.2.extend(one.2);
+        joined.3[0].1.extend(&one.3[0].1);
+        joined.4.extend(one.4);
+    }
+    assert_eq!(whole, joined);
+    // The batch path (observed runs never split) agrees too.
+    let net = SpikingNetwork::new(&m, 2).unwrap();
+    let observed = net
+        .run_snn_observed(&refs, None, &mut |_, _, _| {})
+        .unwrap();
+    assert_eq!(whole.0, bits(&observed.logits));
+    assert_eq!(whole.1, observed.stats);
+}

@@ -85,7 +85,10 @@ fn profile(net: &SpikingNetwork, images: &[&[u8]]) -> Result<Vec<ProfileRow>, Co
         for (node, s) in nodes.iter().zip(seconds) {
             // Gates count under their unit in both modes, so the rows line up.
             let row = rows.entry(layer_type(&node.op, true)).or_default();
-            let ms = 1e3 * s / images.len() as f64;
+            // Images run in parallel, one per thread: the nodes' times add up over the
+            // images running at once, which divides out to wall time.
+            let at_once = engine.threads().min(images.len()).max(1) as f64;
+            let ms = 1e3 * s / images.len() as f64 / at_once;
             if snn {
                 row.1 += ms;
             } else {

@@ -135,14 +135,26 @@ mod tests {
     #[test]
     fn in_place_loops_match_the_definition_bit_for_bit() {
         let mut values: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.00371).collect();
-        values.extend([0.0, -0.0, 6.0, -3.0, 3.0, f32::INFINITY, -f32::INFINITY, f32::NAN]);
+        values.extend([
+            0.0,
+            -0.0,
+            6.0,
+            -3.0,
+            3.0,
+            f32::INFINITY,
+            -f32::INFINITY,
+            f32::NAN,
+        ]);
         let all = [
             Activation::Relu,
             Activation::Clip { lo: 0.0, hi: 6.0 },
             Activation::Clip { lo: -1.5, hi: 2.25 },
             Activation::Sigmoid,
             Activation::Swish,
-            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
             Activation::HardSwish,
             Activation::Tanh,
             Activation::Gelu,
@@ -157,7 +169,13 @@ mod tests {
             }
             let tensor = Tensor::new(vec![values.len()], values.clone()).unwrap();
             let evaluated = a.eval(&tensor);
-            assert!(evaluated.data().iter().zip(&got).all(|(p, q)| p.to_bits() == q.to_bits()));
+            assert!(
+                evaluated
+                    .data()
+                    .iter()
+                    .zip(&got)
+                    .all(|(p, q)| p.to_bits() == q.to_bits())
+            );
         }
     }
 }
