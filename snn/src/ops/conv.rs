@@ -4,7 +4,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{batch_and_len, batched, make};
+use super::{batch_and_len, batched, depthwise, make};
 use crate::tensor::Tensor;
 
 /// Work fused into a convolution ([`Conv2d::eval_fused`]): called with an image's index in
@@ -129,12 +129,12 @@ impl Conv2d {
         [oh, ow]: [usize; 2],
         par: Parallelism,
     ) {
+        if self.is_depthwise() {
+            return self.depthwise(x, [c, h, w], dst, [oh, ow]);
+        }
         let plane = oh * ow;
         for (o, b) in dst.chunks_mut(plane).zip(&self.bias) {
             o.fill(*b);
-        }
-        if self.is_depthwise() {
-            return self.depthwise(x, [c, h, w], dst, [oh, ow]);
         }
         let [kh, kw] = self.kernel();
         let g = self.groups;
@@ -191,202 +191,18 @@ impl Conv2d {
         }
     }
 
-    /// Depthwise (channel multiplier m = C_out / C_in) by direct accumulation.
-    fn depthwise(&self, x: &[f32], [c, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2]) {
-        let [kh, kw] = self.kernel();
-        let [sh, sw] = self.stride;
-        let [dh, dw] = self.dilation;
-        let [pt, pl, _, _] = self.pads;
-        let m = self.out_channels() / c;
-        let ranges: Vec<(usize, usize)> = (0..kw)
-            .map(|kx| valid_range(ow, sw, kx * dw, pl, w))
-            .collect();
-        let geometry = DepthwiseGeometry {
-            kernel: [kh, kw],
-            stride: [sh, sw],
-            dilation: [dh, dw],
-            pads: [pt, pl],
+    /// Depthwise (channel multiplier m = C_out / C_in) by direct accumulation
+    /// ([`super::depthwise`]).
+    fn depthwise(&self, x: &[f32], [_, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2]) {
+        let geometry = depthwise::Geometry {
+            kernel: self.kernel(),
+            stride: self.stride,
+            dilation: self.dilation,
+            pads: [self.pads[0], self.pads[1]],
             input: [h, w],
             output: [oh, ow],
-            ranges: &ranges,
         };
-        // Narrow planes: rows too short for vectors along them, so eight channels at a time,
-        // interleaved, with vectors across channels.
-        let interleaved = if m == 1 && ow < INTERLEAVE_BELOW_WIDTH {
-            c / LANES * LANES
-        } else {
-            0
-        };
-        for first in (0..interleaved).step_by(LANES) {
-            depthwise_lanes(
-                &geometry,
-                &x[first * h * w..(first + LANES) * h * w],
-                &self.weight.data()[first * kh * kw..(first + LANES) * kh * kw],
-                &mut dst[first * oh * ow..(first + LANES) * oh * ow],
-            );
-        }
-        // Stride 2: each input row split into its even columns then its odd ones, so that
-        // every kernel tap reads a contiguous run (vector loads instead of a gather).
-        let mut split = if sw == 2 && interleaved < self.out_channels() {
-            vec![0.0f32; h * w]
-        } else {
-            Vec::new()
-        };
-        for oc in interleaved..self.out_channels() {
-            let plane = &x[(oc / m) * h * w..(oc / m + 1) * h * w];
-            if sw == 2 && oc % m == 0 {
-                let even = w.div_ceil(2);
-                for (row, src) in split.chunks_mut(w).zip(plane.chunks(w)) {
-                    for (i, &v) in src.iter().enumerate() {
-                        row[if i % 2 == 0 { i / 2 } else { even + i / 2 }] = v;
-                    }
-                }
-            }
-            depthwise_channel(
-                &geometry,
-                plane,
-                (sw == 2).then_some(&split[..]),
-                &self.weight.data()[oc * kh * kw..(oc + 1) * kh * kw],
-                &mut dst[oc * oh * ow..(oc + 1) * oh * ow],
-            );
-        }
-    }
-}
-
-/// Channels a narrow depthwise convolution computes together ([`depthwise_lanes`]).
-const LANES: usize = 8;
-
-/// Output rows narrower than this take the channel-interleaved depthwise path.
-const INTERLEAVE_BELOW_WIDTH: usize = 16;
-
-/// [`LANES`] channels of a depthwise convolution (multiplier 1) at once: the input planes
-/// interleaved so that one vector holds the same pixel of every channel, each output pixel
-/// accumulated over its taps inside the image in the definition's order (`out += w·x`, ky
-/// then kx), the result written back plane by plane. The same operations per channel as
-/// [`depthwise_channel`], so the same bits.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn depthwise_lanes<'a>(g: &DepthwiseGeometry<'a>, planes: &[f32], wk: &[f32], out: &mut [f32]) {
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.stride;
-    let [dh, dw] = g.dilation;
-    let [pt, pl] = g.pads;
-    let [h, w] = g.input;
-    let [oh, ow] = g.output;
-    let taps = kh * kw;
-    let mut input = vec![[0.0f32; LANES]; h * w];
-    for (l, plane) in planes.chunks(h * w).enumerate() {
-        for (v, &p) in input.iter_mut().zip(plane) {
-            v[l] = p;
-        }
-    }
-    let mut weights = vec![[0.0f32; LANES]; taps];
-    for (l, wl) in wk.chunks(taps).enumerate() {
-        for (v, &p) in weights.iter_mut().zip(wl) {
-            v[l] = p;
-        }
-    }
-    let plane = oh * ow;
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let p = oy * ow + ox;
-            let mut acc = [0.0f32; LANES];
-            for (l, a) in acc.iter_mut().enumerate() {
-                *a = out[l * plane + p];
-            }
-            for ky in 0..kh {
-                let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                    if ix < 0 || ix >= w as isize {
-                        continue;
-                    }
-                    let (wv, xv) = (
-                        &weights[ky * kw + kx],
-                        &input[iy as usize * w + ix as usize],
-                    );
-                    for l in 0..LANES {
-                        acc[l] += wv[l] * xv[l];
-                    }
-                }
-            }
-            for (l, a) in acc.iter().enumerate() {
-                out[l * plane + p] = *a;
-            }
-        }
-    }
-}
-
-/// The shape of a depthwise convolution, for [`depthwise_channel`].
-struct DepthwiseGeometry<'a> {
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    dilation: [usize; 2],
-    /// Top and left padding.
-    pads: [usize; 2],
-    input: [usize; 2],
-    output: [usize; 2],
-    /// Per kernel column, the output columns whose input column is inside the image.
-    ranges: &'a [(usize, usize)],
-}
-
-/// One channel of a depthwise convolution: `out += Σ w[ky][kx] · plane[shifted]`, row by
-/// row. Compiled for AVX2 too and chosen at run time: wider vectors, the same operations in
-/// the same order (Rust never fuses a multiply and an add), so the same bits everywhere.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn depthwise_channel<'a>(
-    g: &DepthwiseGeometry<'a>,
-    plane: &[f32],
-    split: Option<&[f32]>,
-    wk: &[f32],
-    out: &mut [f32],
-) {
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.stride;
-    let [dh, dw] = g.dilation;
-    let [pt, pl] = g.pads;
-    let [h, w] = g.input;
-    let [oh, ow] = g.output;
-    for oy in 0..oh {
-        let line = &mut out[oy * ow..(oy + 1) * ow];
-        for ky in 0..kh {
-            let iy = (oy * sh + ky * dh) as isize - pt as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-            for kx in 0..kw {
-                let wv = wk[ky * kw + kx];
-                let (lo, hi) = g.ranges[kx];
-                if let (Some(split), true) = (split, sw == 2 && lo < hi) {
-                    // Input column 2·ox + a: even columns first in the split row, odd after.
-                    let a = (kx * dw) as isize - pl as isize;
-                    let parity_base = if a.rem_euclid(2) == 0 {
-                        0
-                    } else {
-                        w.div_ceil(2)
-                    };
-                    let start =
-                        iy as usize * w + parity_base + (lo as isize + a.div_euclid(2)) as usize;
-                    let s = &split[start..start + (hi - lo)];
-                    for (o, v) in line[lo..hi].iter_mut().zip(s) {
-                        *o += wv * v;
-                    }
-                } else if sw == 1 {
-                    let off = kx * dw;
-                    let s = &src[lo + off - pl..hi + off - pl];
-                    for (o, v) in line[lo..hi].iter_mut().zip(s) {
-                        *o += wv * v;
-                    }
-                } else {
-                    for (ox, o) in line.iter_mut().enumerate().take(hi).skip(lo) {
-                        *o += wv * src[ox * sw + kx * dw - pl];
-                    }
-                }
-            }
-        }
+        depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst);
     }
 }
 
@@ -504,14 +320,36 @@ mod tests {
             (16, 1, 14, 14, 3, 2, 1, [0, 0, 1, 1]),
             (8, 1, 9, 11, 3, 1, 2, [1, 3, 2, 0]),
         ];
-        for (c, m, h, w, k, s, d, pads) in cases {
+        // The last three: rectified inputs (half zeros) with biases of −0, where only the
+        // sign of a zero output tells the padded fast path from the definition; and a
+        // channel with infinite and NaN weights.
+        let special = [
+            (6, 1, 10, 12, 3, 1, 1, [1, 1, 1, 1]),
+            (4, 2, 9, 9, 5, 2, 1, [2, 2, 2, 2]),
+            (3, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
+        ];
+        let n_plain = cases.len();
+        for (i, (c, m, h, w, k, s, d, pads)) in cases.into_iter().chain(special).enumerate() {
+            let zeros = i >= n_plain && i < n_plain + 2;
+            // With zeros: positive weights on the first kernel row and column (the taps in
+            // the top and left padding), negative elsewhere, so a corner output over zero
+            // inputs is −0 by the definition and +0 with the padding's products.
+            let mut weight: Vec<f32> = (0..c * m * k * k)
+                .map(|i| match (zeros, (i % (k * k)) / k, i % k) {
+                    (true, 0, _) | (true, _, 0) => rand().abs(),
+                    (true, _, _) => -rand().abs(),
+                    _ => rand(),
+                })
+                .collect();
+            if i == n_plain + 2 {
+                weight[0] = f32::INFINITY;
+                weight[k * k + 1] = f32::NAN;
+            }
             let conv = Conv2d {
-                weight: Tensor::new(
-                    vec![c * m, 1, k, k],
-                    (0..c * m * k * k).map(|_| rand()).collect(),
-                )
-                .unwrap(),
-                bias: (0..c * m).map(|_| rand()).collect(),
+                weight: Tensor::new(vec![c * m, 1, k, k], weight).unwrap(),
+                bias: (0..c * m)
+                    .map(|_| if zeros { -0.0 } else { rand() })
+                    .collect(),
                 stride: [s, s],
                 dilation: [d, d],
                 pads,
@@ -519,12 +357,22 @@ mod tests {
             };
             let x = Tensor::new(
                 vec![2, c, h, w],
-                (0..2 * c * h * w).map(|_| rand() * 3.0).collect(),
+                (0..2 * c * h * w)
+                    .map(|_| rand() * 3.0)
+                    .map(|v| if zeros { (v - 2.0).max(0.0) } else { v })
+                    .collect(),
             )
             .unwrap();
             let out_shape = conv.output_shape(&[c, h, w]).unwrap();
             let got = conv.eval(&x, &out_shape, 2);
             let want = naive_depthwise(&conv, &x, [out_shape[1], out_shape[2]]);
+            if zeros {
+                let negative_zeros = want.iter().filter(|v| v.to_bits() == (-0.0f32).to_bits());
+                assert!(
+                    negative_zeros.count() > 0,
+                    "case {i} has no −0 output to test"
+                );
+            }
             let got_bits: Vec<u32> = got.data().iter().map(|v| v.to_bits()).collect();
             let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
             assert_eq!(

@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod binary;
 pub mod conv;
+mod depthwise;
 pub mod linear;
 pub mod pool;
 pub mod shape;

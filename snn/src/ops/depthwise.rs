@@ -1,0 +1,246 @@
+//! Depthwise convolution (one input channel per group) by direct accumulation.
+//!
+//! The definition, per output element: start from the bias, then add `w·x` for every kernel
+//! tap that lands inside the image, ky then kx ascending. The fast path computes exactly that
+//! on a zero-padded copy of each input plane, so that every tap is one contiguous, unmasked
+//! vector load, whatever the position:
+//!
+//! - the padded plane is stored by *column phase* (column `j·stride + r` at phase `r`, index
+//!   `j`), so that even a strided tap reads consecutive values;
+//! - output rows are computed in tiles of [`LANES`] columns, [`TILES`] tiles at a time, each
+//!   accumulator in a register from the bias to the last tap (independent chains hide the
+//!   latency of the additions).
+//!
+//! A tap in the padding adds `w·0 = ±0`, which leaves every sum unchanged except the sign of
+//! an exact zero. So an output that comes out as ±0 is recomputed by the definition; a
+//! channel with a non-finite weight (where `w·0` is NaN) is computed by the definition
+//! throughout. The result is bit-identical to the definition (tests below).
+
+/// Output columns per tile: one AVX2 vector of f32.
+const LANES: usize = 8;
+
+/// Tiles computed together, for independent accumulation chains.
+const TILES: usize = 4;
+
+/// The shape of one depthwise convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Top and left zero padding (bottom and right follow from the output size).
+    pub pads: [usize; 2],
+    pub input: [usize; 2],
+    pub output: [usize; 2],
+}
+
+impl Geometry {
+    /// Rows of the padded plane: every row a tap of an output row reads.
+    fn padded_rows(&self) -> usize {
+        (self.output[0] - 1) * self.stride[0] + (self.kernel[0] - 1) * self.dilation[0] + 1
+    }
+
+    /// Values per phase of a padded row: every column a tap of a tiled output row reads.
+    fn phase_len(&self) -> usize {
+        let tiled_width = self.output[1].div_ceil(LANES) * LANES;
+        let width =
+            (tiled_width - 1) * self.stride[1] + (self.kernel[1] - 1) * self.dilation[1] + 1;
+        width.div_ceil(self.stride[1])
+    }
+}
+
+/// Convolves `planes` (`[C, H, W]`) with `m = out_channels / C` output channels per input
+/// channel into `dst` (`[C·m, OH, OW]`): `weight` is `[C·m, kH, kW]`.
+pub(crate) fn depthwise(
+    g: &Geometry,
+    planes: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+) {
+    let [h, w] = g.input;
+    let [oh, ow] = g.output;
+    let [kh, kw] = g.kernel;
+    let taps = kh * kw;
+    let channels = bias.len();
+    if oh == 0 || ow == 0 || channels == 0 {
+        return;
+    }
+    if h * w == 0 {
+        // No tap inside an empty image: the bias alone.
+        for (out, &b) in dst.chunks_mut(oh * ow).zip(bias) {
+            out.fill(b);
+        }
+        return;
+    }
+    let c = planes.len() / (h * w);
+    let m = channels / c.max(1);
+    let (sw, phase_len) = (g.stride[1], g.phase_len());
+    let mut padded = vec![0.0f32; g.padded_rows() * sw * phase_len];
+    let plan = Plan::new(g);
+    for (oc, (out, (wk, &b))) in dst
+        .chunks_mut(oh * ow)
+        .zip(weight.chunks(taps).zip(bias))
+        .enumerate()
+    {
+        let plane = &planes[(oc / m) * h * w..(oc / m + 1) * h * w];
+        if !wk.iter().all(|v| v.is_finite()) {
+            channel_by_definition(g, plane, wk, b, out);
+            continue;
+        }
+        if oc % m == 0 {
+            pad_by_phase(g, plane, &mut padded);
+        }
+        if channel(&plan, &padded, wk, b, out) {
+            // An exact zero may have the other sign than the definition's: recompute it.
+            for (i, v) in out.iter_mut().enumerate() {
+                if *v == 0.0 {
+                    *v = pixel_by_definition(g, plane, wk, b, [i / ow, i % ow]);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `plane` into `padded`: padded row `y + pad_top`, column `x + pad_left`, stored at
+/// phase `column % stride`, index `column / stride`. Every plane of a convolution fills the
+/// same positions, so the padding around them stays as allocated: zero.
+fn pad_by_phase(g: &Geometry, plane: &[f32], padded: &mut [f32]) {
+    let [h, w] = g.input;
+    let [pt, pl] = g.pads;
+    let sw = g.stride[1];
+    let phase_len = g.phase_len();
+    let row_len = sw * phase_len;
+    for (y, src) in plane.chunks(w).enumerate().take(h) {
+        let Some(row) = padded.get_mut((y + pt) * row_len..(y + pt + 1) * row_len) else {
+            break;
+        };
+        if sw == 1 {
+            let n = w.min(phase_len.saturating_sub(pl));
+            row[pl..pl + n].copy_from_slice(&src[..n]);
+            continue;
+        }
+        for (r, phase) in row.chunks_mut(phase_len).enumerate() {
+            // The first input column at this phase, then every stride-th.
+            let first = (r + sw - pl % sw) % sw;
+            let columns = src.iter().skip(first).step_by(sw);
+            for (slot, &v) in phase.iter_mut().skip((first + pl) / sw).zip(columns) {
+                *slot = v;
+            }
+        }
+    }
+}
+
+/// Where a channel's tiles read and write, the same for every channel of a convolution.
+struct Plan {
+    /// Per kernel tap (ky, kx ascending), where it reads relative to a tile's start.
+    offsets: Vec<usize>,
+    /// Tiles in row-major order, [`TILES`] at a time (the last group repeats its last tile).
+    groups: Vec<[Tile; TILES]>,
+}
+
+/// One tile: where it starts in the padded plane, and its output position and width.
+#[derive(Clone, Copy)]
+struct Tile {
+    start: usize,
+    out: usize,
+    width: usize,
+}
+
+impl Plan {
+    fn new(g: &Geometry) -> Plan {
+        let [kh, kw] = g.kernel;
+        let [sh, sw] = g.stride;
+        let [dh, dw] = g.dilation;
+        let [oh, ow] = g.output;
+        let phase_len = g.phase_len();
+        let row_len = sw * phase_len;
+        let offsets = (0..kh)
+            .flat_map(|ky| (0..kw).map(move |kx| (ky * dh, kx * dw)))
+            .map(|(row, a)| row * row_len + (a % sw) * phase_len + a / sw)
+            .collect();
+        let tiles: Vec<Tile> = (0..oh)
+            .flat_map(|oy| {
+                (0..ow).step_by(LANES).map(move |ox| Tile {
+                    start: oy * sh * row_len + ox,
+                    out: oy * ow + ox,
+                    width: LANES.min(ow - ox),
+                })
+            })
+            .collect();
+        let groups = tiles
+            .chunks(TILES)
+            .map(|group| std::array::from_fn(|i| group[i.min(group.len() - 1)]))
+            .collect();
+        Plan { offsets, groups }
+    }
+}
+
+/// One output channel from its padded input plane: tiles of [`LANES`] output columns,
+/// [`TILES`] at a time, each accumulated in the definition's order (bias, then ky, kx).
+/// Returns whether some output is ±0. Compiled for AVX2 too and chosen at run time; Rust
+/// never fuses a multiply and an add, so every build gives the same bits.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) -> bool {
+    let mut zero = false;
+    for group in &plan.groups {
+        let mut acc = [[bias; LANES]; TILES];
+        for (&offset, &wv) in plan.offsets.iter().zip(wk) {
+            for (a, tile) in acc.iter_mut().zip(group) {
+                let src = &padded[tile.start + offset..tile.start + offset + LANES];
+                for l in 0..LANES {
+                    a[l] += wv * src[l];
+                }
+            }
+        }
+        // The last group's repeated tile writes the same values twice.
+        for (a, tile) in acc.iter().zip(group) {
+            if tile.width == LANES {
+                out[tile.out..tile.out + LANES].copy_from_slice(a);
+            } else {
+                for (o, &v) in out[tile.out..tile.out + tile.width].iter_mut().zip(a) {
+                    *o = v;
+                }
+            }
+            zero |= a[..tile.width].iter().fold(false, |z, &v| z | (v == 0.0));
+        }
+    }
+    zero
+}
+
+/// One output element by the definition: the bias, then `w·x` over the taps inside the
+/// image, ky then kx ascending.
+fn pixel_by_definition(
+    g: &Geometry,
+    plane: &[f32],
+    wk: &[f32],
+    bias: f32,
+    [oy, ox]: [usize; 2],
+) -> f32 {
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [dh, dw] = g.dilation;
+    let [pt, pl] = g.pads;
+    let [h, w] = g.input;
+    let mut acc = bias;
+    for ky in 0..kh {
+        let Some(iy) = (oy * sh + ky * dh).checked_sub(pt).filter(|&y| y < h) else {
+            continue;
+        };
+        for kx in 0..kw {
+            let Some(ix) = (ox * sw + kx * dw).checked_sub(pl).filter(|&x| x < w) else {
+                continue;
+            };
+            acc += wk[ky * kw + kx] * plane[iy * w + ix];
+        }
+    }
+    acc
+}
+
+/// A whole output channel by the definition (weights that are not finite).
+fn channel_by_definition(g: &Geometry, plane: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) {
+    let ow = g.output[1];
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = pixel_by_definition(g, plane, wk, bias, [i / ow, i % ow]);
+    }
+}
