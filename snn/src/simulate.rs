@@ -638,11 +638,10 @@ impl SpikingNetwork {
         y: &mut [f32],
         mut z: Option<&mut [u64]>,
     ) -> (u64, u64) {
-        // Chunks small enough for the stack: words nobody keeps, and a copy of the input
-        // when the unit rewrites its input in place.
+        // Chunks small enough for the stack: a copy of the input when the unit rewrites its
+        // input in place.
         const CHUNK: usize = 1024;
         let (unit, fanout) = (&self.kernels[u], &self.fanout[u]);
-        let mut scratch = [0u64; CHUNK];
         let mut input = [0.0f32; CHUNK];
         let (mut spikes, mut synops) = (0, 0);
         for start in (0..y.len()).step_by(CHUNK) {
@@ -655,34 +654,19 @@ impl SpikingNetwork {
                     buf
                 }
             };
-            let words = match z.as_deref_mut() {
-                Some(z) => &mut z[r.clone()],
-                None => &mut scratch[..r.len()],
-            };
-            unit.eval_many(src, x2.map(|s| &s[r.clone()]), &mut y[r.clone()], words);
-            let (s, o) = count_spikes(words, fanout.get(r.clone()).unwrap_or_default());
+            let words = z.as_deref_mut().map(|z| &mut z[r.clone()]);
+            let (s, o) = unit.eval_counted(
+                src,
+                x2.map(|s| &s[r.clone()]),
+                &mut y[r.clone()],
+                words,
+                fanout.get(r.clone()).unwrap_or_default(),
+            );
             spikes += s;
             synops += o;
         }
         (spikes, synops)
     }
-}
-
-/// Spikes in `words` and their synaptic operations, `Σ popcount(w_e)·fanout_e` (elements
-/// past the end of `fanout`, a unit outside the stage's range, reach none). One pass, built
-/// with the POPCNT instruction too and chosen at run time: without it, counting bits is a
-/// dozen instructions per word.
-#[multiversion::multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
-fn count_spikes(words: &[u64], fanout: &[u32]) -> (u64, u64) {
-    let (mut spikes, mut synops) = (0u64, 0u64);
-    let (reached, rest) = words.split_at(fanout.len().min(words.len()));
-    for (w, &f) in reached.iter().zip(fanout) {
-        let s = w.count_ones() as u64;
-        spikes += s;
-        synops += s * f as u64;
-    }
-    spikes += rest.iter().map(|w| w.count_ones() as u64).sum::<u64>();
-    (spikes, synops)
 }
 
 /// Locks a mutex that a panicking thread may have poisoned (its data is still whole).

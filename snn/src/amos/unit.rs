@@ -155,8 +155,9 @@ pub struct UnitKernel {
     residual: Option<(f32, Vec<f32>)>,
     /// For K ≤ [`DECODE_TABLE_MAX_K`]: the output of every spike pattern, computed by
     /// [`AmosUnit::decode`] itself, so a lookup replaces K conditional additions and gives
-    /// the same bits.
-    table: Option<Vec<f32>>,
+    /// the same bits. Always [`DECODE_TABLE_LEN`] long (patterns past 2^K never occur), so
+    /// that a masked index needs no bounds check and vectorises into a gather.
+    table: Option<Box<[f32; DECODE_TABLE_LEN]>>,
     /// Per neuron i, bit j set where h_ij ≠ 0: subtracting a zero inhibition can change only
     /// the sign of a zero potential, never whether `v − t_i ≥ 0`, so those columns are skipped.
     inhibited_by: Vec<u64>,
@@ -165,6 +166,9 @@ pub struct UnitKernel {
 /// Largest K whose decoded outputs are tabulated (2^12 entries, 16 KiB: stays in L1).
 pub const DECODE_TABLE_MAX_K: usize = 12;
 
+/// Entries of a decode table.
+const DECODE_TABLE_LEN: usize = 1 << DECODE_TABLE_MAX_K;
+
 impl UnitKernel {
     pub fn new(unit: AmosUnit) -> Self {
         let k = unit.k();
@@ -172,14 +176,24 @@ impl UnitKernel {
             unit.c2.is_none() && unit.c.iter().all(|&c| c.to_bits() == unit.c[0].to_bits());
         let column =
             |j: usize| ((j + 1)..k).all(|i| unit.h(i, j).to_bits() == unit.h(j + 1, j).to_bits());
-        let residual = (same_c && k > 0 && (0..k.saturating_sub(1)).all(column)).then(|| {
-            let h = (0..k)
-                .map(|j| if j + 1 < k { unit.h(j + 1, j) } else { 0.0 })
-                .collect();
-            (unit.c[0], h)
+        // Finite thresholds make `r − t ≥ 0` the same test as `r ≥ t` (a difference of
+        // finite floats is never rounded to zero: subnormals are exact), which the residual
+        // kernel uses.
+        let finite_t = unit.t.iter().all(|t| t.is_finite());
+        let residual =
+            (same_c && finite_t && k > 0 && (0..k.saturating_sub(1)).all(column)).then(|| {
+                let h = (0..k)
+                    .map(|j| if j + 1 < k { unit.h(j + 1, j) } else { 0.0 })
+                    .collect();
+                (unit.c[0], h)
+            });
+        let table = (k <= DECODE_TABLE_MAX_K).then(|| {
+            let mut table = Box::new([f32::NAN; DECODE_TABLE_LEN]);
+            for (z, y) in table.iter_mut().enumerate().take(1 << k) {
+                *y = unit.decode(z as u64);
+            }
+            table
         });
-        let table =
-            (k <= DECODE_TABLE_MAX_K).then(|| (0..1u64 << k).map(|z| unit.decode(z)).collect());
         let inhibited_by = (0..k)
             .map(|i| {
                 (0..i)
@@ -199,11 +213,8 @@ impl UnitKernel {
     #[inline]
     pub fn decode(&self, spikes: u64) -> f32 {
         match &self.table {
-            Some(t) => t
-                .get(spikes as usize)
-                .copied()
-                .unwrap_or_else(|| self.unit.decode(spikes)),
-            None => self.unit.decode(spikes),
+            Some(t) if spikes >> self.unit.k() == 0 => t[spikes as usize],
+            _ => self.unit.decode(spikes),
         }
     }
 
@@ -222,31 +233,63 @@ impl UnitKernel {
     /// branch per neuron, which the compiler vectorises); selects keep every floating-point
     /// operation of the scalar definition, so results are bit-identical.
     pub fn eval_many(&self, x: &[f32], x2: Option<&[f32]>, y: &mut [f32], z: &mut [u64]) {
-        let Some((c, h)) = &self.residual else {
-            general_eval(
-                &self.unit,
-                self.table.as_deref(),
-                &self.inhibited_by,
-                x,
-                x2,
-                y,
-                z,
-            );
-            return;
-        };
-        residual_eval(
-            Residual {
+        self.eval_counted(x, x2, y, Some(z), &[]);
+    }
+
+    /// [`UnitKernel::eval_many`] that also counts: returns the spikes and their synaptic
+    /// operations, `Σ popcount(z_e)·fanout_e` (elements past the end of `fanout` reach
+    /// none). The spike words go to `z` when given.
+    pub fn eval_counted(
+        &self,
+        x: &[f32],
+        x2: Option<&[f32]>,
+        y: &mut [f32],
+        z: Option<&mut [u64]>,
+        fanout: &[u32],
+    ) -> (u64, u64) {
+        if let Some((c, h)) = &self.residual {
+            let unit = Residual {
                 c: *c,
                 t: &self.unit.t,
                 h,
                 d: &self.unit.d,
                 o: self.unit.o,
                 table: self.table.as_deref(),
-            },
-            x,
-            y,
-            z,
-        );
+            };
+            return residual_eval(unit, x, y, z, fanout);
+        }
+        let table = self.table.as_deref().map(|t| &t[..]);
+        match z {
+            Some(z) => {
+                general_eval(&self.unit, table, &self.inhibited_by, x, x2, y, z);
+                count_spikes(z, fanout)
+            }
+            None => {
+                // Words nobody keeps, chunk by chunk on the stack.
+                const CHUNK: usize = 1024;
+                let mut words = [0u64; CHUNK];
+                let (mut spikes, mut synops) = (0, 0);
+                for start in (0..x.len()).step_by(CHUNK) {
+                    let r = start..(start + CHUNK).min(x.len());
+                    let z = &mut words[..r.len()];
+                    let x2 = x2.map(|x2| &x2[r.clone()]);
+                    general_eval(
+                        &self.unit,
+                        table,
+                        &self.inhibited_by,
+                        &x[r.clone()],
+                        x2,
+                        &mut y[r.clone()],
+                        z,
+                    );
+                    let fan = fanout.get(r.start.min(fanout.len())..r.end.min(fanout.len()));
+                    let (s, o) = count_spikes(z, fan.unwrap_or_default());
+                    spikes += s;
+                    synops += o;
+                }
+                (spikes, synops)
+            }
+        }
     }
 
     /// Same as [`AmosUnit::eval`].
@@ -356,6 +399,43 @@ mod tests {
     }
 
     #[test]
+    fn counted_evaluation_counts_every_spike_and_synapse() {
+        use crate::amos::closed_form::{self, Rounding};
+        let mut fitted = AmosUnit::zeros(9, false);
+        fitted.c = (0..9).map(|i| 1.0 + i as f32 * 0.1).collect();
+        fitted.t = (0..9).map(|i| i as f32 * 0.3 - 1.0).collect();
+        fitted.h = (0..36).map(|i| (i % 7) as f32 * 0.05).collect();
+        fitted.d = vec![0.5; 9];
+        for unit in [
+            closed_form::relu6(10, Rounding::Nearest),
+            closed_form::identity(40, -3.3, 4.1, Rounding::Nearest),
+            fitted,
+        ] {
+            let kernel = UnitKernel::new(unit.clone());
+            let n = 3001;
+            let xs: Vec<f32> = (0..n).map(|i| -4.0 + i as f32 * 0.0041).collect();
+            // Fanouts for the first elements only (the others reach none), and none at all.
+            let partial: Vec<u32> = (0..1234).map(|i| i % 17 + 1).collect();
+            for fanout in [&partial[..], &[]] {
+                let (mut y, mut z) = (vec![0.0; n], vec![0; n]);
+                let counted = kernel.eval_counted(&xs, None, &mut y, Some(&mut z), fanout);
+                let mut y_alone = vec![0.0; n];
+                let unkept = kernel.eval_counted(&xs, None, &mut y_alone, None, fanout);
+                let (mut spikes, mut synops) = (0u64, 0u64);
+                for (e, &x) in xs.iter().enumerate() {
+                    let (word, _) = unit.eval(x, 0.0);
+                    assert_eq!(z[e], word);
+                    spikes += word.count_ones() as u64;
+                    synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
+                }
+                assert_eq!(counted, (spikes, synops));
+                assert_eq!(unkept, (spikes, synops));
+                assert!(y.iter().zip(&y_alone).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
+
+    #[test]
     fn inhibition_follows_the_definition() {
         // Two neurons: the first fires at x ≥ 1 and inhibits the second by 5.
         let mut u = AmosUnit::zeros(2, false);
@@ -378,15 +458,22 @@ struct Residual<'a> {
     h: &'a [f32],
     d: &'a [f32],
     o: f32,
-    table: Option<&'a [f32]>,
+    table: Option<&'a [f32; DECODE_TABLE_LEN]>,
 }
 
 /// The residual form over blocks of elements, branch-free (a select instead of a branch per
-/// neuron, which the compiler vectorises). Compiled for AVX2 too and chosen at run time:
+/// neuron, which the compiler vectorises), counting spikes and synaptic operations as it
+/// goes (see [`UnitKernel::eval_counted`]). Compiled for AVX2 too and chosen at run time:
 /// wider vectors, the same operations (Rust never fuses a multiply and an add on its own), so
 /// the same bits on every machine.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
+#[multiversion::multiversion(targets("x86_64+avx2+fma+popcnt"))]
+fn residual_eval<'a>(
+    u: Residual<'a>,
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
     const BLOCK: usize = 32;
     let Residual {
         c,
@@ -396,15 +483,12 @@ fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
         o,
         table,
     } = u;
-    for ((xs, ys), zs) in x
-        .chunks(BLOCK)
-        .zip(y.chunks_mut(BLOCK))
-        .zip(z.chunks_mut(BLOCK))
-    {
+    let (mut spikes, mut synops) = (0u64, 0u64);
+    for (b, (xs, ys)) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)).enumerate() {
         let n = xs.len();
+        let first = b * BLOCK;
         let mut r = [0.0f32; BLOCK];
         let mut bits = [0u64; BLOCK];
-        let mut acc = [0.0f32; BLOCK];
         for e in 0..n {
             r[e] = c * xs[e];
         }
@@ -412,10 +496,19 @@ fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
             // 32-bit words: as wide as the potentials, so compares and bits share vectors.
             let mut bits32 = [0u32; BLOCK];
             for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
+                let (bit, hi) = (1u32 << i, hi.to_bits());
                 for e in 0..BLOCK {
-                    let fire = r[e] - ti >= 0.0;
-                    bits32[e] |= (fire as u32) << i;
-                    r[e] = if fire { r[e] - hi } else { r[e] };
+                    // `r − t ≥ 0` of the definition (thresholds are finite).
+                    let fired = if r[e] >= ti { u32::MAX } else { 0 };
+                    bits32[e] |= bit & fired;
+                    // `r − h` where it fired, `r − (+0)`, which is r exactly, elsewhere: no
+                    // select, which the compiler may turn into slow masked stores.
+                    r[e] -= f32::from_bits(hi & fired);
+                }
+            }
+            if let Some(table) = table {
+                for e in 0..n {
+                    ys[e] = table[bits32[e] as usize & (DECODE_TABLE_LEN - 1)];
                 }
             }
             for e in 0..BLOCK {
@@ -424,30 +517,61 @@ fn residual_eval<'a>(u: Residual<'a>, x: &[f32], y: &mut [f32], z: &mut [u64]) {
         } else {
             for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
                 for e in 0..BLOCK {
-                    let fire = r[e] - ti >= 0.0;
+                    let fire = r[e] >= ti;
                     bits[e] |= (fire as u64) << i;
                     r[e] = if fire { r[e] - hi } else { r[e] };
                 }
             }
         }
-        if let Some(table) = table {
+        if table.is_none() {
+            let mut acc = [0.0f32; BLOCK];
+            for (i, &di) in d.iter().enumerate() {
+                for e in 0..BLOCK {
+                    let fired = (bits[e] >> i) & 1 == 1;
+                    acc[e] = if fired { acc[e] + di } else { acc[e] };
+                }
+            }
             for e in 0..n {
-                zs[e] = bits[e];
-                ys[e] = table.get(bits[e] as usize).copied().unwrap_or(f32::NAN);
+                ys[e] = o + acc[e];
             }
-            continue;
         }
-        for (i, &di) in d.iter().enumerate() {
-            for e in 0..BLOCK {
-                let fired = (bits[e] >> i) & 1 == 1;
-                acc[e] = if fired { acc[e] + di } else { acc[e] };
-            }
+        if let Some(z) = z.as_deref_mut() {
+            z[first..first + n].copy_from_slice(&bits[..n]);
         }
         for e in 0..n {
-            zs[e] = bits[e];
-            ys[e] = o + acc[e];
+            spikes += bits[e].count_ones() as u64;
+        }
+        match fanout.get(first..first + n) {
+            Some(fan) => {
+                for e in 0..n {
+                    synops += bits[e].count_ones() as u64 * fan[e] as u64;
+                }
+            }
+            None => {
+                for (w, &f) in bits.iter().zip(fanout.get(first..).unwrap_or_default()) {
+                    synops += w.count_ones() as u64 * f as u64;
+                }
+            }
         }
     }
+    (spikes, synops)
+}
+
+/// Spikes in `words` and their synaptic operations, `Σ popcount(w_e)·fanout_e` (elements
+/// past the end of `fanout`, a unit outside the stage's range, reach none). One pass, built
+/// with the POPCNT instruction too and chosen at run time: without it, counting bits is a
+/// dozen instructions per word.
+#[multiversion::multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
+fn count_spikes(words: &[u64], fanout: &[u32]) -> (u64, u64) {
+    let (mut spikes, mut synops) = (0u64, 0u64);
+    let (reached, rest) = words.split_at(fanout.len().min(words.len()));
+    for (w, &f) in reached.iter().zip(fanout) {
+        let s = w.count_ones() as u64;
+        spikes += s;
+        synops += s * f as u64;
+    }
+    spikes += rest.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+    (spikes, synops)
 }
 
 /// The general form (fitted units, two-input units) over blocks of elements: neuron by
