@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::amos::{AmosUnit, UnitKernel};
+use crate::amos::{AmosUnit, PairMemo, UnitKernel};
 use crate::engine::Engine;
 use crate::error::{EngineError, GraphError};
 use crate::graph::{Graph, ValueId};
@@ -642,6 +642,11 @@ impl SpikingNetwork {
         // input in place.
         const CHUNK: usize = 1024;
         let (unit, fanout) = (&self.kernels[u], &self.fanout[u]);
+        if let (Some(x), Some(x2)) = (x, x2) {
+            // Two inputs: most pairs repeat (see `eval_counted_memo`).
+            let mut memo = PairMemo::new();
+            return unit.eval_counted_memo(x, x2, y, z, fanout, &mut memo);
+        }
         let mut input = [0.0f32; CHUNK];
         let (mut spikes, mut synops) = (0, 0);
         for start in (0..y.len()).step_by(CHUNK) {

@@ -8,4 +8,4 @@ pub mod closed_form;
 pub mod fit;
 pub mod unit;
 
-pub use unit::{AmosUnit, MAX_NEURONS, UnitKernel};
+pub use unit::{AmosUnit, MAX_NEURONS, PairMemo, UnitKernel};
