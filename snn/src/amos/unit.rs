@@ -715,13 +715,11 @@ fn residual_eval<'a>(
         if let Some(z) = z.as_deref_mut() {
             z[first..first + n].copy_from_slice(&bits[..n]);
         }
-        for e in 0..n {
-            spikes += bits[e].count_ones() as u64;
-        }
+        spikes += bits[..n].iter().map(|w| w.count_ones() as u64).sum::<u64>();
         match fanout.get(first..first + n) {
             Some(fan) => {
-                for e in 0..n {
-                    synops += bits[e].count_ones() as u64 * fan[e] as u64;
+                for (w, &f) in bits.iter().zip(fan) {
+                    synops += w.count_ones() as u64 * f as u64;
                 }
             }
             None => {
