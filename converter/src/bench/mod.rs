@@ -82,22 +82,6 @@ fn profile(net: &SpikingNetwork, images: &[&[u8]]) -> Result<Vec<ProfileRow>, Co
             net.run_ann(images)?;
         }
         let seconds = engine.take_profile().unwrap_or_default();
-        if std::env::var_os("AMOS_NODE_PROFILE").is_some() {
-            for (node, s) in nodes.iter().zip(&seconds) {
-                let w = match &node.op {
-                    Op::Conv(c) => format!("{:?}", c.weight.shape()),
-                    _ => String::new(),
-                };
-                eprintln!(
-                    "{} {:>8.3} {:<28} {:?} {}",
-                    if snn { "S" } else { "A" },
-                    1e3 * s / images.len() as f64 / 2.0,
-                    layer_type(&node.op, true),
-                    engine.graph().values[node.output].shape,
-                    w
-                );
-            }
-        }
         for (node, s) in nodes.iter().zip(seconds) {
             // Gates count under their unit in both modes, so the rows line up.
             let row = rows.entry(layer_type(&node.op, true)).or_default();
