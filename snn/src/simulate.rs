@@ -790,6 +790,20 @@ fn broadcast_to(t: &Tensor, shape: &[usize]) -> Vec<f32> {
     let src = &t.shape()[1..];
     let per: usize = shape.iter().product();
     let src_per: usize = src.iter().product();
+    // A value per leading index, repeated over trailing axes of size 1 in `src` (an SE gate
+    // of [C, 1, 1] against [C, H, W]): each value `per / src_per` times in a row.
+    let ones = src.iter().rev().take_while(|&&d| d == 1).count();
+    let lead = src.len() - ones;
+    let aligned =
+        src.len() <= shape.len() && src[..lead] == shape[shape.len() - src.len()..][..lead];
+    if aligned && shape.len() == src.len() && src_per > 0 {
+        let repeat = per / src_per;
+        let mut out = Vec::with_capacity(n * per);
+        for &v in t.data() {
+            out.extend(std::iter::repeat_n(v, repeat));
+        }
+        return out;
+    }
     let map = broadcast_map(src, shape);
     let mut out = Vec::with_capacity(n * per);
     for b in 0..n {
@@ -1025,4 +1039,26 @@ pub fn check_placements(model: &ConvertedModel) -> Result<(), GraphError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repeat path of `broadcast_to` against the general index map.
+    #[test]
+    fn broadcasting_repeats_match_the_index_map() {
+        let to = [3usize, 4, 5];
+        for from in [[3usize, 1, 1], [3, 4, 1], [1, 1, 1], [1, 4, 1], [3, 1, 5]] {
+            let per: usize = from.iter().product();
+            let mut shape = vec![2];
+            shape.extend(from);
+            let t = Tensor::new(shape, (0..2 * per).map(|i| i as f32 * 0.5).collect()).unwrap();
+            let map = broadcast_map(&from, &to);
+            let want: Vec<f32> = (0..2)
+                .flat_map(|b| map.iter().map(move |&i| (b * per + i) as f32 * 0.5))
+                .collect();
+            assert_eq!(broadcast_to(&t, &to), want, "from {from:?}");
+        }
+    }
 }
