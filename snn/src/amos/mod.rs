@@ -3,9 +3,11 @@
 //! - [`unit`]: the unit and its exact evaluation semantics.
 //! - [`closed_form`]: binary-expansion units for ReLU, ReLU6 and identity (stage boundaries).
 //! - [`fit`]: units fitted by gradient descent to any other gate.
+//! - [`intervals`]: one-input units evaluated as the step functions they are.
 
 pub mod closed_form;
 pub mod fit;
+pub mod intervals;
 pub mod unit;
 
 pub use unit::{AmosUnit, MAX_NEURONS, PairMemo, UnitKernel};

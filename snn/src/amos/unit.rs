@@ -13,6 +13,8 @@
 //! increasing j, then `v −= T_i`; and `y = o + (d_0·z_0 + d_1·z_1 + …)` summed in increasing i
 //! over the neurons that fired.
 
+use super::intervals::Intervals;
+
 /// Most neurons a unit may have: spikes are carried as the bits of a `u64`.
 pub const MAX_NEURONS: usize = 64;
 
@@ -161,6 +163,8 @@ pub struct UnitKernel {
     /// Per neuron i, bit j set where h_ij ≠ 0: subtracting a zero inhibition can change only
     /// the sign of a zero potential, never whether `v − t_i ≥ 0`, so those columns are skipped.
     inhibited_by: Vec<u64>,
+    /// A one-input unit off the residual path: its spikes by interval of the input.
+    intervals: Option<Intervals>,
 }
 
 /// Largest K whose decoded outputs are tabulated (2^12 entries, 16 KiB: stays in L1).
@@ -201,11 +205,13 @@ impl UnitKernel {
                     .fold(0u64, |m, j| m | 1u64 << j)
             })
             .collect();
+        let intervals = residual.is_none().then(|| Intervals::new(&unit)).flatten();
         UnitKernel {
             unit,
             residual,
             table,
             inhibited_by,
+            intervals,
         }
     }
 
@@ -257,6 +263,9 @@ impl UnitKernel {
                 table: self.table.as_deref(),
             };
             return residual_eval(unit, x, y, z, fanout);
+        }
+        if let (Some(intervals), None) = (&self.intervals, x2) {
+            return intervals.eval_counted(&self.unit, x, y, z, fanout);
         }
         let table = self.table.as_deref().map(|t| &t[..]);
         match z {
