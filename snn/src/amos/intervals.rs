@@ -169,42 +169,44 @@ fn search(
     const BLOCK: usize = 32;
     let size = t.bounds.len();
     let mask = size - 1;
+    let last = t.words.len() - 1;
     let (mut spikes, mut synops) = (0u64, 0u64);
     for (b, (xs, ys)) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)).enumerate() {
         let n = xs.len();
         let first = b * BLOCK;
         let mut xin = [0.0f32; BLOCK];
         xin[..n].copy_from_slice(xs);
-        let mut j = [0usize; BLOCK];
+        // 32-bit positions: twice as many per vector as `usize`.
+        let mut j = [0u32; BLOCK];
         let mut half = size / 2;
         while half > 0 {
             for e in 0..BLOCK {
-                let bound = t.bounds[(j[e] + half - 1) & mask];
-                j[e] += if bound <= xin[e] { half } else { 0 };
+                let bound = t.bounds[(j[e] as usize + half - 1) & mask];
+                j[e] += if bound <= xin[e] { half as u32 } else { 0 };
             }
             half /= 2;
         }
         let mut counts = [0u32; BLOCK];
         for e in 0..n {
-            let k = j[e].min(t.words.len() - 1);
+            let k = (j[e] as usize).min(last);
             ys[e] = t.outputs[k];
             counts[e] = t.spikes[k];
         }
-        // Inputs that are not finite: by the definition.
-        let mut words = [0u64; BLOCK];
-        for e in 0..n {
-            words[e] = t.words[j[e].min(t.words.len() - 1)];
-        }
-        if xs.iter().any(|v| !v.is_finite()) {
+        let finite = xs.iter().fold(true, |all, v| all & v.is_finite());
+        if let Some(z) = z.as_deref_mut() {
             for e in 0..n {
-                if !xs[e].is_finite() {
-                    let (word, out) = unit.eval(xs[e], 0.0);
-                    (words[e], ys[e], counts[e]) = (word, out, word.count_ones());
-                }
+                z[first + e] = t.words[(j[e] as usize).min(last)];
             }
         }
-        if let Some(z) = z.as_deref_mut() {
-            z[first..first + n].copy_from_slice(&words[..n]);
+        if !finite {
+            // Inputs that are not finite: by the definition.
+            for e in (0..n).filter(|&e| !xs[e].is_finite()) {
+                let (word, out) = unit.eval(xs[e], 0.0);
+                (ys[e], counts[e]) = (out, word.count_ones());
+                if let Some(z) = z.as_deref_mut() {
+                    z[first + e] = word;
+                }
+            }
         }
         spikes += counts[..n].iter().map(|&c| c as u64).sum::<u64>();
         let fan = fanout.get(first.min(fanout.len())..(first + n).min(fanout.len()));
