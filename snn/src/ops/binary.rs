@@ -16,18 +16,6 @@ pub enum BinaryKind {
     Div,
 }
 
-impl BinaryKind {
-    #[inline]
-    fn apply(self, a: f32, b: f32) -> f32 {
-        match self {
-            BinaryKind::Add => a + b,
-            BinaryKind::Sub => a - b,
-            BinaryKind::Mul => a * b,
-            BinaryKind::Div => a / b,
-        }
-    }
-}
-
 /// A constant operand, with a shape that broadcasts against one image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BinaryConstant {
@@ -118,36 +106,69 @@ impl Binary {
             return make(full, out);
         }
         let (ia, ib) = (sa[rank], sb[rank]);
-        out.par_chunks_mut(inner)
+        // Whole rows per task, about 16 Ki elements: a 7×7 plane's rows are 7 long.
+        let rows_per_task = (1usize << 14).div_ceil(inner);
+        out.par_chunks_mut(inner * rows_per_task)
             .enumerate()
-            .for_each(|(row, dst)| {
-                // Offsets of this row in each operand from its multi-index over the outer dims.
-                let (mut oa, mut ob, mut r) = (0, 0, row);
-                for d in (0..rank).rev() {
-                    let extent = full[d];
-                    let i = r % extent;
-                    r /= extent;
-                    oa += i * sa[d];
-                    ob += i * sb[d];
-                }
-                match (ia, ib) {
-                    (1, 1) => {
-                        for ((o, &x), &y) in dst
-                            .iter_mut()
-                            .zip(&a[oa..oa + inner])
-                            .zip(&b[ob..ob + inner])
-                        {
-                            *o = kind.apply(x, y);
-                        }
+            .for_each(|(task, chunk)| {
+                for (k, dst) in chunk.chunks_mut(inner).enumerate() {
+                    // Offsets of this row in each operand from its multi-index over the outer
+                    // dims.
+                    let (mut oa, mut ob, mut r) = (0, 0, task * rows_per_task + k);
+                    for d in (0..rank).rev() {
+                        let extent = full[d];
+                        let i = r % extent;
+                        r /= extent;
+                        oa += i * sa[d];
+                        ob += i * sb[d];
                     }
-                    _ => {
-                        for (j, o) in dst.iter_mut().enumerate() {
-                            *o = kind.apply(a[oa + j * ia], b[ob + j * ib]);
-                        }
+                    match kind {
+                        BinaryKind::Add => row(dst, a, b, [oa, ob], [ia, ib], |x, y| x + y),
+                        BinaryKind::Sub => row(dst, a, b, [oa, ob], [ia, ib], |x, y| x - y),
+                        BinaryKind::Mul => row(dst, a, b, [oa, ob], [ia, ib], |x, y| x * y),
+                        BinaryKind::Div => row(dst, a, b, [oa, ob], [ia, ib], |x, y| x / y),
                     }
                 }
             });
         make(full, out)
+    }
+}
+
+/// One output row: `dst[j] = f(a[oa + j·ia], b[ob + j·ib])`, with loops of their own for
+/// the common strides (both contiguous, one operand a single value), which vectorise.
+#[inline]
+fn row(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    [oa, ob]: [usize; 2],
+    [ia, ib]: [usize; 2],
+    f: impl Fn(f32, f32) -> f32,
+) {
+    let n = dst.len();
+    match (ia, ib) {
+        (1, 1) => {
+            for ((o, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                *o = f(x, y);
+            }
+        }
+        (1, 0) => {
+            let y = b[ob];
+            for (o, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                *o = f(x, y);
+            }
+        }
+        (0, 1) => {
+            let x = a[oa];
+            for (o, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
+                *o = f(x, y);
+            }
+        }
+        _ => {
+            for (j, o) in dst.iter_mut().enumerate() {
+                *o = f(a[oa + j * ia], b[ob + j * ib]);
+            }
+        }
     }
 }
 
