@@ -148,15 +148,20 @@ impl CostModel {
         unit_pair: 1.0,
     };
 
-    /// Weights measured on this engine (x86-64, AVX2 GEMM, one thread) by timing the
-    /// segments of EfficientNet-Lite0 and the swish/SE CIFAR network in SNN mode and fitting
-    /// them by least squares: high-resolution layers cost far more than their MACs say
-    /// (depthwise convolutions and memory traffic), GEMMs less. The pipeline plans with it.
+    /// Weights measured on this engine (x86-64, AVX2 GEMM): milliseconds per image of each
+    /// layer type in SNN mode (`amos-convert bench --profile`, EfficientNet-Lite0 and the
+    /// swish/SE CIFAR network) over its multiply-accumulates, neurons or elements, relative
+    /// to a GEMM's, rounded; checked with `scripts/bench_pipeline.sh`. Depthwise
+    /// convolutions and closed-form units cost several GEMM MACs per MAC or neuron; fitted
+    /// units, evaluated by interval search, much less than their K²/2 neuron pairs. The
+    /// pipeline plans with it. (Refitted in session 5, when images started to run one by one
+    /// and the unit kernels changed: the old weights planned Lite0's 2-stage chain at 0.70×
+    /// a single process, these at 0.86×.)
     pub const MEASURED: CostModel = CostModel {
-        depthwise_mac: 20.0,
-        traffic: 90.0,
-        residual_unit_neuron: Some(85.0),
-        unit_pair: 7.0,
+        depthwise_mac: 6.0,
+        traffic: 10.0,
+        residual_unit_neuron: Some(7.0),
+        unit_pair: 0.5,
     };
 }
 
