@@ -316,17 +316,17 @@ impl SpikingNetwork {
         keep: &[ValueId],
     ) -> Result<Vec<Tensor>, EngineError> {
         let Some(parts) = split_batch(&inputs, None) else {
-            return self.run_ann_images(nodes, inputs, keep, self.engine.threads());
+            return self.run_ann_batch(nodes, inputs, keep, self.engine.threads());
         };
         let runs = self.per_image(parts, |(inputs, _), threads| {
-            self.run_ann_images(nodes.clone(), inputs, keep, threads)
+            self.run_ann_batch(nodes.clone(), inputs, keep, threads)
         })?;
         Ok(join_values(runs))
     }
 
     /// [`SpikingNetwork::run_ann_stage`] on a batch as a whole, each kernel on at most
     /// `threads` threads.
-    fn run_ann_images(
+    fn run_ann_batch(
         &self,
         nodes: Range<usize>,
         inputs: Vec<(ValueId, Tensor)>,
@@ -438,7 +438,7 @@ impl SpikingNetwork {
             None
         };
         let Some(parts) = parts else {
-            return self.run_stage_images(spec, enabled, observe, fuse, self.engine.threads());
+            return self.run_stage_batch(spec, enabled, observe, fuse, self.engine.threads());
         };
         let (nodes, keep, record) = (spec.nodes, spec.keep, spec.record);
         let runs = self.per_image(parts, |(inputs, images), threads| {
@@ -449,7 +449,7 @@ impl SpikingNetwork {
                 keep,
                 record,
             };
-            self.run_stage_images(spec, None, &mut |_, _, _| {}, true, threads)
+            self.run_stage_batch(spec, None, &mut |_, _, _| {}, true, threads)
         })?;
         let mut joined = StageResult {
             values: Vec::new(),
@@ -474,7 +474,7 @@ impl SpikingNetwork {
 
     /// [`SpikingNetwork::run_stage`] on a batch as a whole, each kernel on at most `threads`
     /// threads.
-    fn run_stage_images(
+    fn run_stage_batch(
         &self,
         mut spec: StageSpec<'_>,
         enabled: Option<&[bool]>,
