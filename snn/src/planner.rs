@@ -191,7 +191,7 @@ pub fn node_costs_with(model: &ConvertedModel, cm: &CostModel) -> Vec<f64> {
                 let k = unit.k() as f64;
                 let second = if unit.is_two_input() { out } else { 0.0 };
                 let neurons = match cm.residual_unit_neuron {
-                    Some(w) if UnitKernel::new(unit.clone()).is_residual() => out * k * w,
+                    Some(w) if UnitKernel::has_residual_form(unit) => out * k * w,
                     _ => out * k * k / 2.0 * cm.unit_pair,
                 };
                 return neurons + second + traffic;

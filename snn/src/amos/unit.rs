@@ -176,21 +176,7 @@ const DECODE_TABLE_LEN: usize = 1 << DECODE_TABLE_MAX_K;
 impl UnitKernel {
     pub fn new(unit: AmosUnit) -> Self {
         let k = unit.k();
-        let same_c =
-            unit.c2.is_none() && unit.c.iter().all(|&c| c.to_bits() == unit.c[0].to_bits());
-        let column =
-            |j: usize| ((j + 1)..k).all(|i| unit.h(i, j).to_bits() == unit.h(j + 1, j).to_bits());
-        // Finite thresholds make `r − t ≥ 0` the same test as `r ≥ t` (a difference of
-        // finite floats is never rounded to zero: subnormals are exact), which the residual
-        // kernel uses.
-        let finite_t = unit.t.iter().all(|t| t.is_finite());
-        let residual =
-            (same_c && finite_t && k > 0 && (0..k.saturating_sub(1)).all(column)).then(|| {
-                let h = (0..k)
-                    .map(|j| if j + 1 < k { unit.h(j + 1, j) } else { 0.0 })
-                    .collect();
-                (unit.c[0], h)
-            });
+        let residual = residual_form(&unit);
         let table = (k <= DECODE_TABLE_MAX_K).then(|| {
             let mut table = Box::new([f32::NAN; DECODE_TABLE_LEN]);
             for (z, y) in table.iter_mut().enumerate().take(1 << k) {
@@ -231,6 +217,12 @@ impl UnitKernel {
     /// Whether the unit runs on the O(K) residual fast path.
     pub fn is_residual(&self) -> bool {
         self.residual.is_some()
+    }
+
+    /// Whether a kernel for `unit` would run on the residual fast path, without building
+    /// the kernel (its decode table and interval table).
+    pub fn has_residual_form(unit: &AmosUnit) -> bool {
+        residual_form(unit).is_some()
     }
 
     /// [`UnitKernel::eval`] over many inputs: `y[e]`, `z[e]` for `x[e]` (and `x2[e]`).
@@ -586,6 +578,24 @@ mod tests {
         assert_eq!(u.eval(6.0, 0.0), (0b11, 11.0)); // 6 − 5 ≥ 0: both
         assert_eq!(u.eval(-1.0, 0.0), (0b00, 0.0));
     }
+}
+
+/// `(c, h_j)` when `unit` has the residual form: one input weight c for all neurons and
+/// every row of h agreeing on each column j.
+fn residual_form(unit: &AmosUnit) -> Option<(f32, Vec<f32>)> {
+    let k = unit.k();
+    let same_c = unit.c2.is_none() && unit.c.iter().all(|&c| c.to_bits() == unit.c[0].to_bits());
+    let column =
+        |j: usize| ((j + 1)..k).all(|i| unit.h(i, j).to_bits() == unit.h(j + 1, j).to_bits());
+    // Finite thresholds make `r − t ≥ 0` the same test as `r ≥ t` (a difference of finite
+    // floats is never rounded to zero: subnormals are exact), which the residual kernel uses.
+    let finite_t = unit.t.iter().all(|t| t.is_finite());
+    (same_c && finite_t && k > 0 && (0..k.saturating_sub(1)).all(column)).then(|| {
+        let h = (0..k)
+            .map(|j| if j + 1 < k { unit.h(j + 1, j) } else { 0.0 })
+            .collect();
+        (unit.c[0], h)
+    })
 }
 
 /// The spikes and output of one two-input unit for recently seen input pairs
