@@ -15,6 +15,88 @@ use super::unit::AmosUnit;
 /// Most intervals a unit is tabulated with; a unit with more keeps the general kernel.
 const MAX_INTERVALS: usize = 1024;
 
+/// Most buckets of a [`Grid`] (u16 entries: 16 KiB, stays in L1).
+const MAX_BUCKETS: usize = 8192;
+
+/// A uniform grid over the input that finds an input's interval in a few steps instead of a
+/// binary search: bucket `b(x) = ⌊clamp((x − lo)·scale, 0, n − 1)⌋`, computed in f32, is
+/// monotone in x (every rounding is), so the inputs of a bucket are a run of consecutive
+/// floats and their intervals the run `start[b] ..= start[b] + steps` at most. Starting
+/// from `start[b]`, `steps` comparisons with the next bound land on the interval exactly.
+#[derive(Clone, Debug)]
+struct Grid {
+    lo: f32,
+    scale: f32,
+    /// The last bucket, as a float (the clamp's upper end).
+    top: f32,
+    /// Per bucket, the interval of its least input; a power of two long, plus one entry
+    /// repeated so that a 32-bit read at any bucket stays inside (the AVX2 gather).
+    start: Vec<u16>,
+    /// Buckets − 1.
+    mask: usize,
+    /// Most bounds inside one bucket.
+    steps: u32,
+}
+
+impl Grid {
+    /// The bucket of a finite input (any input gives an index in range).
+    #[inline(always)]
+    fn bucket(&self, x: f32) -> usize {
+        let t = ((x - self.lo) * self.scale).max(0.0).min(self.top);
+        (t as i32 as usize) & self.mask
+    }
+
+    /// The grid over `buckets` buckets spanning the finite `bounds`.
+    fn new(bounds: &[f32], buckets: usize) -> Option<Grid> {
+        let (&lo, &hi) = (bounds.first()?, bounds.last()?);
+        let scale = buckets as f32 / (hi - lo);
+        if !(scale.is_finite() && scale > 0.0) || bounds.len() > u16::MAX as usize {
+            return None;
+        }
+        let mut grid = Grid {
+            lo,
+            scale,
+            top: (buckets - 1) as f32,
+            start: vec![0; buckets + 1],
+            mask: buckets - 1,
+            steps: 0,
+        };
+        // With `prev` the float just below: a bound β is at or below every input of bucket b
+        // iff b(prev β) < b, and at or below some input of it iff b(β) ≤ b. So the bucket's
+        // intervals run from #{β : b(prev β) < b} to #{β : b(β) ≤ b}.
+        let mut below = vec![0u32; buckets + 1];
+        let mut upto = vec![0u32; buckets + 1];
+        for &b in bounds {
+            below[grid.bucket(b.next_down()) + 1] += 1;
+            upto[grid.bucket(b)] += 1;
+        }
+        let (mut first, mut last) = (0u32, 0u32);
+        for b in 0..buckets {
+            first += below[b];
+            last += upto[b];
+            grid.start[b] = first as u16;
+            grid.steps = grid.steps.max(last.saturating_sub(first));
+        }
+        grid.start[buckets] = grid.start[buckets - 1];
+        Some(grid)
+    }
+
+    /// The grid with the fewest steps (the smaller on a tie) over the finite `bounds`.
+    fn best(bounds: &[f32]) -> Option<Grid> {
+        let mut buckets = bounds.len().next_power_of_two().max(64);
+        let mut best: Option<Grid> = None;
+        while buckets <= MAX_BUCKETS {
+            if let Some(grid) = Grid::new(bounds, buckets) {
+                if best.as_ref().is_none_or(|b| grid.steps < b.steps) {
+                    best = Some(grid);
+                }
+            }
+            buckets *= 2;
+        }
+        best
+    }
+}
+
 /// The spike pattern and output of a one-input unit on each interval of its input.
 #[derive(Clone, Debug)]
 pub struct Intervals {
@@ -25,6 +107,8 @@ pub struct Intervals {
     words: Vec<u64>,
     spikes: Vec<u32>,
     outputs: Vec<f32>,
+    /// Finds an input's interval in [`Grid::steps`] comparisons, where the bounds allow.
+    grid: Option<Grid>,
 }
 
 /// The position of a float in the order of the floats (−0 just below +0).
@@ -97,9 +181,12 @@ impl Intervals {
         if bounds.iter().any(|b| b.to_bits() == 0) {
             return None;
         }
+        // A grid is kept where it takes fewer steps than the binary search.
+        let grid = Grid::best(&bounds).filter(|g| (g.steps as usize) < size.ilog2() as usize);
         bounds.resize(size, f32::INFINITY);
         let words: Vec<u64> = found.iter().map(|&(_, w)| w).collect();
         let table = Intervals {
+            grid,
             bounds,
             spikes: words.iter().map(|w| w.count_ones()).collect(),
             outputs: words.iter().map(|&w| unit.decode(w)).collect(),
@@ -112,7 +199,8 @@ impl Intervals {
             .chain([order(-f32::MAX), order(f32::MAX)]);
         for k in checks {
             let x = from_order(k);
-            if table.words[table.interval(x)] != unit.spikes(x, 0.0) {
+            let j = table.interval(x);
+            if table.words[j] != unit.spikes(x, 0.0) || table.locate(x) != j {
                 return None;
             }
         }
@@ -126,6 +214,23 @@ impl Intervals {
 
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
+    }
+
+    /// Comparisons per input on the grid path, if the unit has a grid.
+    pub fn grid_steps(&self) -> Option<u32> {
+        self.grid.as_ref().map(|g| g.steps)
+    }
+
+    /// [`Intervals::interval`] as the grid finds it (the binary search without one).
+    fn locate(&self, x: f32) -> usize {
+        let Some(grid) = &self.grid else {
+            return self.interval(x);
+        };
+        let mut j = grid.start[grid.bucket(x)] as usize;
+        for _ in 0..grid.steps {
+            j += (self.bounds[j & (self.bounds.len() - 1)] <= x) as usize;
+        }
+        j
     }
 
     /// The interval of a finite input: the number of bounds at or below it.
@@ -151,26 +256,109 @@ impl Intervals {
         z: Option<&mut [u64]>,
         fanout: &[u32],
     ) -> (u64, u64) {
-        search(self, unit, x, y, z, fanout)
+        search(self, Lookup::fastest(), unit, x, y, z, fanout)
     }
 }
 
-/// The binary search over blocks of elements, branch-free. Compiled for AVX2 too (gathers),
-/// chosen at run time; only comparisons and table reads, so the same results everywhere.
+/// How [`search`] finds an input's interval. Each gives the same intervals; tests run all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lookup {
+    /// The grid with AVX2 gathers (where the unit has a grid and the CPU AVX2).
+    GridAvx2,
+    /// The grid, element by element.
+    Grid,
+    /// A binary search over the bounds.
+    Binary,
+}
+
+impl Lookup {
+    fn fastest() -> Lookup {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Lookup::GridAvx2;
+        }
+        Lookup::Grid
+    }
+}
+
+/// Elements per block of [`search`].
+const BLOCK: usize = 32;
+
+/// The grid lookup of [`search`] on 8 lanes at a time with AVX2 gathers: the interval `j`,
+/// its output and its spike count for each of a block's inputs. The same operations as
+/// [`Grid::bucket`] and [`Intervals::locate`] (subtract, multiply, clamp, truncate; `≤`), so
+/// the same intervals. Lanes with inputs that are not finite get some interval in range.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn grid_avx2(
+    t: &Intervals,
+    grid: &Grid,
+    x: &[f32; BLOCK],
+    j: &mut [u32; BLOCK],
+    y: &mut [f32; BLOCK],
+    counts: &mut [u32; BLOCK],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller checked AVX2; every load and store is inside its fixed-size array,
+    // and every gather index is masked or clamped into its table (see the comments).
+    unsafe {
+        let lo = _mm256_set1_ps(grid.lo);
+        let scale = _mm256_set1_ps(grid.scale);
+        let top = _mm256_set1_ps(grid.top);
+        let zero = _mm256_setzero_ps();
+        let bucket_mask = _mm256_set1_epi32(grid.mask as i32);
+        let low16 = _mm256_set1_epi32(0xFFFF);
+        let bound_mask = _mm256_set1_epi32(t.bounds.len() as i32 - 1);
+        let last = _mm256_set1_epi32(t.words.len() as i32 - 1);
+        for v in (0..BLOCK).step_by(8) {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(v));
+            let scaled = _mm256_mul_ps(_mm256_sub_ps(xv, lo), scale);
+            // `max(NaN, 0)` is 0: the second operand.
+            let clamped = _mm256_min_ps(_mm256_max_ps(scaled, zero), top);
+            let bucket = _mm256_and_si256(_mm256_cvttps_epi32(clamped), bucket_mask);
+            // A 32-bit read at byte 2·bucket; the table's extra entry keeps it inside.
+            let start = _mm256_i32gather_epi32::<2>(grid.start.as_ptr().cast(), bucket);
+            let mut jv = _mm256_and_si256(start, low16);
+            for _ in 0..grid.steps {
+                let at = _mm256_and_si256(jv, bound_mask);
+                let bound = _mm256_i32gather_ps::<4>(t.bounds.as_ptr(), at);
+                // All ones (−1) where the bound is at or below the input.
+                let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(bound, xv));
+                jv = _mm256_sub_epi32(jv, le);
+            }
+            let k = _mm256_min_epu32(jv, last);
+            _mm256_storeu_si256(j.as_mut_ptr().add(v).cast(), jv);
+            let out = _mm256_i32gather_ps::<4>(t.outputs.as_ptr(), k);
+            _mm256_storeu_ps(y.as_mut_ptr().add(v), out);
+            let count = _mm256_i32gather_epi32::<4>(t.spikes.as_ptr().cast(), k);
+            _mm256_storeu_si256(counts.as_mut_ptr().add(v).cast(), count);
+        }
+    }
+}
+
+/// The intervals of blocks of elements, branch-free, by `lookup`; then their outputs, spike
+/// words and counts. Compiled for AVX2 too, chosen at run time; only comparisons and table
+/// reads, so the same results everywhere.
 #[multiversion::multiversion(targets("x86_64+avx2+fma+popcnt"))]
 fn search(
     t: &Intervals,
+    lookup: Lookup,
     unit: &AmosUnit,
     x: &[f32],
     y: &mut [f32],
     mut z: Option<&mut [u64]>,
     fanout: &[u32],
 ) -> (u64, u64) {
-    const BLOCK: usize = 32;
     let size = t.bounds.len();
     let mask = size - 1;
     let last = t.words.len() - 1;
     let (mut spikes, mut synops) = (0u64, 0u64);
+    let grid = t.grid.as_ref().filter(|_| lookup != Lookup::Binary);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 =
+        grid.is_some() && lookup == Lookup::GridAvx2 && std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
     for (b, (xs, ys)) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)).enumerate() {
         let n = xs.len();
         let first = b * BLOCK;
@@ -178,19 +366,43 @@ fn search(
         xin[..n].copy_from_slice(xs);
         // 32-bit positions: twice as many per vector as `usize`.
         let mut j = [0u32; BLOCK];
-        let mut half = size / 2;
-        while half > 0 {
-            for e in 0..BLOCK {
-                let bound = t.bounds[(j[e] as usize + half - 1) & mask];
-                j[e] += if bound <= xin[e] { half as u32 } else { 0 };
-            }
-            half /= 2;
-        }
         let mut counts = [0u32; BLOCK];
-        for e in 0..n {
-            let k = (j[e] as usize).min(last);
-            ys[e] = t.outputs[k];
-            counts[e] = t.spikes[k];
+        match grid {
+            #[cfg(target_arch = "x86_64")]
+            Some(grid) if avx2 => {
+                let mut out = [0.0f32; BLOCK];
+                // SAFETY: AVX2 was detected just above.
+                unsafe { grid_avx2(t, grid, &xin, &mut j, &mut out, &mut counts) };
+                ys.copy_from_slice(&out[..n]);
+            }
+            Some(grid) => {
+                for e in 0..BLOCK {
+                    j[e] = grid.start[grid.bucket(xin[e])] as u32;
+                }
+                for _ in 0..grid.steps {
+                    for e in 0..BLOCK {
+                        let bound = t.bounds[j[e] as usize & mask];
+                        j[e] += (bound <= xin[e]) as u32;
+                    }
+                }
+            }
+            None => {
+                let mut half = size / 2;
+                while half > 0 {
+                    for e in 0..BLOCK {
+                        let bound = t.bounds[(j[e] as usize + half - 1) & mask];
+                        j[e] += if bound <= xin[e] { half as u32 } else { 0 };
+                    }
+                    half /= 2;
+                }
+            }
+        }
+        if !avx2 {
+            for e in 0..n {
+                let k = (j[e] as usize).min(last);
+                ys[e] = t.outputs[k];
+                counts[e] = t.spikes[k];
+            }
         }
         let finite = xs.iter().fold(true, |all, v| all & v.is_finite());
         if let Some(z) = z.as_deref_mut() {
@@ -240,18 +452,32 @@ mod tests {
     }
 
     /// Every kind of input: a dense sweep, random bit patterns across all exponents, zeros
-    /// of both signs, subnormals, the extremes, infinities, NaN, and both sides of every bound.
+    /// of both signs, subnormals, the extremes, infinities, NaN, both sides of every bound and
+    /// of every grid bucket's edge; by each way of finding the interval.
     #[test]
     fn intervals_give_the_definition_bit_for_bit() {
-        let mut tabulated = 0;
-        for (k, seed, inhibition) in [(8, 1, 0.5), (12, 2, 0.3), (12, 3, 2.0), (6, 4, 0.0)] {
-            let unit = random_unit(k, seed, inhibition);
-            let Some(table) = Intervals::new(&unit) else {
+        use crate::amos::closed_form::{self, Rounding};
+        let mut units: Vec<AmosUnit> = [(8, 1, 0.5), (12, 2, 0.3), (12, 3, 2.0), (6, 4, 0.0)]
+            .into_iter()
+            .map(|(k, seed, inhibition)| random_unit(k, seed, inhibition))
+            .collect();
+        // 1024 and 64 intervals of nearly equal width (grids of one step).
+        units.push(closed_form::relu6(10, Rounding::Nearest));
+        units.push(closed_form::identity(6, -3.0, 5.0, Rounding::Truncate));
+        let mut lookups = vec![Lookup::Grid, Lookup::Binary];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            lookups.push(Lookup::GridAvx2);
+        }
+        let (mut tabulated, mut gridded) = (0, 0);
+        for (seed, unit) in units.iter().enumerate() {
+            let Some(table) = Intervals::new(unit) else {
                 continue;
             };
             tabulated += 1;
+            let k = unit.k();
             let mut xs: Vec<f32> = (0..40_000).map(|i| -20.0 + i as f32 * 0.001).collect();
-            let mut bits = seed;
+            let mut bits = seed as u64;
             xs.extend((0..40_000).map(|_| {
                 bits = bits.wrapping_mul(6364136223846793005).wrapping_add(1);
                 f32::from_bits((bits >> 32) as u32)
@@ -272,22 +498,32 @@ mod tests {
             for b in table.bounds.iter().filter(|b| b.is_finite()) {
                 xs.extend([*b, b.next_down(), b.next_up()]);
             }
-            let fanout: Vec<u32> = (0..xs.len() as u32 / 2).map(|i| i % 5).collect();
-            let (mut y, mut z) = (vec![0.0; xs.len()], vec![0; xs.len()]);
-            let counts = table.eval_counted(&unit, &xs, &mut y, Some(&mut z), &fanout);
-            let (mut spikes, mut synops) = (0, 0);
-            for (e, &x) in xs.iter().enumerate() {
-                let (word, out) = unit.eval(x, 0.0);
-                assert_eq!(
-                    (z[e], y[e].to_bits()),
-                    (word, out.to_bits()),
-                    "K {k} at {x:e}"
-                );
-                spikes += word.count_ones() as u64;
-                synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
+            if let Some(grid) = &table.grid {
+                gridded += 1;
+                for b in 0..=grid.mask {
+                    let edge = grid.lo + b as f32 / grid.scale;
+                    xs.extend([edge, edge.next_down(), edge.next_up()]);
+                }
             }
-            assert_eq!(counts, (spikes, synops));
+            let fanout: Vec<u32> = (0..xs.len() as u32 / 2).map(|i| i % 5).collect();
+            for &lookup in &lookups {
+                let (mut y, mut z) = (vec![0.0; xs.len()], vec![0; xs.len()]);
+                let counts = search(&table, lookup, unit, &xs, &mut y, Some(&mut z), &fanout);
+                let (mut spikes, mut synops) = (0, 0);
+                for (e, &x) in xs.iter().enumerate() {
+                    let (word, out) = unit.eval(x, 0.0);
+                    assert_eq!(
+                        (z[e], y[e].to_bits()),
+                        (word, out.to_bits()),
+                        "K {k} at {x:e}, {lookup:?}"
+                    );
+                    spikes += word.count_ones() as u64;
+                    synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
+                }
+                assert_eq!(counts, (spikes, synops), "{lookup:?}");
+            }
         }
-        assert!(tabulated >= 3, "only {tabulated} units tabulated");
+        assert!(tabulated >= 5, "only {tabulated} units tabulated");
+        assert!(gridded >= 4, "only {gridded} units with a grid");
     }
 }
