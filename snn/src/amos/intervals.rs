@@ -86,10 +86,10 @@ impl Grid {
         let mut buckets = bounds.len().next_power_of_two().max(64);
         let mut best: Option<Grid> = None;
         while buckets <= MAX_BUCKETS {
-            if let Some(grid) = Grid::new(bounds, buckets) {
-                if best.as_ref().is_none_or(|b| grid.steps < b.steps) {
-                    best = Some(grid);
-                }
+            if let Some(grid) = Grid::new(bounds, buckets)
+                && best.as_ref().is_none_or(|b| grid.steps < b.steps)
+            {
+                best = Some(grid);
             }
             buckets *= 2;
         }
