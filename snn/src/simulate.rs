@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::amos::{AmosUnit, PairMemo, UnitKernel};
+use crate::amos::{AmosUnit, PairMemo, SecondInput, UnitKernel};
 use crate::engine::Engine;
 use crate::error::{EngineError, GraphError};
 use crate::graph::{Graph, ValueId};
@@ -564,11 +564,11 @@ impl SpikingNetwork {
         let per = self.unit_elements[u];
         let mut out = vec![0.0f32; n * per];
         let mut words = vec![0u64; if record { n * per } else { 0 }];
-        // The second input of a two-input unit, broadcast to the first's shape.
-        let x2 = inputs.get(1).map(|t| broadcast_to(t, &x.shape()[1..]));
+        // The second input of a two-input unit against the first's shape.
+        let x2 = inputs.get(1).map(|t| Broadcast::new(t, &x.shape()[1..]));
         let eval = |b: usize, dst: &mut [f32], z: Option<&mut [u64]>| -> (u64, u64) {
             let src = &x.data()[b * per..(b + 1) * per];
-            let src2 = x2.as_ref().map(|t| &t[b * per..(b + 1) * per]);
+            let src2 = x2.as_ref().map(|t| t.image(b));
             self.unit_image(u, Some(src), src2, dst, z)
         };
         let chunk = per.max(1);
@@ -634,7 +634,7 @@ impl SpikingNetwork {
         &self,
         u: usize,
         x: Option<&[f32]>,
-        x2: Option<&[f32]>,
+        x2: Option<SecondInput<'_>>,
         y: &mut [f32],
         mut z: Option<&mut [u64]>,
     ) -> (u64, u64) {
@@ -662,7 +662,7 @@ impl SpikingNetwork {
             let words = z.as_deref_mut().map(|z| &mut z[r.clone()]);
             let (s, o) = unit.eval_counted(
                 src,
-                x2.map(|s| &s[r.clone()]),
+                None,
                 &mut y[r.clone()],
                 words,
                 fanout.get(r.clone()).unwrap_or_default(),
@@ -781,35 +781,66 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// `t` (`[N, …]`) broadcast to `[N, shape…]`, as a flat vector.
-fn broadcast_to(t: &Tensor, shape: &[usize]) -> Vec<f32> {
-    if &t.shape()[1..] == shape {
-        return t.data().to_vec();
-    }
-    let n = t.shape()[0];
-    let src = &t.shape()[1..];
-    let per: usize = shape.iter().product();
-    let src_per: usize = src.iter().product();
-    // A value per leading index, repeated over trailing axes of size 1 in `src` (an SE gate
-    // of [C, 1, 1] against [C, H, W]): each value `per / src_per` times in a row.
-    let ones = src.iter().rev().take_while(|&&d| d == 1).count();
-    let lead = src.len() - ones;
-    let aligned =
-        src.len() <= shape.len() && src[..lead] == shape[shape.len() - src.len()..][..lead];
-    if aligned && shape.len() == src.len() && src_per > 0 {
-        let repeat = per / src_per;
-        let mut out = Vec::with_capacity(n * per);
-        for &v in t.data() {
-            out.extend(std::iter::repeat_n(v, repeat));
+/// A second unit input (`[N, …]`) against the first input's per-image shape.
+enum Broadcast<'a> {
+    /// The same shape, or a value per leading index repeated over trailing axes of size 1
+    /// (an SE gate of [C, 1, 1] against [C, H, W]): each value `run` times in a row.
+    Runs {
+        data: &'a [f32],
+        per: usize,
+        run: usize,
+    },
+    /// Any other broadcast, spelled out: `per` values per image.
+    Full { data: Vec<f32>, per: usize },
+}
+
+impl<'a> Broadcast<'a> {
+    fn new(t: &'a Tensor, shape: &[usize]) -> Self {
+        let n = t.shape()[0];
+        let src = &t.shape()[1..];
+        let per: usize = shape.iter().product();
+        let src_per: usize = src.iter().product();
+        let ones = src.iter().rev().take_while(|&&d| d == 1).count();
+        let lead = src.len() - ones;
+        let aligned =
+            src.len() <= shape.len() && src[..lead] == shape[shape.len() - src.len()..][..lead];
+        if aligned && shape.len() == src.len() && src_per > 0 {
+            return Broadcast::Runs {
+                data: t.data(),
+                per: src_per,
+                run: per / src_per,
+            };
         }
-        return out;
+        let map = broadcast_map(src, shape);
+        let mut data = Vec::with_capacity(n * per);
+        for b in 0..n {
+            data.extend(map.iter().map(|&i| t.data()[b * src_per + i]));
+        }
+        Broadcast::Full { data, per }
     }
-    let map = broadcast_map(src, shape);
-    let mut out = Vec::with_capacity(n * per);
-    for b in 0..n {
-        out.extend(map.iter().map(|&i| t.data()[b * src_per + i]));
+
+    /// Image `b`'s second input.
+    fn image(&self, b: usize) -> SecondInput<'_> {
+        match self {
+            Broadcast::Runs { data, per, run } => SecondInput::Runs {
+                values: &data[b * per..(b + 1) * per],
+                run: *run,
+            },
+            Broadcast::Full { data, per } => SecondInput::Each(&data[b * per..(b + 1) * per]),
+        }
     }
-    out
+
+    /// Image `b`'s second input spelled out per element.
+    #[cfg(test)]
+    fn spelled_out(&self, b: usize) -> Vec<f32> {
+        match self.image(b) {
+            SecondInput::Each(v) => v.to_vec(),
+            SecondInput::Runs { values, run } => values
+                .iter()
+                .flat_map(|&v| std::iter::repeat_n(v, run))
+                .collect(),
+        }
+    }
 }
 
 /// For each element of `to`, the index of the element of `from` it broadcasts from.
@@ -1045,7 +1076,7 @@ pub fn check_placements(model: &ConvertedModel) -> Result<(), GraphError> {
 mod tests {
     use super::*;
 
-    /// The repeat path of `broadcast_to` against the general index map.
+    /// The runs of `Broadcast` against the general index map.
     #[test]
     fn broadcasting_repeats_match_the_index_map() {
         let to = [3usize, 4, 5];
@@ -1058,7 +1089,9 @@ mod tests {
             let want: Vec<f32> = (0..2)
                 .flat_map(|b| map.iter().map(move |&i| (b * per + i) as f32 * 0.5))
                 .collect();
-            assert_eq!(broadcast_to(&t, &to), want, "from {from:?}");
+            let b = Broadcast::new(&t, &to);
+            let got: Vec<f32> = (0..2).flat_map(|i| b.spelled_out(i)).collect();
+            assert_eq!(got, want, "from {from:?}");
         }
     }
 }

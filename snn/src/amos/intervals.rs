@@ -302,36 +302,47 @@ unsafe fn grid_avx2(
     // SAFETY: the caller checked AVX2; every load and store is inside its fixed-size array,
     // and every gather index is masked or clamped into its table (see the comments).
     unsafe {
+        const V: usize = BLOCK / 8;
         let lo = _mm256_set1_ps(grid.lo);
         let scale = _mm256_set1_ps(grid.scale);
         let top = _mm256_set1_ps(grid.top);
         let zero = _mm256_setzero_ps();
         let bucket_mask = _mm256_set1_epi32(grid.mask as i32);
         let low16 = _mm256_set1_epi32(0xFFFF);
-        let bound_mask = _mm256_set1_epi32(t.bounds.len() as i32 - 1);
+        let last_bound = _mm256_set1_epi32(t.bounds.len() as i32 - 1);
         let last = _mm256_set1_epi32(t.words.len() as i32 - 1);
-        for v in (0..BLOCK).step_by(8) {
-            let xv = _mm256_loadu_ps(x.as_ptr().add(v));
-            let scaled = _mm256_mul_ps(_mm256_sub_ps(xv, lo), scale);
+        // The block's vectors side by side, so that their gathers overlap.
+        let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(x.as_ptr().add(8 * v)));
+        let start: [__m256i; V] = std::array::from_fn(|v| {
+            let scaled = _mm256_mul_ps(_mm256_sub_ps(xv[v], lo), scale);
             // `max(NaN, 0)` is 0: the second operand.
             let clamped = _mm256_min_ps(_mm256_max_ps(scaled, zero), top);
             let bucket = _mm256_and_si256(_mm256_cvttps_epi32(clamped), bucket_mask);
             // A 32-bit read at byte 2·bucket; the table's extra entry keeps it inside.
-            let start = _mm256_i32gather_epi32::<2>(grid.start.as_ptr().cast(), bucket);
-            let mut jv = _mm256_and_si256(start, low16);
-            for _ in 0..grid.steps {
-                let at = _mm256_and_si256(jv, bound_mask);
+            let entry = _mm256_i32gather_epi32::<2>(grid.start.as_ptr().cast(), bucket);
+            _mm256_and_si256(entry, low16)
+        });
+        // The bounds are ascending, so the steps the scalar walk takes from `start` are the
+        // bounds among the next `steps` that are at or below the input: read at once, not
+        // one after the other. Past the end the last bound (+∞, always padding) is read.
+        let mut jv = start;
+        for s in 0..grid.steps as i32 {
+            for v in 0..V {
+                let at =
+                    _mm256_min_epu32(_mm256_add_epi32(start[v], _mm256_set1_epi32(s)), last_bound);
                 let bound = _mm256_i32gather_ps::<4>(t.bounds.as_ptr(), at);
                 // All ones (−1) where the bound is at or below the input.
-                let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(bound, xv));
-                jv = _mm256_sub_epi32(jv, le);
+                let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(bound, xv[v]));
+                jv[v] = _mm256_sub_epi32(jv[v], le);
             }
-            let k = _mm256_min_epu32(jv, last);
-            _mm256_storeu_si256(j.as_mut_ptr().add(v).cast(), jv);
+        }
+        for v in 0..V {
+            let k = _mm256_min_epu32(jv[v], last);
+            _mm256_storeu_si256(j.as_mut_ptr().add(8 * v).cast(), jv[v]);
             let out = _mm256_i32gather_ps::<4>(t.outputs.as_ptr(), k);
-            _mm256_storeu_ps(y.as_mut_ptr().add(v), out);
+            _mm256_storeu_ps(y.as_mut_ptr().add(8 * v), out);
             let count = _mm256_i32gather_epi32::<4>(t.spikes.as_ptr().cast(), k);
-            _mm256_storeu_si256(counts.as_mut_ptr().add(v).cast(), count);
+            _mm256_storeu_si256(counts.as_mut_ptr().add(8 * v).cast(), count);
         }
     }
 }

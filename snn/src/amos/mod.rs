@@ -4,10 +4,13 @@
 //! - [`closed_form`]: binary-expansion units for ReLU, ReLU6 and identity (stage boundaries).
 //! - [`fit`]: units fitted by gradient descent to any other gate.
 //! - [`intervals`]: one-input units evaluated as the step functions they are.
+//! - [`memo`]: two-input units on input pairs that repeat (the SE product).
 
 pub mod closed_form;
 pub mod fit;
 pub mod intervals;
+pub mod memo;
 pub mod unit;
 
-pub use unit::{AmosUnit, MAX_NEURONS, PairMemo, UnitKernel};
+pub use memo::{PairMemo, SecondInput};
+pub use unit::{AmosUnit, MAX_NEURONS, UnitKernel};

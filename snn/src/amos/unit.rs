@@ -295,87 +295,11 @@ impl UnitKernel {
         }
     }
 
-    /// [`UnitKernel::eval_counted`] for a two-input unit, remembering in `memo` the spikes of
-    /// every input pair it evaluates. A unit's spikes are a function of its two inputs' bits,
-    /// so a pair seen before needs no evaluation, and the result is the same. Pairs repeat a
-    /// lot where the unit multiplies spike-coded values: the squeeze-and-excitation product
-    /// takes a few hundred distinct decoded activations times one gate value per channel.
-    pub fn eval_counted_memo(
-        &self,
-        x: &[f32],
-        x2: &[f32],
-        y: &mut [f32],
-        mut z: Option<&mut [u64]>,
-        fanout: &[u32],
-        memo: &mut PairMemo,
-    ) -> (u64, u64) {
-        let (mut spikes, mut synops) = (0u64, 0u64);
-        let mut count = |e: usize, word: u64| {
-            let s = word.count_ones() as u64;
-            spikes += s;
-            synops += s * fanout.get(e).copied().unwrap_or(0) as u64;
-        };
-        // Pairs not remembered, each once (`first`: where it first occurs), evaluated together
-        // afterwards by the vectorised kernel; `pending`: the elements waiting for each.
-        let mut first: Vec<usize> = Vec::new();
-        let mut pending: Vec<(usize, u32)> = Vec::new();
-        for (e, (&a, &b)) in x.iter().zip(x2).enumerate() {
-            let key = PairMemo::key(a, b);
-            let slot = &mut memo.slots[PairMemo::slot(key)];
-            match *slot {
-                Slot::Done {
-                    key: k,
-                    word,
-                    y: out,
-                } if k == key => {
-                    y[e] = out;
-                    if let Some(z) = z.as_deref_mut() {
-                        z[e] = word;
-                    }
-                    count(e, word);
-                }
-                Slot::Pending { key: k, index } if k == key => pending.push((e, index)),
-                _ => {
-                    let index = first.len() as u32;
-                    first.push(e);
-                    pending.push((e, index));
-                    *slot = Slot::Pending { key, index };
-                }
-            }
-        }
-        if first.is_empty() {
-            return (spikes, synops);
-        }
-        let xs: Vec<f32> = first.iter().map(|&e| x[e]).collect();
-        let x2s: Vec<f32> = first.iter().map(|&e| x2[e]).collect();
-        let (mut ys, mut words) = (vec![0.0f32; first.len()], vec![0u64; first.len()]);
+    /// A two-input unit over pairs `(x[e], x2[e])`, every pair evaluated (see
+    /// [`super::memo`] for the remembering caller).
+    pub(super) fn eval_pairs(&self, x: &[f32], x2: &[f32], y: &mut [f32], z: &mut [u64]) {
         let table = self.table.as_deref().map(|t| &t[..]);
-        general_eval(
-            &self.unit,
-            table,
-            &self.inhibited_by,
-            &xs,
-            Some(&x2s),
-            &mut ys,
-            &mut words,
-        );
-        for (e, index) in pending {
-            let i = index as usize;
-            y[e] = ys[i];
-            if let Some(z) = z.as_deref_mut() {
-                z[e] = words[i];
-            }
-            count(e, words[i]);
-        }
-        for (i, (&a, &b)) in xs.iter().zip(&x2s).enumerate() {
-            let key = PairMemo::key(a, b);
-            memo.slots[PairMemo::slot(key)] = Slot::Done {
-                key,
-                word: words[i],
-                y: ys[i],
-            };
-        }
-        (spikes, synops)
+        general_eval(&self.unit, table, &self.inhibited_by, x, Some(x2), y, z);
     }
 
     /// Same as [`AmosUnit::eval`].
@@ -526,48 +450,6 @@ mod tests {
     }
 
     #[test]
-    fn remembered_pairs_give_the_definition_bit_for_bit() {
-        let mut state = 11u64;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
-        let k = 40;
-        let mut u = AmosUnit::zeros(k, true);
-        u.c = (0..k).map(|_| rand() * 3.0).collect();
-        u.c2 = Some((0..k).map(|_| rand() * 3.0).collect());
-        u.t = (0..k).map(|_| rand()).collect();
-        u.h = (0..k * (k - 1) / 2).map(|_| rand()).collect();
-        u.d = (0..k).map(|_| rand()).collect();
-        let kernel = UnitKernel::new(u.clone());
-        // An SE product: a few hundred activation levels times one gate value per channel of
-        // 400 elements; then 20 000 distinct pairs, more than the memo holds.
-        let levels: Vec<f32> = (0..300).map(|_| rand() * 5.0).collect();
-        let mut x: Vec<f32> = (0..8000).map(|i| levels[(i * 7919) % 300]).collect();
-        let mut x2: Vec<f32> = (0..8000).map(|i| 0.05 * (i / 400) as f32).collect();
-        x.extend((0..20_000).map(|_| rand() * 5.0));
-        x2.extend((0..20_000).map(|_| rand()));
-        let fanout: Vec<u32> = (0..x.len() as u32).map(|i| i % 9).collect();
-        let mut memo = PairMemo::new();
-        for _ in 0..2 {
-            // The second pass finds the first pass's pairs remembered.
-            let (mut y, mut z) = (vec![0.0; x.len()], vec![0; x.len()]);
-            let counts =
-                kernel.eval_counted_memo(&x, &x2, &mut y, Some(&mut z), &fanout, &mut memo);
-            let (mut spikes, mut synops) = (0u64, 0u64);
-            for e in 0..x.len() {
-                let (word, out) = u.eval(x[e], x2[e]);
-                assert_eq!((z[e], y[e].to_bits()), (word, out.to_bits()), "element {e}");
-                spikes += word.count_ones() as u64;
-                synops += word.count_ones() as u64 * fanout[e] as u64;
-            }
-            assert_eq!(counts, (spikes, synops));
-        }
-    }
-
-    #[test]
     fn inhibition_follows_the_definition() {
         // Two neurons: the first fires at x ≥ 1 and inhibits the second by 5.
         let mut u = AmosUnit::zeros(2, false);
@@ -598,54 +480,6 @@ fn residual_form(unit: &AmosUnit) -> Option<(f32, Vec<f32>)> {
             .collect();
         (unit.c[0], h)
     })
-}
-
-/// The spikes and output of one two-input unit for recently seen input pairs
-/// ([`UnitKernel::eval_counted_memo`]): direct-mapped by a hash of the pair's bits, a newer
-/// pair replacing an older one in its slot. Keep one per unit and image (or batch).
-pub struct PairMemo {
-    slots: Vec<Slot>,
-}
-
-/// One [`PairMemo`] slot: a pair's bits (`key`) and what is known of it.
-#[derive(Clone, Copy)]
-enum Slot {
-    Empty,
-    /// To be evaluated in the current call, as its `index`-th new pair.
-    Pending {
-        key: u64,
-        index: u32,
-    },
-    Done {
-        key: u64,
-        word: u64,
-        y: f32,
-    },
-}
-
-impl PairMemo {
-    /// Slots: 2^12, enough for the distinct pairs of an image's SE products.
-    const BITS: u32 = 12;
-
-    pub fn new() -> Self {
-        PairMemo {
-            slots: vec![Slot::Empty; 1 << Self::BITS],
-        }
-    }
-
-    fn key(x: f32, x2: f32) -> u64 {
-        ((x.to_bits() as u64) << 32) | x2.to_bits() as u64
-    }
-
-    fn slot(key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize
-    }
-}
-
-impl Default for PairMemo {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// A residual-form unit's parameters, borrowed for [`residual_eval`].
