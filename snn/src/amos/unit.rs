@@ -520,19 +520,21 @@ fn residual_eval<'a>(
         let n = xs.len();
         let first = b * BLOCK;
         let mut r = [0.0f32; BLOCK];
-        let mut bits = [0u64; BLOCK];
         for e in 0..n {
             r[e] = c * xs[e];
         }
         if t.len() <= 32 {
             // 32-bit words: as wide as the potentials, so compares and bits share vectors.
             let mut bits32 = [0u32; BLOCK];
+            // Spikes per element, counted as they fire (no popcount afterwards).
+            let mut count = [0u32; BLOCK];
             for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
                 let (bit, hi) = (1u32 << i, hi.to_bits());
                 for e in 0..BLOCK {
                     // `r − t ≥ 0` of the definition (thresholds are finite).
                     let fired = if r[e] >= ti { u32::MAX } else { 0 };
                     bits32[e] |= bit & fired;
+                    count[e] = count[e].wrapping_sub(fired);
                     // `r − h` where it fired, `r − (+0)`, which is r exactly, elsewhere: no
                     // select, which the compiler may turn into slow masked stores.
                     r[e] -= f32::from_bits(hi & fired);
@@ -542,11 +544,22 @@ fn residual_eval<'a>(
                 for e in 0..n {
                     ys[e] = table[bits32[e] as usize & (DECODE_TABLE_LEN - 1)];
                 }
+            } else {
+                decode_into(d, o, &bits32.map(|w| w as u64), &mut ys[..n]);
             }
-            for e in 0..BLOCK {
-                bits[e] = bits32[e] as u64;
+            if let Some(z) = z.as_deref_mut() {
+                for (w, &b) in z[first..first + n].iter_mut().zip(&bits32) {
+                    *w = b as u64;
+                }
+            }
+            spikes += count[..n].iter().map(|&c| c as u64).sum::<u64>();
+            // Elements past the end of `fanout` reach none.
+            let fan = fanout.get(first.min(fanout.len())..(first + n).min(fanout.len()));
+            for (&c, &f) in count.iter().zip(fan.unwrap_or_default()) {
+                synops += c as u64 * f as u64;
             }
         } else {
+            let mut bits = [0u64; BLOCK];
             for (i, (&ti, &hi)) in t.iter().zip(h).enumerate() {
                 for e in 0..BLOCK {
                     let fire = r[e] >= ti;
@@ -554,37 +567,41 @@ fn residual_eval<'a>(
                     r[e] = if fire { r[e] - hi } else { r[e] };
                 }
             }
-        }
-        if table.is_none() {
-            let mut acc = [0.0f32; BLOCK];
-            for (i, &di) in d.iter().enumerate() {
-                for e in 0..BLOCK {
-                    let fired = (bits[e] >> i) & 1 == 1;
-                    acc[e] = if fired { acc[e] + di } else { acc[e] };
+            match table {
+                Some(table) => {
+                    for e in 0..n {
+                        ys[e] = table[bits[e] as usize & (DECODE_TABLE_LEN - 1)];
+                    }
                 }
+                None => decode_into(d, o, &bits, &mut ys[..n]),
             }
-            for e in 0..n {
-                ys[e] = o + acc[e];
+            if let Some(z) = z.as_deref_mut() {
+                z[first..first + n].copy_from_slice(&bits[..n]);
             }
-        }
-        if let Some(z) = z.as_deref_mut() {
-            z[first..first + n].copy_from_slice(&bits[..n]);
-        }
-        spikes += bits[..n].iter().map(|w| w.count_ones() as u64).sum::<u64>();
-        match fanout.get(first..first + n) {
-            Some(fan) => {
-                for (w, &f) in bits.iter().zip(fan) {
-                    synops += w.count_ones() as u64 * f as u64;
-                }
-            }
-            None => {
-                for (w, &f) in bits.iter().zip(fanout.get(first..).unwrap_or_default()) {
-                    synops += w.count_ones() as u64 * f as u64;
-                }
-            }
+            let fan = fanout.get(first.min(fanout.len())..(first + n).min(fanout.len()));
+            let (s, o) = count_spikes(&bits[..n], fan.unwrap_or_default());
+            spikes += s;
+            synops += o;
         }
     }
     (spikes, synops)
+}
+
+/// `y[e] = o + Σ d_i` over the neurons fired in `bits[e]`, summed in neuron order as
+/// [`AmosUnit::decode`] does (for units whose K has no decode table).
+#[inline(always)]
+fn decode_into(d: &[f32], o: f32, bits: &[u64], y: &mut [f32]) {
+    const BLOCK: usize = 32;
+    let mut acc = [0.0f32; BLOCK];
+    for (i, &di) in d.iter().enumerate() {
+        for e in 0..BLOCK.min(bits.len()) {
+            let fired = (bits[e] >> i) & 1 == 1;
+            acc[e] = if fired { acc[e] + di } else { acc[e] };
+        }
+    }
+    for (ye, a) in y.iter_mut().zip(acc) {
+        *ye = o + a;
+    }
 }
 
 /// Spikes in `words` and their synaptic operations, `Σ popcount(w_e)·fanout_e` (elements

@@ -121,11 +121,14 @@ fn pad_by_phase(g: &Geometry, plane: &[f32], padded: &mut [f32]) {
             continue;
         }
         for (r, phase) in row.chunks_mut(phase_len).enumerate() {
-            // The first input column at this phase, then every stride-th.
-            let first = (r + sw - pl % sw) % sw;
-            let columns = src.iter().skip(first).step_by(sw);
-            for (slot, &v) in phase.iter_mut().skip((first + pl) / sw).zip(columns) {
-                *slot = v;
+            // The first input column at this phase, then every stride-th (a plain loop: the
+            // iterator adaptors cost a division per element).
+            let mut col = (r + sw - pl % sw) % sw;
+            let mut slot = (col + pl) / sw;
+            while col < src.len() && slot < phase.len() {
+                phase[slot] = src[col];
+                col += sw;
+                slot += 1;
             }
         }
     }
