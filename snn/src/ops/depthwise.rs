@@ -19,8 +19,9 @@
 /// Output columns per tile: one AVX2 vector of f32.
 const LANES: usize = 8;
 
-/// Tiles computed together, for independent accumulation chains.
-const TILES: usize = 4;
+/// Tiles computed together: independent accumulation chains, enough to keep both adders busy
+/// through an addition's latency.
+const TILES: usize = 8;
 
 /// The shape of one depthwise convolution.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +121,10 @@ fn pad_by_phase(g: &Geometry, plane: &[f32], padded: &mut [f32]) {
             row[pl..pl + n].copy_from_slice(&src[..n]);
             continue;
         }
+        if sw == 2 {
+            deinterleave_pairs(src, pl, row, phase_len);
+            continue;
+        }
         for (r, phase) in row.chunks_mut(phase_len).enumerate() {
             // The first input column at this phase, then every stride-th (a plain loop: the
             // iterator adaptors cost a division per element).
@@ -130,6 +135,35 @@ fn pad_by_phase(g: &Geometry, plane: &[f32], padded: &mut [f32]) {
                 col += sw;
                 slot += 1;
             }
+        }
+    }
+}
+
+/// [`pad_by_phase`]'s row for stride 2: input column x goes to padded column x + pl, at
+/// phase (x + pl) mod 2, index (x + pl) / 2. Pairs of columns split into the two phases in a
+/// loop that vectorises; columns past a phase's end are not read by any tap and are dropped.
+fn deinterleave_pairs(src: &[f32], pl: usize, row: &mut [f32], phase_len: usize) {
+    let (phase0, phase1) = row.split_at_mut(phase_len);
+    // Even input columns land at phase pl mod 2 from index pl / 2, odd ones at the other
+    // phase from (pl + 1) / 2.
+    let (even, odd) = if pl % 2 == 0 {
+        (&mut phase0[pl / 2..], &mut phase1[pl / 2..])
+    } else {
+        (&mut phase1[pl / 2..], &mut phase0[(pl + 1) / 2..])
+    };
+    let n = (src.len() / 2).min(even.len()).min(odd.len());
+    for ((e, o), pair) in even[..n]
+        .iter_mut()
+        .zip(&mut odd[..n])
+        .zip(src.chunks_exact(2))
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    for (x, &v) in src.iter().enumerate().skip(2 * n) {
+        let column = x + pl;
+        if column / 2 < phase_len {
+            row[(column % 2) * phase_len + column / 2] = v;
         }
     }
 }
@@ -186,13 +220,26 @@ impl Plan {
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) -> bool {
     let mut zero = false;
+    // Every read below ends at or before `reach`: one check instead of one per tap and tile.
+    let reach = plan
+        .groups
+        .iter()
+        .flatten()
+        .map(|t| t.start)
+        .max()
+        .unwrap_or(0)
+        + plan.offsets.iter().max().copied().unwrap_or(0)
+        + LANES;
+    assert!(reach <= padded.len() && wk.len() >= plan.offsets.len());
     for group in &plan.groups {
         let mut acc = [[bias; LANES]; TILES];
         for (&offset, &wv) in plan.offsets.iter().zip(wk) {
             for (a, tile) in acc.iter_mut().zip(group) {
-                let src = &padded[tile.start + offset..tile.start + offset + LANES];
+                // SAFETY: start + offset + LANES ≤ reach ≤ padded.len() (asserted above).
+                let src = unsafe { padded.get_unchecked(tile.start + offset..) };
                 for l in 0..LANES {
-                    a[l] += wv * src[l];
+                    // SAFETY: as above, l < LANES.
+                    a[l] += wv * unsafe { *src.get_unchecked(l) };
                 }
             }
         }
