@@ -259,7 +259,7 @@ impl UnitKernel {
                 o: self.unit.o,
                 table: self.table.as_deref(),
             };
-            return residual_eval(unit, x, y, z, fanout);
+            return residual_dispatch(unit, x, y, z, fanout);
         }
         let table = self.table.as_deref().map(|t| &t[..]);
         match z {
@@ -350,9 +350,24 @@ mod tests {
         ] {
             let kernel = UnitKernel::new(unit.clone());
             assert!(kernel.residual.is_some());
-            let xs: Vec<f32> = (0..200_003)
+            let mut xs: Vec<f32> = (0..200_003)
                 .map(|i| -8.0 + i as f32 * 1e-4 * 0.77)
                 .collect();
+            // Inputs that are not ordinary, in the blocks of the vectorised kernels too.
+            let special = [
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::MAX,
+                -f32::MAX,
+                -0.0,
+                0.0,
+                f32::from_bits(1),
+                -f32::MIN_POSITIVE,
+            ];
+            for (i, v) in special.into_iter().enumerate() {
+                xs[1000 + 37 * i] = v;
+            }
             let (mut ys, mut zs) = (vec![0.0; xs.len()], vec![0; xs.len()]);
             kernel.eval_many(&xs, None, &mut ys, &mut zs);
             for (e, &x) in xs.iter().enumerate() {
@@ -426,7 +441,11 @@ mod tests {
             let xs: Vec<f32> = (0..n).map(|i| -4.0 + i as f32 * 0.0041).collect();
             // Fanouts for the first elements only (the others reach none), and none at all.
             let partial: Vec<u32> = (0..1234).map(|i| i % 17 + 1).collect();
-            for fanout in [&partial[..], &[]] {
+            // Every element, some with fanouts whose products pass 32 bits.
+            let full: Vec<u32> = (0..n as u32)
+                .map(|i| if i % 5 == 0 { u32::MAX - i } else { i % 13 })
+                .collect();
+            for fanout in [&partial[..], &[], &full[..]] {
                 let (mut y, mut z) = (vec![0.0; n], vec![0; n]);
                 let counted = kernel.eval_counted(&xs, None, &mut y, Some(&mut z), fanout);
                 let mut y_alone = vec![0.0; n];
@@ -491,6 +510,158 @@ struct Residual<'a> {
     d: &'a [f32],
     o: f32,
     table: Option<&'a [f32; DECODE_TABLE_LEN]>,
+}
+
+/// [`residual_eval`], with whole blocks by [`residual_avx2`] where the CPU has AVX2 and the
+/// unit a decode table and at most 32 neurons (ReLU6, ReLU and identity codes).
+fn residual_dispatch(
+    u: Residual<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    let (mut spikes, mut synops, mut done) = (0, 0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(table) = u.table
+        && u.t.len() <= 32
+        && std::arch::is_x86_feature_detected!("avx2")
+    {
+        done = x.len() / AVX2_BLOCK * AVX2_BLOCK;
+        let words = z.as_deref_mut().map(|z| &mut z[..done]);
+        // SAFETY: AVX2 was detected.
+        (spikes, synops) =
+            unsafe { residual_avx2(u, table, &x[..done], &mut y[..done], words, fanout) };
+    }
+    if done < x.len() {
+        let fan = fanout.get(done.min(fanout.len())..).unwrap_or_default();
+        let words = z.map(|z| &mut z[done..]);
+        let (s, o) = residual_eval(u, &x[done..], &mut y[done..], words, fan);
+        spikes += s;
+        synops += o;
+    }
+    (spikes, synops)
+}
+
+/// Elements per block of [`residual_avx2`]: four vectors.
+const AVX2_BLOCK: usize = 32;
+
+/// [`residual_eval`] for units of at most 32 neurons with a decode table, written for AVX2:
+/// the block's potentials and spike bits stay in registers through the neuron loop, the
+/// outputs are gathered from the table, spikes counted by a bit count in vector lanes, and
+/// synaptic operations multiplied in 64 bits. The floating-point operations are the
+/// definition's (`c·x`, then `r − h` or `r − (+0)` where `r ≥ t`), so the bits are the same.
+/// `x.len()` is a multiple of [`AVX2_BLOCK`]; `fanout` as in [`UnitKernel::eval_counted`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn residual_avx2(
+    u: Residual<'_>,
+    table: &[f32; DECODE_TABLE_LEN],
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    const V: usize = AVX2_BLOCK / 8;
+    assert!(x.len() % AVX2_BLOCK == 0 && y.len() == x.len() && u.t.len() <= 32);
+    assert!(u.h.len() >= u.t.len() && z.as_ref().is_none_or(|z| z.len() == x.len()));
+    // SAFETY: AVX2 is enabled; every load and store below is inside a block of `x`, `y`, `z`
+    // or `fanout` whose bounds were checked (asserts above, `get` below); gathers index the
+    // decode table under its mask.
+    unsafe {
+        let c = _mm256_set1_ps(u.c);
+        let index_mask = _mm256_set1_epi32((DECODE_TABLE_LEN - 1) as i32);
+        let (m1, m2, m4) = (
+            _mm256_set1_epi32(0x5555_5555),
+            _mm256_set1_epi32(0x3333_3333),
+            _mm256_set1_epi32(0x0F0F_0F0F),
+        );
+        // Spikes per lane (at most 32 per block: flushed long before u32 overflows).
+        let mut lane_spikes = _mm256_setzero_si256();
+        let mut spikes = 0u64;
+        let mut synops = _mm256_setzero_si256();
+        let mut synops_tail = 0u64;
+        let flush = |v: __m256i| -> u64 {
+            let mut lanes = [0u32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v);
+            lanes.iter().map(|&l| l as u64).sum()
+        };
+        for (b, (xs, ys)) in x
+            .chunks_exact(AVX2_BLOCK)
+            .zip(y.chunks_exact_mut(AVX2_BLOCK))
+            .enumerate()
+        {
+            let first = b * AVX2_BLOCK;
+            let mut r: [__m256; V] =
+                std::array::from_fn(|v| _mm256_mul_ps(c, _mm256_loadu_ps(xs.as_ptr().add(8 * v))));
+            let mut bits = [_mm256_setzero_si256(); V];
+            for (i, (&ti, &hi)) in u.t.iter().zip(u.h).enumerate() {
+                let (t, h) = (_mm256_set1_ps(ti), _mm256_set1_ps(hi));
+                let bit = _mm256_set1_epi32((1u32 << i) as i32);
+                for v in 0..V {
+                    // `r ≥ t` (false for NaN, as the scalar comparison).
+                    let fired = _mm256_cmp_ps::<_CMP_GE_OQ>(r[v], t);
+                    bits[v] =
+                        _mm256_or_si256(bits[v], _mm256_and_si256(bit, _mm256_castps_si256(fired)));
+                    r[v] = _mm256_sub_ps(r[v], _mm256_and_ps(h, fired));
+                }
+            }
+            let fan = fanout.get(first..first + AVX2_BLOCK);
+            let mut counts = [_mm256_setzero_si256(); V];
+            for v in 0..V {
+                let index = _mm256_and_si256(bits[v], index_mask);
+                let out = _mm256_i32gather_ps::<4>(table.as_ptr(), index);
+                _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), out);
+                let w = bits[v];
+                let w = _mm256_sub_epi32(w, _mm256_and_si256(_mm256_srli_epi32::<1>(w), m1));
+                let w = _mm256_add_epi32(
+                    _mm256_and_si256(w, m2),
+                    _mm256_and_si256(_mm256_srli_epi32::<2>(w), m2),
+                );
+                let w = _mm256_and_si256(_mm256_add_epi32(w, _mm256_srli_epi32::<4>(w)), m4);
+                let w = _mm256_add_epi32(w, _mm256_srli_epi32::<8>(w));
+                let w = _mm256_add_epi32(w, _mm256_srli_epi32::<16>(w));
+                counts[v] = _mm256_and_si256(w, _mm256_set1_epi32(0x3F));
+                lane_spikes = _mm256_add_epi32(lane_spikes, counts[v]);
+                if let Some(fan) = fan {
+                    let f = _mm256_loadu_si256(fan.as_ptr().add(8 * v).cast());
+                    // Even lanes, then odd lanes, as 64-bit products.
+                    let even = _mm256_mul_epu32(counts[v], f);
+                    let odd = _mm256_mul_epu32(
+                        _mm256_srli_epi64::<32>(counts[v]),
+                        _mm256_srli_epi64::<32>(f),
+                    );
+                    synops = _mm256_add_epi64(synops, _mm256_add_epi64(even, odd));
+                }
+                if let Some(z) = z.as_deref_mut() {
+                    let words = z.as_mut_ptr().add(first + 8 * v).cast::<__m256i>();
+                    let low = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(bits[v]));
+                    let high = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(bits[v]));
+                    _mm256_storeu_si256(words, low);
+                    _mm256_storeu_si256(words.add(1), high);
+                }
+            }
+            if fan.is_none() && first < fanout.len() {
+                // The block where `fanout` ends: the elements before its end.
+                let mut lanes = [0u32; AVX2_BLOCK];
+                for v in 0..V {
+                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), counts[v]);
+                }
+                for (&n, &f) in lanes.iter().zip(&fanout[first..]) {
+                    synops_tail += n as u64 * f as u64;
+                }
+            }
+            if b % (1 << 20) == (1 << 20) - 1 {
+                spikes += flush(lane_spikes);
+                lane_spikes = _mm256_setzero_si256();
+            }
+        }
+        spikes += flush(lane_spikes);
+        let mut wide = [0u64; 4];
+        _mm256_storeu_si256(wide.as_mut_ptr().cast(), synops);
+        (spikes, wide.iter().sum::<u64>() + synops_tail)
+    }
 }
 
 /// The residual form over blocks of elements, branch-free (a select instead of a branch per
