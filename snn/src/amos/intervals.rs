@@ -336,9 +336,9 @@ unsafe fn grid_avx2(
                 jv[v] = _mm256_sub_epi32(jv[v], le);
             }
         }
-        for v in 0..V {
-            let k = _mm256_min_epu32(jv[v], last);
-            _mm256_storeu_si256(j.as_mut_ptr().add(8 * v).cast(), jv[v]);
+        for (v, &jv) in jv.iter().enumerate() {
+            let k = _mm256_min_epu32(jv, last);
+            _mm256_storeu_si256(j.as_mut_ptr().add(8 * v).cast(), jv);
             let out = _mm256_i32gather_ps::<4>(t.outputs.as_ptr(), k);
             _mm256_storeu_ps(y.as_mut_ptr().add(8 * v), out);
             let count = _mm256_i32gather_epi32::<4>(t.spikes.as_ptr().cast(), k);

@@ -107,7 +107,7 @@ impl UnitKernel {
         x: &[f32],
         x2: SecondInput<'_>,
         y: &mut [f32],
-        mut z: Option<&mut [u64]>,
+        z: Option<&mut [u64]>,
         fanout: &[u32],
         memo: &mut PairMemo,
     ) -> (u64, u64) {
@@ -197,7 +197,7 @@ impl UnitKernel {
             spikes += o.spikes as u64;
             synops += o.spikes as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
         }
-        if let Some(z) = z.as_deref_mut() {
+        if let Some(z) = z {
             for (w, &i) in z.iter_mut().zip(&index) {
                 *w = outcomes[i as usize].word;
             }

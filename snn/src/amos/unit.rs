@@ -564,7 +564,7 @@ unsafe fn residual_avx2(
 ) -> (u64, u64) {
     use std::arch::x86_64::*;
     const V: usize = AVX2_BLOCK / 8;
-    assert!(x.len() % AVX2_BLOCK == 0 && y.len() == x.len() && u.t.len() <= 32);
+    assert!(x.len().is_multiple_of(AVX2_BLOCK) && y.len() == x.len() && u.t.len() <= 32);
     assert!(u.h.len() >= u.t.len() && z.as_ref().is_none_or(|z| z.len() == x.len()));
     // SAFETY: AVX2 is enabled; every load and store below is inside a block of `x`, `y`, `z`
     // or `fanout` whose bounds were checked (asserts above, `get` below); gathers index the
@@ -645,8 +645,8 @@ unsafe fn residual_avx2(
             if fan.is_none() && first < fanout.len() {
                 // The block where `fanout` ends: the elements before its end.
                 let mut lanes = [0u32; AVX2_BLOCK];
-                for v in 0..V {
-                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), counts[v]);
+                for (v, &count) in counts.iter().enumerate() {
+                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), count);
                 }
                 for (&n, &f) in lanes.iter().zip(&fanout[first..]) {
                     synops_tail += n as u64 * f as u64;

@@ -146,10 +146,10 @@ fn deinterleave_pairs(src: &[f32], pl: usize, row: &mut [f32], phase_len: usize)
     let (phase0, phase1) = row.split_at_mut(phase_len);
     // Even input columns land at phase pl mod 2 from index pl / 2, odd ones at the other
     // phase from (pl + 1) / 2.
-    let (even, odd) = if pl % 2 == 0 {
+    let (even, odd) = if pl.is_multiple_of(2) {
         (&mut phase0[pl / 2..], &mut phase1[pl / 2..])
     } else {
-        (&mut phase1[pl / 2..], &mut phase0[(pl + 1) / 2..])
+        (&mut phase1[pl / 2..], &mut phase0[pl.div_ceil(2)..])
     };
     let n = (src.len() / 2).min(even.len()).min(odd.len());
     for ((e, o), pair) in even[..n]
@@ -237,9 +237,9 @@ fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) 
             for (a, tile) in acc.iter_mut().zip(group) {
                 // SAFETY: start + offset + LANES ≤ reach ≤ padded.len() (asserted above).
                 let src = unsafe { padded.get_unchecked(tile.start + offset..) };
-                for l in 0..LANES {
+                for (l, a) in a.iter_mut().enumerate() {
                     // SAFETY: as above, l < LANES.
-                    a[l] += wv * unsafe { *src.get_unchecked(l) };
+                    *a += wv * unsafe { *src.get_unchecked(l) };
                 }
             }
         }
