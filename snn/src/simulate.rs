@@ -62,6 +62,10 @@ pub struct SpikingNetwork {
     units: Vec<AmosUnit>,
     /// The same, prepared for evaluation.
     kernels: Vec<UnitKernel>,
+    /// Per placement, the pair memos of its two-input unit, one per thread at work, kept
+    /// from image to image: an SE product's inputs are decoded unit outputs, a few hundred
+    /// levels times a few dozen, so after the first images nearly every pair is known.
+    memos: Vec<Mutex<Vec<PairMemo>>>,
     /// Synapses per output element of each placement run here (empty for placements
     /// outside [`SpikingNetwork::for_nodes`]'s range: a pipeline stage holds only its own,
     /// since for a large network they take gigabytes).
@@ -136,6 +140,7 @@ impl SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
             kernels: units.iter().cloned().map(UnitKernel::new).collect(),
+            memos: units.iter().map(|_| Mutex::new(Vec::new())).collect(),
             units,
             fanout,
             unit_elements,
@@ -643,9 +648,12 @@ impl SpikingNetwork {
         const CHUNK: usize = 1024;
         let (unit, fanout) = (&self.kernels[u], &self.fanout[u]);
         if let (Some(x), Some(x2)) = (x, x2) {
-            // Two inputs: most pairs repeat (see `eval_counted_memo`).
-            let mut memo = PairMemo::new();
-            return unit.eval_counted_memo(x, x2, y, z, fanout, &mut memo);
+            // Two inputs: most pairs repeat (see `eval_counted_memo`). A memo of this
+            // placement's that no other thread is using, or a new one.
+            let mut memo = lock(&self.memos[u]).pop().unwrap_or_default();
+            let counts = unit.eval_counted_memo(x, x2, y, z, fanout, &mut memo);
+            lock(&self.memos[u]).push(memo);
+            return counts;
         }
         let mut input = [0.0f32; CHUNK];
         let (mut spikes, mut synops) = (0, 0);

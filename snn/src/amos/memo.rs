@@ -59,8 +59,9 @@ struct Outcome {
 impl PairMemo {
     /// Run slots: 2^10 (12 KiB, in L1), more than a run's distinct activation levels.
     const RUN_BITS: u32 = 10;
-    /// Pair slots: 2^12, for pairs that recur across runs (channels with equal gates).
-    const PAIR_BITS: u32 = 12;
+    /// Pair slots: 2^16 (1.5 MiB), for pairs that recur across runs, calls and images:
+    /// more than the distinct pairs of the SE products of the networks measured.
+    const PAIR_BITS: u32 = 16;
 
     pub fn new() -> Self {
         PairMemo {

@@ -866,12 +866,31 @@ fn general_eval(
             }
             row += i;
         }
-        for e in 0..n {
-            zs[e] = bits[e];
-            ys[e] = match table {
-                Some(t) => t.get(bits[e] as usize).copied().unwrap_or(f32::NAN),
-                None => unit.decode(bits[e]),
-            };
+        zs[..n].copy_from_slice(&bits[..n]);
+        match table {
+            Some(t) => {
+                for e in 0..n {
+                    ys[e] = t.get(bits[e] as usize).copied().unwrap_or(f32::NAN);
+                }
+            }
+            None => {
+                // `o + Σ d_i` over the fired neurons in ascending order, as
+                // [`AmosUnit::decode`] sums, element-parallel (neurons that fired nowhere
+                // in the block add nothing anywhere).
+                let mut acc = [0.0f32; BLOCK];
+                let mut fired = fired_any;
+                while fired != 0 {
+                    let i = fired.trailing_zeros() as usize;
+                    let (di, mask) = (unit.d[i], &fired_mask[i]);
+                    for e in 0..BLOCK {
+                        acc[e] = if mask[e] != 0 { acc[e] + di } else { acc[e] };
+                    }
+                    fired &= fired - 1;
+                }
+                for e in 0..n {
+                    ys[e] = unit.o + acc[e];
+                }
+            }
         }
     }
 }
