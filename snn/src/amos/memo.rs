@@ -6,10 +6,13 @@
 //! activation levels of a channel times that channel's one gate value.
 //!
 //! [`UnitKernel::eval_counted_memo`] walks the elements in runs of one second-input value (a
-//! channel, for an SE gate). Within a run a small table keyed by the first input's bits finds
-//! the pair's result; a pair new to the run is looked up in a larger memo of pairs kept across
-//! runs and calls, and only pairs new to both are evaluated, together, by the vectorised
-//! kernel.
+//! channel, for an SE gate). Each second-input value has a row of its own, kept across runs,
+//! calls and images: a small open-addressed table from the first input's bits to the pair's
+//! spikes and output. A channel's row stays in L1 while its run is walked, and an SE gate
+//! takes a few dozen decoded levels, so rows recur across channels. Only pairs new to their
+//! row are evaluated, together, by the vectorised kernel.
+
+use std::collections::HashMap;
 
 use super::unit::UnitKernel;
 
@@ -22,74 +25,79 @@ pub enum SecondInput<'a> {
     Runs { values: &'a [f32], run: usize },
 }
 
-/// What [`UnitKernel::eval_counted_memo`] remembers: the pairs of the current run by the
-/// first input's bits, and recent pairs of any run. Direct-mapped by hashes, a newer entry
-/// replacing an older one. Keep one per unit and image (or batch).
+/// What [`UnitKernel::eval_counted_memo`] remembers: per second-input value (by its bits), a
+/// row of first inputs and their results. At most [`PairMemo::MAX_ROWS`] rows: past that
+/// (second inputs that are not a few levels) the rows start over. Keep one per unit and
+/// thread.
 pub struct PairMemo {
-    run: Vec<RunSlot>,
-    /// The current run's tag: slots of other runs are stale.
-    generation: u32,
-    pairs: Vec<PairSlot>,
+    rows: HashMap<u32, Box<[Entry]>>,
 }
 
-/// A first input's bits in the run tagged `generation`, and its pair's result index.
-#[derive(Clone, Copy, Default)]
-struct RunSlot {
-    bits: u32,
-    generation: u32,
-    index: u32,
-}
-
-/// A pair's bits and its spikes and output (`key` None: empty).
-#[derive(Clone, Copy, Default)]
-struct PairSlot {
-    key: Option<u64>,
-    word: u64,
-    y: f32,
-}
-
-/// A pair's result, as the elements of a call read it.
+/// A first input's bits and its pair's result in a row: `state` [`EMPTY`], [`KNOWN`], or the
+/// index of the pair among those being evaluated.
 #[derive(Clone, Copy)]
-struct Outcome {
+struct Entry {
+    bits: u32,
+    state: u32,
     y: f32,
     spikes: u32,
     word: u64,
 }
 
+const EMPTY: u32 = u32::MAX;
+const KNOWN: u32 = u32::MAX - 1;
+
+impl Entry {
+    const VACANT: Entry = Entry {
+        bits: 0,
+        state: EMPTY,
+        y: 0.0,
+        spikes: 0,
+        word: 0,
+    };
+}
+
 impl PairMemo {
-    /// Run slots: 2^10 (12 KiB, in L1), more than a run's distinct activation levels.
-    const RUN_BITS: u32 = 10;
-    /// Pair slots: 2^16 (1.5 MiB), for pairs that recur across runs, calls and images:
-    /// more than the distinct pairs of the SE products of the networks measured.
-    const PAIR_BITS: u32 = 16;
+    /// Entries per row: 2^9 (12 KiB), twice a swish unit's decoded levels.
+    const ROW_BITS: u32 = 9;
+    /// Slots probed for a first input before the first of them is replaced.
+    const PROBES: usize = 8;
+    /// Rows kept: a sigmoid unit decodes to a few dozen levels.
+    const MAX_ROWS: usize = 256;
 
     pub fn new() -> Self {
         PairMemo {
-            run: vec![RunSlot::default(); 1 << Self::RUN_BITS],
-            generation: 0,
-            pairs: vec![PairSlot::default(); 1 << Self::PAIR_BITS],
+            rows: HashMap::new(),
         }
     }
 
-    /// Starts a run: every run slot becomes stale.
-    fn next_run(&mut self) {
-        if self.generation == u32::MAX {
-            self.run.fill(RunSlot::default());
-            self.generation = 0;
+    /// The row of second input `b`, made empty if new.
+    fn row(&mut self, b: f32) -> &mut [Entry] {
+        if self.rows.len() >= Self::MAX_ROWS && !self.rows.contains_key(&b.to_bits()) {
+            self.rows.clear();
         }
-        self.generation += 1;
+        self.rows
+            .entry(b.to_bits())
+            .or_insert_with(|| vec![Entry::VACANT; 1 << Self::ROW_BITS].into_boxed_slice())
     }
 
-    fn run_slot(bits: u32) -> usize {
-        (bits.wrapping_mul(0x9E37_79B1) >> (32 - Self::RUN_BITS)) as usize
-    }
-
-    fn pair_key(x: f32, x2: f32) -> u64 {
-        ((x.to_bits() as u64) << 32) | x2.to_bits() as u64
-    }
-
-    fn pair_slot(key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::PAIR_BITS)) as usize
+    /// Where first input `bits` is in `row`, or where it goes (an empty slot, else the first
+    /// probed).
+    #[inline(always)]
+    fn find(row: &[Entry], bits: u32) -> (usize, bool) {
+        let mask = row.len() - 1;
+        let home = (bits.wrapping_mul(0x9E37_79B1) >> (32 - Self::ROW_BITS)) as usize;
+        for p in 0..Self::PROBES {
+            let i = (home + p) & mask;
+            let entry = &row[i];
+            if entry.state == EMPTY {
+                return (i, false);
+            }
+            if entry.bits == bits {
+                return (i, true);
+            }
+        }
+        (home, false)
     }
 }
 
@@ -108,49 +116,39 @@ impl UnitKernel {
         x: &[f32],
         x2: SecondInput<'_>,
         y: &mut [f32],
-        z: Option<&mut [u64]>,
+        mut z: Option<&mut [u64]>,
         fanout: &[u32],
         memo: &mut PairMemo,
     ) -> (u64, u64) {
-        // Per element, the index of its pair's outcome; the pairs to evaluate.
-        let mut index = vec![0u32; x.len()];
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        let (mut todo, mut todo_x, mut todo_x2) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut spikes, mut synops) = (0u64, 0u64);
+        // Pairs to evaluate, and the elements waiting for each (by its index there).
+        let (mut todo_x, mut todo_x2) = (Vec::new(), Vec::new());
+        let mut waiting: Vec<(usize, u32)> = Vec::new();
         let mut run = |range: std::ops::Range<usize>, b: f32, memo: &mut PairMemo| {
-            memo.next_run();
-            let generation = memo.generation;
+            let row = memo.row(b);
             for e in range {
                 let bits = x[e].to_bits();
-                let slot = &mut memo.run[PairMemo::run_slot(bits)];
-                if slot.generation == generation && slot.bits == bits {
-                    index[e] = slot.index;
-                    continue;
-                }
-                let i = outcomes.len() as u32;
-                let key = PairMemo::pair_key(x[e], b);
-                let known = memo.pairs[PairMemo::pair_slot(key)];
-                if known.key == Some(key) {
-                    outcomes.push(Outcome {
-                        y: known.y,
-                        spikes: known.word.count_ones(),
-                        word: known.word,
-                    });
-                } else {
-                    outcomes.push(Outcome {
-                        y: 0.0,
-                        spikes: 0,
-                        word: 0,
-                    });
-                    todo.push(i);
+                let (i, found) = PairMemo::find(row, bits);
+                let entry = &mut row[i];
+                if !found {
                     todo_x.push(x[e]);
                     todo_x2.push(b);
+                    *entry = Entry {
+                        bits,
+                        state: todo_x.len() as u32 - 1,
+                        ..Entry::VACANT
+                    };
                 }
-                *slot = RunSlot {
-                    bits,
-                    generation,
-                    index: i,
-                };
-                index[e] = i;
+                if entry.state != KNOWN {
+                    waiting.push((e, entry.state));
+                    continue;
+                }
+                y[e] = entry.y;
+                if let Some(z) = z.as_deref_mut() {
+                    z[e] = entry.word;
+                }
+                spikes += entry.spikes as u64;
+                synops += entry.spikes as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
             }
         };
         match x2 {
@@ -174,34 +172,33 @@ impl UnitKernel {
                 }
             }
         }
-        if !todo.is_empty() {
-            let (mut ys, mut words) = (vec![0.0f32; todo.len()], vec![0u64; todo.len()]);
-            self.eval_pairs(&todo_x, &todo_x2, &mut ys, &mut words);
-            for (t, &i) in todo.iter().enumerate() {
-                outcomes[i as usize] = Outcome {
-                    y: ys[t],
-                    spikes: words[t].count_ones(),
-                    word: words[t],
-                };
-                let key = PairMemo::pair_key(todo_x[t], todo_x2[t]);
-                memo.pairs[PairMemo::pair_slot(key)] = PairSlot {
-                    key: Some(key),
-                    word: words[t],
-                    y: ys[t],
-                };
-            }
+        if todo_x.is_empty() {
+            return (spikes, synops);
         }
-        let (mut spikes, mut synops) = (0u64, 0u64);
-        for (e, &i) in index.iter().enumerate() {
-            let o = outcomes[i as usize];
-            y[e] = o.y;
-            spikes += o.spikes as u64;
-            synops += o.spikes as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
-        }
-        if let Some(z) = z {
-            for (w, &i) in z.iter_mut().zip(&index) {
-                *w = outcomes[i as usize].word;
+        let (mut ys, mut words) = (vec![0.0f32; todo_x.len()], vec![0u64; todo_x.len()]);
+        self.eval_pairs(&todo_x, &todo_x2, &mut ys, &mut words);
+        for (e, index) in waiting {
+            let i = index as usize;
+            y[e] = ys[i];
+            if let Some(z) = z.as_deref_mut() {
+                z[e] = words[i];
             }
+            let s = words[i].count_ones() as u64;
+            spikes += s;
+            synops += s * fanout.get(e).copied().unwrap_or(0) as u64;
+        }
+        // Remember the results (a pair whose slot was taken since is simply stored again).
+        for (i, (&a, &b)) in todo_x.iter().zip(&todo_x2).enumerate() {
+            let row = memo.row(b);
+            let bits = a.to_bits();
+            let (slot, _) = PairMemo::find(row, bits);
+            row[slot] = Entry {
+                bits,
+                state: KNOWN,
+                y: ys[i],
+                spikes: words[i].count_ones(),
+                word: words[i],
+            };
         }
         (spikes, synops)
     }
