@@ -219,6 +219,36 @@ mod tests {
         u
     }
 
+    /// Inputs one ulp apart, on both sides of a threshold, in one run: each must be
+    /// remembered by all its bits.
+    #[test]
+    fn neighbouring_inputs_are_remembered_apart() {
+        let v = f32::from_bits(0x3F80_0001);
+        let mut u = AmosUnit::zeros(2, true);
+        u.c = vec![1.0, 1.0];
+        u.c2 = Some(vec![0.0, 0.0]);
+        u.t = vec![v, 2.0];
+        u.d = vec![1.0, 1.0];
+        let kernel = UnitKernel::new(u.clone());
+        let x: Vec<f32> = (0..64)
+            .map(|i| if i % 3 == 0 { v.next_down() } else { v })
+            .collect();
+        let mut memo = PairMemo::new();
+        let mut y = vec![0.0; x.len()];
+        let values = [0.5];
+        let x2 = SecondInput::Runs {
+            values: &values,
+            run: x.len(),
+        };
+        for _ in 0..2 {
+            kernel.eval_counted_memo(&x, x2, &mut y, None, &[], &mut memo);
+            for (e, &xe) in x.iter().enumerate() {
+                assert_eq!(y[e].to_bits(), u.eval(xe, 0.5).1.to_bits(), "element {e}");
+            }
+        }
+        assert_ne!(u.eval(v, 0.5), u.eval(v.next_down(), 0.5));
+    }
+
     /// An SE product in runs and per element, twice over one memo; runs with more distinct
     /// values than the run table holds; pairs shared across runs; random pairs.
     #[test]
