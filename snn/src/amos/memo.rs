@@ -6,11 +6,12 @@
 //! activation levels of a channel times that channel's one gate value.
 //!
 //! [`UnitKernel::eval_counted_memo`] walks the elements in runs of one second-input value (a
-//! channel, for an SE gate). Each second-input value has a row of its own, kept across runs,
-//! calls and images: a small open-addressed table from the first input's bits to the pair's
-//! spikes and output. A channel's row stays in L1 while its run is walked, and an SE gate
-//! takes a few dozen decoded levels, so rows recur across channels. Only pairs new to their
-//! row are evaluated, together, by the vectorised kernel.
+//! channel, for an SE gate). First inputs are numbered as they appear (their *level*, found
+//! by the bits in a small open-addressed table), and each second-input value has a row of
+//! results indexed by level, kept across runs, calls and images. An SE product's activations
+//! are a swish unit's few hundred decoded levels and its gates a sigmoid unit's few dozen, so
+//! the rows are short, dense and recur across channels. Only pairs new to their row are
+//! evaluated, together, by the vectorised kernel.
 
 use std::collections::HashMap;
 
@@ -25,79 +26,115 @@ pub enum SecondInput<'a> {
     Runs { values: &'a [f32], run: usize },
 }
 
-/// What [`UnitKernel::eval_counted_memo`] remembers: per second-input value (by its bits), a
-/// row of first inputs and their results. At most [`PairMemo::MAX_ROWS`] rows: past that
-/// (second inputs that are not a few levels) the rows start over. Keep one per unit and
-/// thread.
+/// What [`UnitKernel::eval_counted_memo`] remembers: the levels of the first inputs seen (at
+/// most [`PairMemo::MAX_LEVELS`]; once full, a call starts them over, and inputs past the
+/// limit within a call are evaluated unremembered), and per second-input value a row of
+/// results by level (at most [`PairMemo::MAX_ROWS`] rows, then they start over). Keep one per
+/// unit and thread.
 pub struct PairMemo {
-    rows: HashMap<u32, Box<[Entry]>>,
+    /// First-input bits → level, open addressed; `level == NO_LEVEL`: empty.
+    levels: Box<[LevelSlot]>,
+    level_count: usize,
+    rows: HashMap<u32, Row>,
 }
 
-/// A first input's bits and its pair's result in a row: `state` [`EMPTY`], [`KNOWN`], or the
-/// index of the pair among those being evaluated.
 #[derive(Clone, Copy)]
-struct Entry {
+struct LevelSlot {
     bits: u32,
-    state: u32,
+    level: u32,
+}
+
+const NO_LEVEL: u32 = u32::MAX;
+
+/// Results by level for one second-input value.
+struct Row {
+    cells: Box<[Cell]>,
+    words: Box<[u64]>,
+}
+
+/// A pair's output and `state`: its spike count when known, [`UNKNOWN`], or [`PENDING`] plus
+/// its index among the pairs being evaluated.
+#[derive(Clone, Copy)]
+struct Cell {
     y: f32,
-    spikes: u32,
-    word: u64,
+    state: u32,
 }
 
-const EMPTY: u32 = u32::MAX;
-const KNOWN: u32 = u32::MAX - 1;
-
-impl Entry {
-    const VACANT: Entry = Entry {
-        bits: 0,
-        state: EMPTY,
-        y: 0.0,
-        spikes: 0,
-        word: 0,
-    };
-}
+const UNKNOWN: u32 = u32::MAX;
+const PENDING: u32 = 1 << 31;
 
 impl PairMemo {
-    /// Entries per row: 2^9 (12 KiB), twice a swish unit's decoded levels.
-    const ROW_BITS: u32 = 9;
-    /// Slots probed for a first input before the first of them is replaced.
-    const PROBES: usize = 8;
+    /// Levels remembered: twice a swish unit's decoded outputs.
+    const MAX_LEVELS: usize = 512;
+    /// Level table slots (at most half full).
+    const LEVEL_BITS: u32 = 10;
     /// Rows kept: a sigmoid unit decodes to a few dozen levels.
     const MAX_ROWS: usize = 256;
 
     pub fn new() -> Self {
         PairMemo {
+            levels: vec![
+                LevelSlot {
+                    bits: 0,
+                    level: NO_LEVEL
+                };
+                1 << Self::LEVEL_BITS
+            ]
+            .into_boxed_slice(),
+            level_count: 0,
             rows: HashMap::new(),
         }
     }
 
-    /// The row of second input `b`, made empty if new.
-    fn row(&mut self, b: f32) -> &mut [Entry] {
-        if self.rows.len() >= Self::MAX_ROWS && !self.rows.contains_key(&b.to_bits()) {
-            self.rows.clear();
-        }
-        self.rows
-            .entry(b.to_bits())
-            .or_insert_with(|| vec![Entry::VACANT; 1 << Self::ROW_BITS].into_boxed_slice())
+    /// Forgets every level (and so every row).
+    fn clear(&mut self) {
+        self.levels.iter_mut().for_each(|s| s.level = NO_LEVEL);
+        self.level_count = 0;
+        self.rows.clear();
     }
 
-    /// Where first input `bits` is in `row`, or where it goes (an empty slot, else the first
-    /// probed).
+    /// The level of first input `bits`, numbered now if new; None when the levels are full.
     #[inline(always)]
-    fn find(row: &[Entry], bits: u32) -> (usize, bool) {
-        let mask = row.len() - 1;
-        let home = (bits.wrapping_mul(0x9E37_79B1) >> (32 - Self::ROW_BITS)) as usize;
-        for p in 0..Self::PROBES {
-            let i = (home + p) & mask;
-            let entry = &row[i];
-            if entry.state == EMPTY {
-                return (i, false);
+    fn level(levels: &mut [LevelSlot], count: &mut usize, bits: u32) -> Option<usize> {
+        let mask = levels.len() - 1;
+        let mut i = (bits.wrapping_mul(0x9E37_79B1) >> (32 - Self::LEVEL_BITS)) as usize;
+        loop {
+            let slot = &mut levels[i];
+            if slot.level == NO_LEVEL {
+                if *count == Self::MAX_LEVELS {
+                    return None;
+                }
+                *slot = LevelSlot {
+                    bits,
+                    level: *count as u32,
+                };
+                *count += 1;
+                return Some(*count - 1);
             }
-            if entry.bits == bits {
-                return (i, true);
+            if slot.bits == bits {
+                return Some(slot.level as usize);
             }
+            // At most half the slots are taken, so an empty one comes.
+            i = (i + 1) & mask;
         }
-        (home, false)
+    }
+
+    /// The row of second input `b`, all unknown if new.
+    fn row(rows: &mut HashMap<u32, Row>, b: f32) -> &mut Row {
+        if rows.len() >= Self::MAX_ROWS && !rows.contains_key(&b.to_bits()) {
+            rows.clear();
+        }
+        rows.entry(b.to_bits()).or_insert_with(|| Row {
+            cells: vec![
+                Cell {
+                    y: 0.0,
+                    state: UNKNOWN
+                };
+                Self::MAX_LEVELS
+            ]
+            .into_boxed_slice(),
+            words: vec![0; Self::MAX_LEVELS].into_boxed_slice(),
+        })
     }
 }
 
@@ -120,35 +157,48 @@ impl UnitKernel {
         fanout: &[u32],
         memo: &mut PairMemo,
     ) -> (u64, u64) {
+        if memo.level_count == PairMemo::MAX_LEVELS {
+            memo.clear();
+        }
         let (mut spikes, mut synops) = (0u64, 0u64);
-        // Pairs to evaluate, and the elements waiting for each (by its index there).
+        // Pairs to evaluate (with their level, if remembered), and the elements waiting for
+        // each (by its index there).
         let (mut todo_x, mut todo_x2) = (Vec::new(), Vec::new());
+        let mut todo_level: Vec<Option<usize>> = Vec::new();
         let mut waiting: Vec<(usize, u32)> = Vec::new();
         let mut run = |range: std::ops::Range<usize>, b: f32, memo: &mut PairMemo| {
-            let row = memo.row(b);
+            let PairMemo {
+                levels,
+                level_count,
+                rows,
+            } = memo;
+            let row = PairMemo::row(rows, b);
             for e in range {
-                let bits = x[e].to_bits();
-                let (i, found) = PairMemo::find(row, bits);
-                let entry = &mut row[i];
-                if !found {
-                    todo_x.push(x[e]);
-                    todo_x2.push(b);
-                    *entry = Entry {
-                        bits,
-                        state: todo_x.len() as u32 - 1,
-                        ..Entry::VACANT
-                    };
-                }
-                if entry.state != KNOWN {
-                    waiting.push((e, entry.state));
+                let level = PairMemo::level(levels, level_count, x[e].to_bits());
+                let state = level.map_or(UNKNOWN, |l| row.cells[l].state);
+                if state < PENDING {
+                    let l = level.unwrap_or_default();
+                    y[e] = row.cells[l].y;
+                    if let Some(z) = z.as_deref_mut() {
+                        z[e] = row.words[l];
+                    }
+                    spikes += state as u64;
+                    synops += state as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
                     continue;
                 }
-                y[e] = entry.y;
-                if let Some(z) = z.as_deref_mut() {
-                    z[e] = entry.word;
-                }
-                spikes += entry.spikes as u64;
-                synops += entry.spikes as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
+                let index = if state == UNKNOWN {
+                    todo_x.push(x[e]);
+                    todo_x2.push(b);
+                    todo_level.push(level);
+                    let index = todo_x.len() as u32 - 1;
+                    if let Some(l) = level {
+                        row.cells[l].state = PENDING + index;
+                    }
+                    index
+                } else {
+                    state - PENDING
+                };
+                waiting.push((e, index));
             }
         };
         match x2 {
@@ -187,18 +237,17 @@ impl UnitKernel {
             spikes += s;
             synops += s * fanout.get(e).copied().unwrap_or(0) as u64;
         }
-        // Remember the results (a pair whose slot was taken since is simply stored again).
-        for (i, (&a, &b)) in todo_x.iter().zip(&todo_x2).enumerate() {
-            let row = memo.row(b);
-            let bits = a.to_bits();
-            let (slot, _) = PairMemo::find(row, bits);
-            row[slot] = Entry {
-                bits,
-                state: KNOWN,
-                y: ys[i],
-                spikes: words[i].count_ones(),
-                word: words[i],
-            };
+        // Remember the results. Every cell marked pending above is written here: its row (or
+        // the row that replaced it, if the rows started over) gets the result.
+        for (i, (&b, level)) in todo_x2.iter().zip(todo_level).enumerate() {
+            if let Some(l) = level {
+                let row = PairMemo::row(&mut memo.rows, b);
+                row.cells[l] = Cell {
+                    y: ys[i],
+                    state: words[i].count_ones(),
+                };
+                row.words[l] = words[i];
+            }
         }
         (spikes, synops)
     }
