@@ -250,15 +250,7 @@ impl UnitKernel {
         if let (Some(intervals), None) = (&self.intervals, x2) {
             return intervals.eval_counted(&self.unit, x, y, z, fanout);
         }
-        if let Some((c, h)) = &self.residual {
-            let unit = Residual {
-                c: *c,
-                t: &self.unit.t,
-                h,
-                d: &self.unit.d,
-                o: self.unit.o,
-                table: self.table.as_deref(),
-            };
+        if let Some(unit) = self.residual_parts() {
             return residual_dispatch(unit, x, y, z, fanout);
         }
         let table = self.table.as_deref().map(|t| &t[..]);
@@ -300,6 +292,19 @@ impl UnitKernel {
     pub(super) fn eval_pairs(&self, x: &[f32], x2: &[f32], y: &mut [f32], z: &mut [u64]) {
         let table = self.table.as_deref().map(|t| &t[..]);
         general_eval(&self.unit, table, &self.inhibited_by, x, Some(x2), y, z);
+    }
+
+    /// The parameters the residual kernels read, for a unit of the residual form.
+    fn residual_parts(&self) -> Option<Residual<'_>> {
+        let (c, h) = self.residual.as_ref()?;
+        Some(Residual {
+            c: *c,
+            t: &self.unit.t,
+            h,
+            d: &self.unit.d,
+            o: self.unit.o,
+            table: self.table.as_deref(),
+        })
     }
 
     /// Same as [`AmosUnit::eval`].
@@ -468,6 +473,70 @@ mod tests {
         }
     }
 
+    /// Every residual kernel the CPU runs (AVX-512, AVX2, portable) against the definition:
+    /// outputs, spike words, spikes and synaptic operations, with special inputs, lengths
+    /// that leave partial blocks, and fanouts that are full (with products past 32 bits),
+    /// partial and empty.
+    #[test]
+    fn every_residual_path_gives_the_definition() {
+        use crate::amos::closed_form::{self, Rounding};
+        let paths = [
+            ResidualPath::Avx512,
+            ResidualPath::Avx2,
+            ResidualPath::Portable,
+        ];
+        for unit in [
+            closed_form::relu6(10, Rounding::Nearest),
+            closed_form::identity(12, -3.3, 4.1, Rounding::Truncate),
+        ] {
+            let kernel = UnitKernel::new(unit.clone());
+            let Some(parts) = kernel.residual_parts() else {
+                panic!("closed-form units have the residual form");
+            };
+            let n = 5003;
+            let mut xs: Vec<f32> = (0..n).map(|i| -7.0 + i as f32 * 0.0029).collect();
+            for (i, v) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MAX]
+                .into_iter()
+                .enumerate()
+            {
+                xs[100 + 71 * i] = v;
+            }
+            // Inputs exactly at thresholds (the first neuron compares x itself), and next to
+            // them, where `≥` and `>` differ.
+            for (i, &t) in unit.t.iter().enumerate() {
+                for (j, v) in [t, t.next_up(), t.next_down()].into_iter().enumerate() {
+                    xs[900 + 37 * i + j] = v;
+                }
+            }
+            let partial: Vec<u32> = (0..1999).map(|i| i % 17 + 1).collect();
+            let full: Vec<u32> = (0..n as u32)
+                .map(|i| if i % 7 == 0 { u32::MAX - i } else { i % 13 })
+                .collect();
+            for path in paths.into_iter().filter(|p| p.available()) {
+                for fanout in [&full[..], &partial[..], &[]] {
+                    let (mut y, mut z) = (vec![0.0; n], vec![0; n]);
+                    let counts = residual_by(path, parts, &xs, &mut y, Some(&mut z), fanout);
+                    let mut y_alone = vec![0.0; n];
+                    let unkept = residual_by(path, parts, &xs, &mut y_alone, None, fanout);
+                    let (mut spikes, mut synops) = (0u64, 0u64);
+                    for (e, &x) in xs.iter().enumerate() {
+                        let (word, out) = unit.eval(x, 0.0);
+                        assert_eq!(
+                            (z[e], y[e].to_bits()),
+                            (word, out.to_bits()),
+                            "{path:?} x = {x}"
+                        );
+                        assert_eq!(y_alone[e].to_bits(), out.to_bits(), "{path:?} x = {x}");
+                        spikes += word.count_ones() as u64;
+                        synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
+                    }
+                    assert_eq!(counts, (spikes, synops), "{path:?}");
+                    assert_eq!(unkept, (spikes, synops), "{path:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn inhibition_follows_the_definition() {
         // Two neurons: the first fires at x ≥ 1 and inhibits the second by 5.
@@ -512,9 +581,60 @@ struct Residual<'a> {
     table: Option<&'a [f32; DECODE_TABLE_LEN]>,
 }
 
-/// [`residual_eval`], with whole blocks by [`residual_avx2`] where the CPU has AVX2 and the
-/// unit a decode table and at most 32 neurons (ReLU6, ReLU and identity codes).
+/// Which code runs a residual unit's whole blocks (the rest, and units with more than 32
+/// neurons or no decode table, always run [`residual_eval`]). Each gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResidualPath {
+    /// [`residual_avx512`]: 64 elements a block, spike decisions in mask registers.
+    Avx512,
+    /// [`residual_avx2`].
+    Avx2,
+    /// [`residual_eval`] throughout.
+    Portable,
+}
+
+impl ResidualPath {
+    /// The fastest the CPU runs.
+    fn detect() -> ResidualPath {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+            {
+                return ResidualPath::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return ResidualPath::Avx2;
+            }
+        }
+        ResidualPath::Portable
+    }
+
+    /// Whether the CPU runs this path.
+    #[cfg(test)]
+    fn available(self) -> bool {
+        match (self, ResidualPath::detect()) {
+            (ResidualPath::Portable, _) | (_, ResidualPath::Avx512) => true,
+            (ResidualPath::Avx2, ResidualPath::Avx2) => true,
+            _ => false,
+        }
+    }
+}
+
+/// [`residual_eval`], with whole blocks by the fastest kernel the CPU runs.
 fn residual_dispatch(
+    u: Residual<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    residual_by(ResidualPath::detect(), u, x, y, z, fanout)
+}
+
+/// [`residual_dispatch`] by a given path, which the CPU must run.
+fn residual_by(
+    path: ResidualPath,
     u: Residual<'_>,
     x: &[f32],
     y: &mut [f32],
@@ -525,13 +645,30 @@ fn residual_dispatch(
     #[cfg(target_arch = "x86_64")]
     if let Some(table) = u.table
         && u.t.len() <= 32
-        && std::arch::is_x86_feature_detected!("avx2")
     {
-        done = x.len() / AVX2_BLOCK * AVX2_BLOCK;
-        let words = z.as_deref_mut().map(|z| &mut z[..done]);
-        // SAFETY: AVX2 was detected.
-        (spikes, synops) =
-            unsafe { residual_avx2(u, table, &x[..done], &mut y[..done], words, fanout) };
+        let block = match path {
+            ResidualPath::Avx512 => AVX512_BLOCK,
+            _ => AVX2_BLOCK,
+        };
+        let whole = x.len() / block * block;
+        let words = z.as_deref_mut().map(|z| &mut z[..whole]);
+        let (x, y) = (&x[..whole], &mut y[..whole]);
+        (spikes, synops, done) = match path {
+            ResidualPath::Avx512
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vpopcntdq") =>
+            {
+                // SAFETY: AVX-512F and VPOPCNTDQ were detected.
+                let (s, o) = unsafe { residual_avx512(u, table, x, y, words, fanout) };
+                (s, o, whole)
+            }
+            ResidualPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
+                // SAFETY: AVX2 was detected.
+                let (s, o) = unsafe { residual_avx2(u, table, x, y, words, fanout) };
+                (s, o, whole)
+            }
+            _ => (0, 0, 0),
+        };
     }
     if done < x.len() {
         let fan = fanout.get(done.min(fanout.len())..).unwrap_or_default();
@@ -541,6 +678,103 @@ fn residual_dispatch(
         synops += o;
     }
     (spikes, synops)
+}
+
+/// Elements per block of [`residual_avx512`]: four vectors.
+const AVX512_BLOCK: usize = 64;
+
+/// [`residual_avx2`] for AVX-512: whether each neuron fires is a mask register, and the
+/// subtraction of its inhibition and the setting of its spike bit are masked operations
+/// (three operations per neuron and 16 elements, where AVX2 needs five per 8). Spikes are
+/// counted by VPOPCNTD. The same floating-point operations (`c·x`, `r − h` where `r ≥ t`), so
+/// the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+unsafe fn residual_avx512(
+    u: Residual<'_>,
+    table: &[f32; DECODE_TABLE_LEN],
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    const V: usize = AVX512_BLOCK / 16;
+    assert!(x.len().is_multiple_of(AVX512_BLOCK) && y.len() == x.len() && u.t.len() <= 32);
+    assert!(u.h.len() >= u.t.len() && z.as_ref().is_none_or(|z| z.len() == x.len()));
+    // SAFETY: AVX-512F and VPOPCNTDQ are enabled; every load and store is inside a block of
+    // `x`, `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below);
+    // gathers index the decode table under its mask.
+    unsafe {
+        let c = _mm512_set1_ps(u.c);
+        let index_mask = _mm512_set1_epi32((DECODE_TABLE_LEN - 1) as i32);
+        let mut lane_spikes = _mm512_setzero_si512();
+        let mut spikes = 0u64;
+        let mut synops = _mm512_setzero_si512();
+        let mut synops_tail = 0u64;
+        for (b, (xs, ys)) in x
+            .chunks_exact(AVX512_BLOCK)
+            .zip(y.chunks_exact_mut(AVX512_BLOCK))
+            .enumerate()
+        {
+            let first = b * AVX512_BLOCK;
+            let mut r: [__m512; V] =
+                std::array::from_fn(|v| _mm512_mul_ps(c, _mm512_loadu_ps(xs.as_ptr().add(16 * v))));
+            let mut bits = [_mm512_setzero_si512(); V];
+            for (i, (&ti, &hi)) in u.t.iter().zip(u.h).enumerate() {
+                let (t, h) = (_mm512_set1_ps(ti), _mm512_set1_ps(hi));
+                let bit = _mm512_set1_epi32((1u32 << i) as i32);
+                for v in 0..V {
+                    // `r ≥ t` (false for NaN, as the scalar comparison).
+                    let fired = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(r[v], t);
+                    r[v] = _mm512_mask_sub_ps(r[v], fired, r[v], h);
+                    bits[v] = _mm512_mask_or_epi32(bits[v], fired, bits[v], bit);
+                }
+            }
+            let fan = fanout.get(first..first + AVX512_BLOCK);
+            let mut counts = [_mm512_setzero_si512(); V];
+            for v in 0..V {
+                let index = _mm512_and_si512(bits[v], index_mask);
+                let out = _mm512_i32gather_ps::<4>(index, table.as_ptr());
+                _mm512_storeu_ps(ys.as_mut_ptr().add(16 * v), out);
+                counts[v] = _mm512_popcnt_epi32(bits[v]);
+                lane_spikes = _mm512_add_epi32(lane_spikes, counts[v]);
+                if let Some(fan) = fan {
+                    let f = _mm512_loadu_si512(fan.as_ptr().add(16 * v).cast());
+                    // Even lanes, then odd lanes, as 64-bit products.
+                    let even = _mm512_mul_epu32(counts[v], f);
+                    let odd = _mm512_mul_epu32(
+                        _mm512_srli_epi64::<32>(counts[v]),
+                        _mm512_srli_epi64::<32>(f),
+                    );
+                    synops = _mm512_add_epi64(synops, _mm512_add_epi64(even, odd));
+                }
+                if let Some(z) = z.as_deref_mut() {
+                    let words = z.as_mut_ptr().add(first + 16 * v).cast::<__m512i>();
+                    let low = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(bits[v]));
+                    let high = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64::<1>(bits[v]));
+                    _mm512_storeu_si512(words, low);
+                    _mm512_storeu_si512(words.add(1), high);
+                }
+            }
+            if fan.is_none() && first < fanout.len() {
+                // The block where `fanout` ends: the elements before its end.
+                let mut lanes = [0u32; AVX512_BLOCK];
+                for (v, &count) in counts.iter().enumerate() {
+                    _mm512_storeu_si512(lanes.as_mut_ptr().add(16 * v).cast(), count);
+                }
+                for (&n, &f) in lanes.iter().zip(&fanout[first..]) {
+                    synops_tail += n as u64 * f as u64;
+                }
+            }
+            if b % (1 << 20) == (1 << 20) - 1 {
+                spikes += _mm512_reduce_add_epi32(lane_spikes) as u32 as u64;
+                lane_spikes = _mm512_setzero_si512();
+            }
+        }
+        spikes += _mm512_reduce_add_epi32(lane_spikes) as u32 as u64;
+        (spikes, _mm512_reduce_add_epi64(synops) as u64 + synops_tail)
+    }
 }
 
 /// Elements per block of [`residual_avx2`]: four vectors.
