@@ -613,11 +613,12 @@ impl ResidualPath {
     /// Whether the CPU runs this path.
     #[cfg(test)]
     fn available(self) -> bool {
-        match (self, ResidualPath::detect()) {
-            (ResidualPath::Portable, _) | (_, ResidualPath::Avx512) => true,
-            (ResidualPath::Avx2, ResidualPath::Avx2) => true,
-            _ => false,
-        }
+        matches!(
+            (self, ResidualPath::detect()),
+            (ResidualPath::Portable, _)
+                | (_, ResidualPath::Avx512)
+                | (ResidualPath::Avx2, ResidualPath::Avx2)
+        )
     }
 }
 
