@@ -98,7 +98,16 @@ impl Conv2d {
         let (n, in_len) = batch_and_len(x);
         let in_shape = [x.shape()[1], x.shape()[2], x.shape()[3]];
         let out_len: usize = out_shape.iter().product();
-        let mut out = vec![0.0f32; n * out_len];
+        // Every output starts as its channel's bias (the GEMM adds to it; the depthwise
+        // kernel overwrites it): one pass, where zeroing and then filling took two.
+        let plane: usize = out_shape[1..].iter().product();
+        let mut out = Vec::with_capacity(n * out_len);
+        for _ in 0..n {
+            for &b in &self.bias {
+                out.extend(std::iter::repeat_n(b, plane));
+            }
+        }
+        out.resize(n * out_len, 0.0);
         // Enough images to keep every thread busy: one image per task, GEMMs single-threaded.
         // Fewer: let each GEMM use the threads.
         let par = if n >= threads || threads <= 1 {
@@ -120,7 +129,8 @@ impl Conv2d {
         make(batched(n, out_shape), out)
     }
 
-    /// Convolves one image into `dst` (`[C_out, OH, OW]`).
+    /// Convolves one image into `dst` (`[C_out, OH, OW]`), which arrives holding each
+    /// channel's bias.
     fn image(
         &self,
         x: &[f32],
@@ -133,9 +143,6 @@ impl Conv2d {
             return self.depthwise(x, [c, h, w], dst, [oh, ow]);
         }
         let plane = oh * ow;
-        for (o, b) in dst.chunks_mut(plane).zip(&self.bias) {
-            o.fill(*b);
-        }
         let [kh, kw] = self.kernel();
         let g = self.groups;
         let (cg, og) = (c / g, self.out_channels() / g);
