@@ -156,11 +156,13 @@ impl CostModel {
     /// units, evaluated by interval search, much less than their K²/2 neuron pairs. The
     /// pipeline plans with it. (Refitted in session 5, when images started to run one by one
     /// and the unit kernels changed: the old weights planned Lite0's 2-stage chain at 0.70×
-    /// a single process, these at 0.86×.)
+    /// a single process, those at 0.86×. Refitted in session 6, when closed-form units got
+    /// twice as fast and depthwise convolutions a quarter faster: session 5's weights gave
+    /// 0.77×, these 0.91–0.93×.)
     pub const MEASURED: CostModel = CostModel {
-        depthwise_mac: 6.0,
+        depthwise_mac: 5.0,
         traffic: 10.0,
-        residual_unit_neuron: Some(7.0),
+        residual_unit_neuron: Some(3.0),
         unit_pair: 0.5,
     };
 }
