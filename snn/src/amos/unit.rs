@@ -681,6 +681,16 @@ fn residual_by(
     (spikes, synops)
 }
 
+/// Synaptic operations of the block where `fanout` ends (the vectorised kernels' last
+/// partial block): spikes of the elements before its end times their fanouts.
+fn partial_synops(counts: &[u32], fanout: &[u32]) -> u64 {
+    counts
+        .iter()
+        .zip(fanout)
+        .map(|(&n, &f)| n as u64 * f as u64)
+        .sum()
+}
+
 /// Elements per block of [`residual_avx512`]: four vectors.
 const AVX512_BLOCK: usize = 64;
 
@@ -759,14 +769,11 @@ unsafe fn residual_avx512(
                 }
             }
             if fan.is_none() && first < fanout.len() {
-                // The block where `fanout` ends: the elements before its end.
                 let mut lanes = [0u32; AVX512_BLOCK];
                 for (v, &count) in counts.iter().enumerate() {
                     _mm512_storeu_si512(lanes.as_mut_ptr().add(16 * v).cast(), count);
                 }
-                for (&n, &f) in lanes.iter().zip(&fanout[first..]) {
-                    synops_tail += n as u64 * f as u64;
-                }
+                synops_tail += partial_synops(&lanes, &fanout[first..]);
             }
             if b % (1 << 20) == (1 << 20) - 1 {
                 spikes += _mm512_reduce_add_epi32(lane_spikes) as u32 as u64;
@@ -878,14 +885,11 @@ unsafe fn residual_avx2(
                 }
             }
             if fan.is_none() && first < fanout.len() {
-                // The block where `fanout` ends: the elements before its end.
                 let mut lanes = [0u32; AVX2_BLOCK];
                 for (v, &count) in counts.iter().enumerate() {
                     _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), count);
                 }
-                for (&n, &f) in lanes.iter().zip(&fanout[first..]) {
-                    synops_tail += n as u64 * f as u64;
-                }
+                synops_tail += partial_synops(&lanes, &fanout[first..]);
             }
             if b % (1 << 20) == (1 << 20) - 1 {
                 spikes += flush(lane_spikes);
