@@ -109,6 +109,61 @@ pub struct Intervals {
     outputs: Vec<f32>,
     /// Finds an input's interval in [`Grid::steps`] comparisons, where the bounds allow.
     grid: Option<Grid>,
+    /// The binary search's bounds level by level, for a search in vector registers (at most
+    /// [`TREE_MAX_LEVELS`] levels).
+    tree: Option<Tree>,
+}
+
+/// Most levels of a [`Tree`]: 256 intervals, whose bounds fit in 16 AVX-512 registers.
+const TREE_MAX_LEVELS: u32 = 8;
+
+/// Where each level of a [`Tree`] starts: levels 0 to 4 (at most 16 bounds) one vector of 16
+/// each, then 32, 64 and 128 bounds.
+const TREE_LEVEL_START: [usize; TREE_MAX_LEVELS as usize] = [0, 16, 32, 48, 64, 80, 112, 176];
+
+/// The bounds the binary search of [`Intervals::interval`] compares with, level by level:
+/// at level l (half = size / 2^(l+1)) the search has chosen one of 2^l nodes n, all of whose
+/// intervals start at n·2·half, and compares with `bounds[n·2·half + half − 1]`; its next node
+/// is 2n + 1 where that bound is at or below the input, else 2n. So the interval of an input
+/// is a walk of `levels` table reads indexed by the node: each a register permutation
+/// instead of a memory gather.
+#[derive(Clone, Debug)]
+struct Tree {
+    levels: u32,
+    /// Level l's bounds from [`TREE_LEVEL_START`]`[l]`, each level padded to a whole vector.
+    bounds: Box<[f32; 304]>,
+}
+
+impl Tree {
+    /// The tree of a power-of-two list of bounds, if it has at most [`TREE_MAX_LEVELS`].
+    fn new(bounds: &[f32]) -> Option<Tree> {
+        let size = bounds.len();
+        let levels = size.ilog2();
+        if !size.is_power_of_two() || levels > TREE_MAX_LEVELS {
+            return None;
+        }
+        let mut tree = Tree {
+            levels,
+            bounds: Box::new([f32::INFINITY; 304]),
+        };
+        for l in 0..levels {
+            let half = size >> (l + 1);
+            for n in 0..1usize << l {
+                tree.bounds[TREE_LEVEL_START[l as usize] + n] = bounds[n * 2 * half + half - 1];
+            }
+        }
+        Some(tree)
+    }
+
+    /// The walk of [`Tree`] for one input, element by element (what the vector walk does).
+    #[cfg(test)]
+    fn interval(&self, x: f32) -> usize {
+        let mut n = 0;
+        for l in 0..self.levels as usize {
+            n = 2 * n + (self.bounds[TREE_LEVEL_START[l] + n] <= x) as usize;
+        }
+        n
+    }
 }
 
 /// The position of a float in the order of the floats (−0 just below +0).
@@ -187,6 +242,7 @@ impl Intervals {
         let words: Vec<u64> = found.iter().map(|&(_, w)| w).collect();
         let table = Intervals {
             grid,
+            tree: Tree::new(&bounds),
             bounds,
             spikes: words.iter().map(|w| w.count_ones()).collect(),
             outputs: words.iter().map(|&w| unit.decode(w)).collect(),
@@ -256,13 +312,175 @@ impl Intervals {
         z: Option<&mut [u64]>,
         fanout: &[u32],
     ) -> (u64, u64) {
-        search(self, Lookup::fastest(), unit, x, y, z, fanout)
+        eval_by(self, Lookup::fastest(), unit, x, y, z, fanout)
+    }
+}
+
+/// [`Intervals::eval_counted`] by a given lookup: whole blocks by the register tree where
+/// that is the lookup, the rest (and every lookup else) by [`search`].
+fn eval_by(
+    t: &Intervals,
+    lookup: Lookup,
+    unit: &AmosUnit,
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if lookup == Lookup::TreeAvx512
+        && let Some(tree) = &t.tree
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        let whole = x.len() / TREE_BLOCK * TREE_BLOCK;
+        let words = z.as_deref_mut().map(|z| &mut z[..whole]);
+        // SAFETY: AVX-512F was detected just above.
+        let (spikes, synops) =
+            unsafe { tree_avx512(t, tree, unit, &x[..whole], &mut y[..whole], words, fanout) };
+        let (tail_spikes, tail_synops) = search(
+            t,
+            Lookup::GridAvx2,
+            unit,
+            &x[whole..],
+            &mut y[whole..],
+            z.map(|z| &mut z[whole..]),
+            fanout.get(whole..).unwrap_or_default(),
+        );
+        return (spikes + tail_spikes, synops + tail_synops);
+    }
+    search(t, lookup, unit, x, y, z, fanout)
+}
+
+/// Elements per block of [`tree_avx512`]: four vectors.
+const TREE_BLOCK: usize = 64;
+
+/// The intervals of whole blocks of inputs by the [`Tree`] walk in AVX-512 registers (a
+/// permutation of one to eight registers per level instead of a gather), then their outputs,
+/// spike words and counts by gathers, and the spikes and synaptic operations in vector lanes.
+/// Only comparisons `bound ≤ x` and table reads, as [`Intervals::interval`], so the same
+/// results. A block with an input that is not finite, or that the fanout ends inside, goes
+/// to [`search`]. `x.len()` is a multiple of [`TREE_BLOCK`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tree_avx512(
+    t: &Intervals,
+    tree: &Tree,
+    unit: &AmosUnit,
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    const V: usize = TREE_BLOCK / 16;
+    assert!(x.len().is_multiple_of(TREE_BLOCK) && y.len() == x.len());
+    assert!(z.as_ref().is_none_or(|z| z.len() == x.len()) && tree.levels <= TREE_MAX_LEVELS);
+    let (mut spikes, mut synops_tail) = (0u64, 0u64);
+    // SAFETY: AVX-512F is enabled; loads and stores stay inside a block of `x`, `y`, `z` or
+    // `fanout` whose bounds were checked (asserts above, `get` below); table reads of the
+    // tree stay inside its 304 entries (level starts plus at most 128); gathers read the
+    // interval tables at `min(node, intervals − 1)`.
+    unsafe {
+        let tb = tree.bounds.as_ptr();
+        let last = _mm512_set1_epi32(t.words.len() as i32 - 1);
+        let one = _mm512_set1_epi32(1);
+        let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
+        let zero = _mm512_setzero_ps();
+        let mut lane_spikes = _mm512_setzero_si512();
+        let mut synops = _mm512_setzero_si512();
+        for (b, (xs, ys)) in x
+            .chunks_exact(TREE_BLOCK)
+            .zip(y.chunks_exact_mut(TREE_BLOCK))
+            .enumerate()
+        {
+            let first = b * TREE_BLOCK;
+            let xv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(xs.as_ptr().add(16 * v)));
+            // x − x is 0 exactly for finite x (NaN for ±∞ and NaN).
+            let finite = xv.iter().fold(true, |all, &v| {
+                all & (_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(v, v), zero) == 0xFFFF)
+            });
+            let fan = fanout.get(first..first + TREE_BLOCK);
+            if !finite || (fan.is_none() && first < fanout.len()) {
+                let words = z.as_deref_mut().map(|z| &mut z[first..first + TREE_BLOCK]);
+                let fan = &fanout[first.min(fanout.len())..];
+                let (s, o) = search(t, Lookup::GridAvx2, unit, xs, ys, words, fan);
+                spikes += s;
+                synops_tail += o;
+                continue;
+            }
+            let mut node = [_mm512_setzero_si512(); V];
+            for level in 0..tree.levels as usize {
+                let at = tb.add(TREE_LEVEL_START[level]);
+                let table = |i: usize| _mm512_loadu_ps(at.add(16 * i));
+                for (n, &xv) in node.iter_mut().zip(&xv) {
+                    let bound = match level {
+                        0 => _mm512_set1_ps(*at),
+                        1..=4 => _mm512_permutexvar_ps(*n, table(0)),
+                        5 => _mm512_permutex2var_ps(table(0), *n, table(1)),
+                        6 => {
+                            let low = _mm512_permutex2var_ps(table(0), *n, table(1));
+                            let high = _mm512_permutex2var_ps(table(2), *n, table(3));
+                            _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit5), low, high)
+                        }
+                        _ => {
+                            let q: [__m512; 4] = std::array::from_fn(|i| {
+                                _mm512_permutex2var_ps(table(2 * i), *n, table(2 * i + 1))
+                            });
+                            let upper = _mm512_test_epi32_mask(*n, bit5);
+                            let low = _mm512_mask_blend_ps(upper, q[0], q[1]);
+                            let high = _mm512_mask_blend_ps(upper, q[2], q[3]);
+                            _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit6), low, high)
+                        }
+                    };
+                    // `bound ≤ x` (false for NaN, as the scalar comparison): node 2n + 1.
+                    let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(bound, xv);
+                    let twice = _mm512_add_epi32(*n, *n);
+                    *n = _mm512_mask_add_epi32(twice, le, twice, one);
+                }
+            }
+            for (v, &n) in node.iter().enumerate() {
+                let j = _mm512_min_epu32(n, last);
+                let out = _mm512_i32gather_ps::<4>(j, t.outputs.as_ptr());
+                _mm512_storeu_ps(ys.as_mut_ptr().add(16 * v), out);
+                let counts = _mm512_i32gather_epi32::<4>(j, t.spikes.as_ptr().cast());
+                lane_spikes = _mm512_add_epi32(lane_spikes, counts);
+                if let Some(fan) = fan {
+                    let f = _mm512_loadu_si512(fan.as_ptr().add(16 * v).cast());
+                    // Even lanes, then odd lanes, as 64-bit products.
+                    let even = _mm512_mul_epu32(counts, f);
+                    let odd = _mm512_mul_epu32(
+                        _mm512_srli_epi64::<32>(counts),
+                        _mm512_srli_epi64::<32>(f),
+                    );
+                    synops = _mm512_add_epi64(synops, _mm512_add_epi64(even, odd));
+                }
+                if let Some(z) = z.as_deref_mut() {
+                    let words = z.as_mut_ptr().add(first + 16 * v).cast::<__m512i>();
+                    let low = _mm512_castsi512_si256(j);
+                    let high = _mm512_extracti64x4_epi64::<1>(j);
+                    let table = t.words.as_ptr().cast();
+                    _mm512_storeu_si512(words, _mm512_i32gather_epi64::<8>(low, table));
+                    _mm512_storeu_si512(words.add(1), _mm512_i32gather_epi64::<8>(high, table));
+                }
+            }
+            // At most 64 spikes per element and block in a lane: flushed long before u32
+            // overflows.
+            if b % (1 << 20) == (1 << 20) - 1 {
+                spikes += _mm512_reduce_add_epi32(lane_spikes) as u32 as u64;
+                lane_spikes = _mm512_setzero_si512();
+            }
+        }
+        spikes += _mm512_reduce_add_epi32(lane_spikes) as u32 as u64;
+        (spikes, _mm512_reduce_add_epi64(synops) as u64 + synops_tail)
     }
 }
 
 /// How [`search`] finds an input's interval. Each gives the same intervals; tests run all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lookup {
+    /// The [`Tree`] walk in AVX-512 registers (where the unit has a tree and the CPU
+    /// AVX-512F); otherwise as `GridAvx2`.
+    TreeAvx512,
     /// The grid with AVX2 gathers (where the unit has a grid and the CPU AVX2).
     GridAvx2,
     /// The grid, element by element.
@@ -273,6 +491,10 @@ enum Lookup {
 
 impl Lookup {
     fn fastest() -> Lookup {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Lookup::TreeAvx512;
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             return Lookup::GridAvx2;
@@ -366,8 +588,9 @@ fn search(
     let (mut spikes, mut synops) = (0u64, 0u64);
     let grid = t.grid.as_ref().filter(|_| lookup != Lookup::Binary);
     #[cfg(target_arch = "x86_64")]
-    let avx2 =
-        grid.is_some() && lookup == Lookup::GridAvx2 && std::arch::is_x86_feature_detected!("avx2");
+    let avx2 = grid.is_some()
+        && matches!(lookup, Lookup::GridAvx2 | Lookup::TreeAvx512)
+        && std::arch::is_x86_feature_detected!("avx2");
     #[cfg(not(target_arch = "x86_64"))]
     let avx2 = false;
     for (b, (xs, ys)) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)).enumerate() {
@@ -475,12 +698,18 @@ mod tests {
         // 1024 and 64 intervals of nearly equal width (grids of one step).
         units.push(closed_form::relu6(10, Rounding::Nearest));
         units.push(closed_form::identity(6, -3.0, 5.0, Rounding::Truncate));
+        // 256 intervals: every level of a tree.
+        units.push(closed_form::identity(8, -2.0, 7.0, Rounding::Nearest));
         let mut lookups = vec![Lookup::Grid, Lookup::Binary];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             lookups.push(Lookup::GridAvx2);
         }
-        let (mut tabulated, mut gridded) = (0, 0);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            lookups.push(Lookup::TreeAvx512);
+        }
+        let (mut tabulated, mut gridded, mut treed, mut deepest) = (0, 0, 0, 0);
         for (seed, unit) in units.iter().enumerate() {
             let Some(table) = Intervals::new(unit) else {
                 continue;
@@ -516,10 +745,18 @@ mod tests {
                     xs.extend([edge, edge.next_down(), edge.next_up()]);
                 }
             }
-            let fanout: Vec<u32> = (0..xs.len() as u32 / 2).map(|i| i % 5).collect();
+            if let Some(tree) = &table.tree {
+                treed += 1;
+                deepest = deepest.max(tree.levels);
+                for &x in xs.iter().filter(|x| x.is_finite()) {
+                    assert_eq!(tree.interval(x), table.interval(x), "K {k} at {x:e}");
+                }
+            }
+            // Past the first half no fanout: blocks with a fanout, without, and one across.
+            let fanout: Vec<u32> = (0..xs.len() as u32 / 2 + 7).map(|i| i % 5).collect();
             for &lookup in &lookups {
                 let (mut y, mut z) = (vec![0.0; xs.len()], vec![0; xs.len()]);
-                let counts = search(&table, lookup, unit, &xs, &mut y, Some(&mut z), &fanout);
+                let counts = eval_by(&table, lookup, unit, &xs, &mut y, Some(&mut z), &fanout);
                 let (mut spikes, mut synops) = (0, 0);
                 for (e, &x) in xs.iter().enumerate() {
                     let (word, out) = unit.eval(x, 0.0);
@@ -536,5 +773,7 @@ mod tests {
         }
         assert!(tabulated >= 5, "only {tabulated} units tabulated");
         assert!(gridded >= 4, "only {gridded} units with a grid");
+        assert!(treed >= 2, "only {treed} units with a tree");
+        assert_eq!(deepest, TREE_MAX_LEVELS, "no tree of every level");
     }
 }
