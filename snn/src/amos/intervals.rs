@@ -159,8 +159,8 @@ impl Tree {
     #[cfg(test)]
     fn interval(&self, x: f32) -> usize {
         let mut n = 0;
-        for l in 0..self.levels as usize {
-            n = 2 * n + (self.bounds[TREE_LEVEL_START[l] + n] <= x) as usize;
+        for start in &TREE_LEVEL_START[..self.levels as usize] {
+            n = 2 * n + (self.bounds[start + n] <= x) as usize;
         }
         n
     }
@@ -409,8 +409,8 @@ unsafe fn tree_avx512(
                 continue;
             }
             let mut node = [_mm512_setzero_si512(); V];
-            for level in 0..tree.levels as usize {
-                let at = tb.add(TREE_LEVEL_START[level]);
+            for (level, &start) in TREE_LEVEL_START[..tree.levels as usize].iter().enumerate() {
+                let at = tb.add(start);
                 let table = |i: usize| _mm512_loadu_ps(at.add(16 * i));
                 for (n, &xv) in node.iter_mut().zip(&xv) {
                     let bound = match level {
