@@ -117,6 +117,9 @@ pub struct Intervals {
 /// Most levels of a [`Tree`]: 256 intervals, whose bounds fit in 16 AVX-512 registers.
 const TREE_MAX_LEVELS: u32 = 8;
 
+/// Most entries of a table read by [`permute_lookup`]: 16 vectors of 16.
+const TREE_MAX_ENTRIES: usize = 1 << TREE_MAX_LEVELS;
+
 /// Where each level of a [`Tree`] starts: levels 0 to 4 (at most 16 bounds) one vector of 16
 /// each, then 32, 64 and 128 bounds.
 const TREE_LEVEL_START: [usize; TREE_MAX_LEVELS as usize] = [0, 16, 32, 48, 64, 80, 112, 176];
@@ -125,32 +128,43 @@ const TREE_LEVEL_START: [usize; TREE_MAX_LEVELS as usize] = [0, 16, 32, 48, 64, 
 /// at level l (half = size / 2^(l+1)) the search has chosen one of 2^l nodes n, all of whose
 /// intervals start at n·2·half, and compares with `bounds[n·2·half + half − 1]`; its next node
 /// is 2n + 1 where that bound is at or below the input, else 2n. So the interval of an input
-/// is a walk of `levels` table reads indexed by the node: each a register permutation
-/// instead of a memory gather.
+/// is a walk of `levels` table reads indexed by the node, and its output and spike count two
+/// more: each a permutation of registers instead of a gather from memory.
 #[derive(Clone, Debug)]
 struct Tree {
     levels: u32,
     /// Level l's bounds from [`TREE_LEVEL_START`]`[l]`, each level padded to a whole vector.
     bounds: Box<[f32; 304]>,
+    /// [`Intervals::outputs`] and [`Intervals::spikes`] (as bytes), padded to 256 entries.
+    outputs: Box<[f32; TREE_MAX_ENTRIES]>,
+    spike_counts: Box<[u8; TREE_MAX_ENTRIES]>,
 }
 
 impl Tree {
-    /// The tree of a power-of-two list of bounds, if it has at most [`TREE_MAX_LEVELS`].
-    fn new(bounds: &[f32]) -> Option<Tree> {
+    /// The tree of a power-of-two list of bounds, if it has at most [`TREE_MAX_LEVELS`], with
+    /// the outputs and spike counts of its intervals.
+    fn new(bounds: &[f32], outputs: &[f32], spikes: &[u32]) -> Option<Tree> {
         let size = bounds.len();
         let levels = size.ilog2();
-        if !size.is_power_of_two() || levels > TREE_MAX_LEVELS {
+        if !size.is_power_of_two() || levels > TREE_MAX_LEVELS || outputs.len() > size {
             return None;
         }
         let mut tree = Tree {
             levels,
             bounds: Box::new([f32::INFINITY; 304]),
+            outputs: Box::new([0.0; TREE_MAX_ENTRIES]),
+            spike_counts: Box::new([0; TREE_MAX_ENTRIES]),
         };
         for l in 0..levels {
             let half = size >> (l + 1);
             for n in 0..1usize << l {
                 tree.bounds[TREE_LEVEL_START[l as usize] + n] = bounds[n * 2 * half + half - 1];
             }
+        }
+        tree.outputs[..outputs.len()].copy_from_slice(outputs);
+        for (t, &n) in tree.spike_counts.iter_mut().zip(spikes) {
+            // At most MAX_NEURONS (64) spikes.
+            *t = n as u8;
         }
         Some(tree)
     }
@@ -240,12 +254,14 @@ impl Intervals {
         let grid = Grid::best(&bounds).filter(|g| (g.steps as usize) < size.ilog2() as usize);
         bounds.resize(size, f32::INFINITY);
         let words: Vec<u64> = found.iter().map(|&(_, w)| w).collect();
+        let spikes: Vec<u32> = words.iter().map(|w| w.count_ones()).collect();
+        let outputs: Vec<f32> = words.iter().map(|&w| unit.decode(w)).collect();
         let table = Intervals {
             grid,
-            tree: Tree::new(&bounds),
+            tree: Tree::new(&bounds, &outputs, &spikes),
             bounds,
-            spikes: words.iter().map(|w| w.count_ones()).collect(),
-            outputs: words.iter().map(|&w| unit.decode(w)).collect(),
+            spikes,
+            outputs,
             words,
         };
         // Both sides of every bound, and the extremes, against the definition.
@@ -331,10 +347,11 @@ fn eval_by(
     if lookup == Lookup::TreeAvx512
         && let Some(tree) = &t.tree
         && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
     {
         let whole = x.len() / TREE_BLOCK * TREE_BLOCK;
         let words = z.as_deref_mut().map(|z| &mut z[..whole]);
-        // SAFETY: AVX-512F was detected just above.
+        // SAFETY: AVX-512F and VBMI were detected just above.
         let (spikes, synops) =
             unsafe { tree_avx512(t, tree, unit, &x[..whole], &mut y[..whole], words, fanout) };
         let (tail_spikes, tail_synops) = search(
@@ -351,17 +368,55 @@ fn eval_by(
     search(t, lookup, unit, x, y, z, fanout)
 }
 
+/// `table[j]` for each lane's `j < 16·vectors`, from a table of `vectors` (1, 2, 4, 8 or 16)
+/// vectors of 16 by register permutations: one permutation picks within each pair of
+/// vectors by bits 0–4 of `j`, then blends by bits 5, 6 and 7 pick the pair. Bits move
+/// unchanged, so it serves any 32-bit entries.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn permute_lookup(
+    table: *const f32,
+    vectors: usize,
+    j: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's table holds `vectors` whole vectors.
+    unsafe {
+        let at = |i: usize| _mm512_loadu_ps(table.add(16 * i));
+        let pair = |i: usize| _mm512_permutex2var_ps(at(2 * i), j, at(2 * i + 1));
+        let bit = |b: i32| _mm512_test_epi32_mask(j, _mm512_set1_epi32(1 << b));
+        let quad = |i: usize, upper| _mm512_mask_blend_ps(upper, pair(2 * i), pair(2 * i + 1));
+        match vectors {
+            1 => _mm512_permutexvar_ps(j, at(0)),
+            2 => pair(0),
+            4 => quad(0, bit(5)),
+            8 => {
+                let b5 = bit(5);
+                _mm512_mask_blend_ps(bit(6), quad(0, b5), quad(1, b5))
+            }
+            _ => {
+                let (b5, b6) = (bit(5), bit(6));
+                let low = _mm512_mask_blend_ps(b6, quad(0, b5), quad(1, b5));
+                let high = _mm512_mask_blend_ps(b6, quad(2, b5), quad(3, b5));
+                _mm512_mask_blend_ps(bit(7), low, high)
+            }
+        }
+    }
+}
+
 /// Elements per block of [`tree_avx512`]: four vectors.
 const TREE_BLOCK: usize = 64;
 
 /// The intervals of whole blocks of inputs by the [`Tree`] walk in AVX-512 registers (a
-/// permutation of one to eight registers per level instead of a gather), then their outputs,
-/// spike words and counts by gathers, and the spikes and synaptic operations in vector lanes.
+/// permutation of one to eight registers per level instead of a gather), then their outputs
+/// and spike counts by permutations too (VBMI's byte permutation for the counts), spike
+/// words by a gather, and the spikes and synaptic operations in vector lanes.
 /// Only comparisons `bound ≤ x` and table reads, as [`Intervals::interval`], so the same
 /// results. A block with an input that is not finite, or that the fanout ends inside, goes
 /// to [`search`]. `x.len()` is a multiple of [`TREE_BLOCK`].
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vbmi")]
 unsafe fn tree_avx512(
     t: &Intervals,
     tree: &Tree,
@@ -376,15 +431,20 @@ unsafe fn tree_avx512(
     assert!(x.len().is_multiple_of(TREE_BLOCK) && y.len() == x.len());
     assert!(z.as_ref().is_none_or(|z| z.len() == x.len()) && tree.levels <= TREE_MAX_LEVELS);
     let (mut spikes, mut synops_tail) = (0u64, 0u64);
-    // SAFETY: AVX-512F is enabled; loads and stores stay inside a block of `x`, `y`, `z` or
-    // `fanout` whose bounds were checked (asserts above, `get` below); table reads of the
-    // tree stay inside its 304 entries (level starts plus at most 128); gathers read the
-    // interval tables at `min(node, intervals − 1)`.
+    // SAFETY: AVX-512F and VBMI are enabled; loads and stores stay inside a block of `x`,
+    // `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below); table reads
+    // of the tree stay inside its 304 bounds (level starts plus at most 128) and 256 outputs
+    // and counts; the words gather reads at `min(node, intervals − 1)`.
     unsafe {
         let tb = tree.bounds.as_ptr();
-        let last = _mm512_set1_epi32(t.words.len() as i32 - 1);
-        let one = _mm512_set1_epi32(1);
         let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
+        let last = _mm512_set1_epi32(t.words.len() as i32 - 1);
+        let entries = t.words.len().div_ceil(16).next_power_of_two();
+        let counts: [__m512i; 4] = std::array::from_fn(|i| {
+            _mm512_loadu_si512(tree.spike_counts[64 * i..].as_ptr().cast())
+        });
+        let (bit7, low_byte) = (_mm512_set1_epi32(128), _mm512_set1_epi32(0xFF));
+        let one = _mm512_set1_epi32(1);
         let zero = _mm512_setzero_ps();
         let mut lane_spikes = _mm512_setzero_si512();
         let mut synops = _mm512_setzero_si512();
@@ -440,9 +500,18 @@ unsafe fn tree_avx512(
             }
             for (v, &n) in node.iter().enumerate() {
                 let j = _mm512_min_epu32(n, last);
-                let out = _mm512_i32gather_ps::<4>(j, t.outputs.as_ptr());
+                let out = permute_lookup(tree.outputs.as_ptr(), entries, j);
                 _mm512_storeu_ps(ys.as_mut_ptr().add(16 * v), out);
-                let counts = _mm512_i32gather_epi32::<4>(j, t.spikes.as_ptr().cast());
+                // Spike counts from a table of bytes: bits 0–6 of j pick among 128 bytes,
+                // bit 7 between the two halves, and the other bytes of each lane are dropped.
+                let in_half = _mm512_permutex2var_epi8(counts[0], j, counts[1]);
+                let in_half = if entries > 8 {
+                    let upper = _mm512_permutex2var_epi8(counts[2], j, counts[3]);
+                    _mm512_mask_blend_epi32(_mm512_test_epi32_mask(j, bit7), in_half, upper)
+                } else {
+                    in_half
+                };
+                let counts = _mm512_and_si512(in_half, low_byte);
                 lane_spikes = _mm512_add_epi32(lane_spikes, counts);
                 if let Some(fan) = fan {
                     let f = _mm512_loadu_si512(fan.as_ptr().add(16 * v).cast());
@@ -479,7 +548,7 @@ unsafe fn tree_avx512(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lookup {
     /// The [`Tree`] walk in AVX-512 registers (where the unit has a tree and the CPU
-    /// AVX-512F); otherwise as `GridAvx2`.
+    /// AVX-512F and VBMI); otherwise as `GridAvx2`.
     TreeAvx512,
     /// The grid with AVX2 gathers (where the unit has a grid and the CPU AVX2).
     GridAvx2,
@@ -492,7 +561,9 @@ enum Lookup {
 impl Lookup {
     fn fastest() -> Lookup {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+        {
             return Lookup::TreeAvx512;
         }
         #[cfg(target_arch = "x86_64")]
@@ -698,15 +769,20 @@ mod tests {
         // 1024 and 64 intervals of nearly equal width (grids of one step).
         units.push(closed_form::relu6(10, Rounding::Nearest));
         units.push(closed_form::identity(6, -3.0, 5.0, Rounding::Truncate));
-        // 256 intervals: every level of a tree.
-        units.push(closed_form::identity(8, -2.0, 7.0, Rounding::Nearest));
+        // 32, 128 and 256 intervals: trees of every depth, tables of every size up to 16
+        // vectors (with the 8, 12 and 64 intervals above).
+        for k in [5, 7, 8] {
+            units.push(closed_form::identity(k, -2.0, 7.0, Rounding::Nearest));
+        }
         let mut lookups = vec![Lookup::Grid, Lookup::Binary];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             lookups.push(Lookup::GridAvx2);
         }
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+        {
             lookups.push(Lookup::TreeAvx512);
         }
         let (mut tabulated, mut gridded, mut treed, mut deepest) = (0, 0, 0, 0);
