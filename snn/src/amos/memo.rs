@@ -138,6 +138,33 @@ impl PairMemo {
     }
 }
 
+impl Row {
+    /// Outputs (and spike words, when given) of elements whose cells at `levels` are all
+    /// known; returns their spikes and synaptic operations (`fanout` as in
+    /// [`UnitKernel::eval_counted`]).
+    fn known(
+        &self,
+        levels: &[u32],
+        y: &mut [f32],
+        z: Option<&mut [u64]>,
+        fanout: &[u32],
+    ) -> (u64, u64) {
+        let (mut spikes, mut synops) = (0u64, 0u64);
+        for (i, (&l, y)) in levels.iter().zip(y.iter_mut()).enumerate() {
+            let cell = self.cells[l as usize];
+            *y = cell.y;
+            spikes += cell.state as u64;
+            synops += cell.state as u64 * fanout.get(i).copied().unwrap_or(0) as u64;
+        }
+        if let Some(z) = z {
+            for (z, &l) in z.iter_mut().zip(levels) {
+                *z = self.words[l as usize];
+            }
+        }
+        (spikes, synops)
+    }
+}
+
 impl Default for PairMemo {
     fn default() -> Self {
         Self::new()
@@ -160,6 +187,8 @@ impl UnitKernel {
         if memo.level_count == PairMemo::MAX_LEVELS {
             memo.clear();
         }
+        // Elements whose levels are found before their cells are read.
+        const CHUNK: usize = 256;
         let (mut spikes, mut synops) = (0u64, 0u64);
         // Pairs to evaluate (with their level, if remembered), and the elements waiting for
         // each (by its index there).
@@ -173,32 +202,55 @@ impl UnitKernel {
                 rows,
             } = memo;
             let row = PairMemo::row(rows, b);
-            for e in range {
-                let level = PairMemo::level(levels, level_count, x[e].to_bits());
-                let state = level.map_or(UNKNOWN, |l| row.cells[l].state);
-                if state < PENDING {
-                    let l = level.unwrap_or_default();
-                    y[e] = row.cells[l].y;
-                    if let Some(z) = z.as_deref_mut() {
-                        z[e] = row.words[l];
-                    }
-                    spikes += state as u64;
-                    synops += state as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
+            for start in range.clone().step_by(CHUNK) {
+                let chunk = start..(start + CHUNK).min(range.end);
+                // First every element's level (no chain from one element to the next), then
+                // the cells: all known, the common case, in a tight loop.
+                let mut found = [NO_LEVEL; CHUNK];
+                let mut all_known = true;
+                for (f, e) in found.iter_mut().zip(chunk.clone()) {
+                    let level = PairMemo::level(levels, level_count, x[e].to_bits());
+                    *f = level.map_or(NO_LEVEL, |l| l as u32);
+                    all_known &= level.is_some_and(|l| row.cells[l].state < PENDING);
+                }
+                let found = &found[..chunk.len()];
+                if all_known {
+                    let fan =
+                        fanout.get(chunk.start.min(fanout.len())..chunk.end.min(fanout.len()));
+                    let words = z.as_deref_mut().map(|z| &mut z[chunk.clone()]);
+                    let (s, o) =
+                        row.known(found, &mut y[chunk.clone()], words, fan.unwrap_or_default());
+                    spikes += s;
+                    synops += o;
                     continue;
                 }
-                let index = if state == UNKNOWN {
-                    todo_x.push(x[e]);
-                    todo_x2.push(b);
-                    todo_level.push(level);
-                    let index = todo_x.len() as u32 - 1;
-                    if let Some(l) = level {
-                        row.cells[l].state = PENDING + index;
+                for (&f, e) in found.iter().zip(chunk) {
+                    let level = (f != NO_LEVEL).then_some(f as usize);
+                    let state = level.map_or(UNKNOWN, |l| row.cells[l].state);
+                    if state < PENDING {
+                        let l = level.unwrap_or_default();
+                        y[e] = row.cells[l].y;
+                        if let Some(z) = z.as_deref_mut() {
+                            z[e] = row.words[l];
+                        }
+                        spikes += state as u64;
+                        synops += state as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
+                        continue;
                     }
-                    index
-                } else {
-                    state - PENDING
-                };
-                waiting.push((e, index));
+                    let index = if state == UNKNOWN {
+                        todo_x.push(x[e]);
+                        todo_x2.push(b);
+                        todo_level.push(level);
+                        let index = todo_x.len() as u32 - 1;
+                        if let Some(l) = level {
+                            row.cells[l].state = PENDING + index;
+                        }
+                        index
+                    } else {
+                        state - PENDING
+                    };
+                    waiting.push((e, index));
+                }
             }
         };
         match x2 {
