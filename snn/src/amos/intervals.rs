@@ -10,6 +10,7 @@
 //! ordered floats. Splitting interval by interval, neuron by neuron, gives every change of
 //! the spike pattern. Inputs that are not finite are evaluated by the definition.
 
+use super::tree::{self, Table, Tree};
 use super::unit::AmosUnit;
 
 /// Most intervals a unit is tabulated with; a unit with more keeps the general kernel.
@@ -109,74 +110,32 @@ pub struct Intervals {
     outputs: Vec<f32>,
     /// Finds an input's interval in [`Grid::steps`] comparisons, where the bounds allow.
     grid: Option<Grid>,
-    /// The binary search's bounds level by level, for a search in vector registers (at most
-    /// [`TREE_MAX_LEVELS`] levels).
-    tree: Option<Tree>,
+    /// The search in vector registers, for at most 256 intervals.
+    tree: Option<IntervalTree>,
 }
 
-/// Most levels of a [`Tree`]: 256 intervals, whose bounds fit in 16 AVX-512 registers.
-const TREE_MAX_LEVELS: u32 = 8;
-
-/// Most entries of a table read by [`permute_lookup`]: 16 vectors of 16.
-const TREE_MAX_ENTRIES: usize = 1 << TREE_MAX_LEVELS;
-
-/// Where each level of a [`Tree`] starts: levels 0 to 4 (at most 16 bounds) one vector of 16
-/// each, then 32, 64 and 128 bounds.
-const TREE_LEVEL_START: [usize; TREE_MAX_LEVELS as usize] = [0, 16, 32, 48, 64, 80, 112, 176];
-
-/// The bounds the binary search of [`Intervals::interval`] compares with, level by level:
-/// at level l (half = size / 2^(l+1)) the search has chosen one of 2^l nodes n, all of whose
-/// intervals start at n·2·half, and compares with `bounds[n·2·half + half − 1]`; its next node
-/// is 2n + 1 where that bound is at or below the input, else 2n. So the interval of an input
-/// is a walk of `levels` table reads indexed by the node, and its output and spike count two
-/// more: each a permutation of registers instead of a gather from memory.
+/// A unit's intervals for a search in AVX-512 registers ([`super::tree`]): the binary
+/// search's bounds by level, and the outputs and spike counts of the intervals.
 #[derive(Clone, Debug)]
-struct Tree {
-    levels: u32,
-    /// Level l's bounds from [`TREE_LEVEL_START`]`[l]`, each level padded to a whole vector.
-    bounds: Box<[f32; 304]>,
-    /// [`Intervals::outputs`] and [`Intervals::spikes`] (as bytes), padded to 256 entries.
-    outputs: Box<[f32; TREE_MAX_ENTRIES]>,
-    spike_counts: Box<[u8; TREE_MAX_ENTRIES]>,
+struct IntervalTree {
+    tree: Tree,
+    outputs: Table,
+    /// Spike counts as bytes (at most [`super::MAX_NEURONS`]), zero past the intervals.
+    spike_counts: Box<[u8; tree::MAX_ENTRIES]>,
 }
 
-impl Tree {
-    /// The tree of a power-of-two list of bounds, if it has at most [`TREE_MAX_LEVELS`], with
-    /// the outputs and spike counts of its intervals.
-    fn new(bounds: &[f32], outputs: &[f32], spikes: &[u32]) -> Option<Tree> {
-        let size = bounds.len();
-        let levels = size.ilog2();
-        if !size.is_power_of_two() || levels > TREE_MAX_LEVELS || outputs.len() > size {
-            return None;
+impl IntervalTree {
+    /// The tree of a unit's padded bounds, if it has at most 256 intervals.
+    fn new(bounds: &[f32], outputs: &[f32], spikes: &[u32]) -> Option<IntervalTree> {
+        let mut spike_counts = Box::new([0; tree::MAX_ENTRIES]);
+        for (byte, &n) in spike_counts.iter_mut().zip(spikes) {
+            *byte = u8::try_from(n).ok()?;
         }
-        let mut tree = Tree {
-            levels,
-            bounds: Box::new([f32::INFINITY; 304]),
-            outputs: Box::new([0.0; TREE_MAX_ENTRIES]),
-            spike_counts: Box::new([0; TREE_MAX_ENTRIES]),
-        };
-        for l in 0..levels {
-            let half = size >> (l + 1);
-            for n in 0..1usize << l {
-                tree.bounds[TREE_LEVEL_START[l as usize] + n] = bounds[n * 2 * half + half - 1];
-            }
-        }
-        tree.outputs[..outputs.len()].copy_from_slice(outputs);
-        for (t, &n) in tree.spike_counts.iter_mut().zip(spikes) {
-            // At most MAX_NEURONS (64) spikes.
-            *t = n as u8;
-        }
-        Some(tree)
-    }
-
-    /// The walk of [`Tree`] for one input, element by element (what the vector walk does).
-    #[cfg(test)]
-    fn interval(&self, x: f32) -> usize {
-        let mut n = 0;
-        for start in &TREE_LEVEL_START[..self.levels as usize] {
-            n = 2 * n + (self.bounds[start + n] <= x) as usize;
-        }
-        n
+        Some(IntervalTree {
+            tree: Tree::new(bounds)?,
+            outputs: Table::new(outputs)?,
+            spike_counts,
+        })
     }
 }
 
@@ -258,7 +217,7 @@ impl Intervals {
         let outputs: Vec<f32> = words.iter().map(|&w| unit.decode(w)).collect();
         let table = Intervals {
             grid,
-            tree: Tree::new(&bounds, &outputs, &spikes),
+            tree: IntervalTree::new(&bounds, &outputs, &spikes),
             bounds,
             spikes,
             outputs,
@@ -368,43 +327,6 @@ fn eval_by(
     search(t, lookup, unit, x, y, z, fanout)
 }
 
-/// `table[j]` for each lane's `j < 16·vectors`, from a table of `vectors` (1, 2, 4, 8 or 16)
-/// vectors of 16 by register permutations: one permutation picks within each pair of
-/// vectors by bits 0–4 of `j`, then blends by bits 5, 6 and 7 pick the pair. Bits move
-/// unchanged, so it serves any 32-bit entries.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn permute_lookup(
-    table: *const f32,
-    vectors: usize,
-    j: std::arch::x86_64::__m512i,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's table holds `vectors` whole vectors.
-    unsafe {
-        let at = |i: usize| _mm512_loadu_ps(table.add(16 * i));
-        let pair = |i: usize| _mm512_permutex2var_ps(at(2 * i), j, at(2 * i + 1));
-        let bit = |b: i32| _mm512_test_epi32_mask(j, _mm512_set1_epi32(1 << b));
-        let quad = |i: usize, upper| _mm512_mask_blend_ps(upper, pair(2 * i), pair(2 * i + 1));
-        match vectors {
-            1 => _mm512_permutexvar_ps(j, at(0)),
-            2 => pair(0),
-            4 => quad(0, bit(5)),
-            8 => {
-                let b5 = bit(5);
-                _mm512_mask_blend_ps(bit(6), quad(0, b5), quad(1, b5))
-            }
-            _ => {
-                let (b5, b6) = (bit(5), bit(6));
-                let low = _mm512_mask_blend_ps(b6, quad(0, b5), quad(1, b5));
-                let high = _mm512_mask_blend_ps(b6, quad(2, b5), quad(3, b5));
-                _mm512_mask_blend_ps(bit(7), low, high)
-            }
-        }
-    }
-}
-
 /// Elements per block of [`tree_avx512`]: four vectors.
 const TREE_BLOCK: usize = 64;
 
@@ -419,7 +341,7 @@ const TREE_BLOCK: usize = 64;
 #[target_feature(enable = "avx512f,avx512vbmi")]
 unsafe fn tree_avx512(
     t: &Intervals,
-    tree: &Tree,
+    tree: &IntervalTree,
     unit: &AmosUnit,
     x: &[f32],
     y: &mut [f32],
@@ -429,22 +351,19 @@ unsafe fn tree_avx512(
     use std::arch::x86_64::*;
     const V: usize = TREE_BLOCK / 16;
     assert!(x.len().is_multiple_of(TREE_BLOCK) && y.len() == x.len());
-    assert!(z.as_ref().is_none_or(|z| z.len() == x.len()) && tree.levels <= TREE_MAX_LEVELS);
+    assert!(z.as_ref().is_none_or(|z| z.len() == x.len()));
     let (mut spikes, mut synops_tail) = (0u64, 0u64);
     // SAFETY: AVX-512F and VBMI are enabled; loads and stores stay inside a block of `x`,
-    // `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below); table reads
-    // of the tree stay inside its 304 bounds (level starts plus at most 128) and 256 outputs
-    // and counts; the words gather reads at `min(node, intervals − 1)`.
+    // `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below), or of the
+    // 256 spike counts; the words gather reads at `min(node, intervals − 1)`.
     unsafe {
-        let tb = tree.bounds.as_ptr();
-        let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
         let last = _mm512_set1_epi32(t.words.len() as i32 - 1);
-        let entries = t.words.len().div_ceil(16).next_power_of_two();
+        // More than 128 intervals: counts in both halves of the byte table.
+        let upper_half = t.words.len() > 128;
         let counts: [__m512i; 4] = std::array::from_fn(|i| {
             _mm512_loadu_si512(tree.spike_counts[64 * i..].as_ptr().cast())
         });
         let (bit7, low_byte) = (_mm512_set1_epi32(128), _mm512_set1_epi32(0xFF));
-        let one = _mm512_set1_epi32(1);
         let zero = _mm512_setzero_ps();
         let mut lane_spikes = _mm512_setzero_si512();
         let mut synops = _mm512_setzero_si512();
@@ -468,44 +387,15 @@ unsafe fn tree_avx512(
                 synops_tail += o;
                 continue;
             }
-            let mut node = [_mm512_setzero_si512(); V];
-            for (level, &start) in TREE_LEVEL_START[..tree.levels as usize].iter().enumerate() {
-                let at = tb.add(start);
-                let table = |i: usize| _mm512_loadu_ps(at.add(16 * i));
-                for (n, &xv) in node.iter_mut().zip(&xv) {
-                    let bound = match level {
-                        0 => _mm512_set1_ps(*at),
-                        1..=4 => _mm512_permutexvar_ps(*n, table(0)),
-                        5 => _mm512_permutex2var_ps(table(0), *n, table(1)),
-                        6 => {
-                            let low = _mm512_permutex2var_ps(table(0), *n, table(1));
-                            let high = _mm512_permutex2var_ps(table(2), *n, table(3));
-                            _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit5), low, high)
-                        }
-                        _ => {
-                            let q: [__m512; 4] = std::array::from_fn(|i| {
-                                _mm512_permutex2var_ps(table(2 * i), *n, table(2 * i + 1))
-                            });
-                            let upper = _mm512_test_epi32_mask(*n, bit5);
-                            let low = _mm512_mask_blend_ps(upper, q[0], q[1]);
-                            let high = _mm512_mask_blend_ps(upper, q[2], q[3]);
-                            _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit6), low, high)
-                        }
-                    };
-                    // `bound ≤ x` (false for NaN, as the scalar comparison): node 2n + 1.
-                    let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(bound, xv);
-                    let twice = _mm512_add_epi32(*n, *n);
-                    *n = _mm512_mask_add_epi32(twice, le, twice, one);
-                }
-            }
+            let node = tree.tree.walk(&xv);
             for (v, &n) in node.iter().enumerate() {
                 let j = _mm512_min_epu32(n, last);
-                let out = permute_lookup(tree.outputs.as_ptr(), entries, j);
+                let out = tree.outputs.lookup(j);
                 _mm512_storeu_ps(ys.as_mut_ptr().add(16 * v), out);
                 // Spike counts from a table of bytes: bits 0–6 of j pick among 128 bytes,
                 // bit 7 between the two halves, and the other bytes of each lane are dropped.
                 let in_half = _mm512_permutex2var_epi8(counts[0], j, counts[1]);
-                let in_half = if entries > 8 {
+                let in_half = if upper_half {
                     let upper = _mm512_permutex2var_epi8(counts[2], j, counts[3]);
                     _mm512_mask_blend_epi32(_mm512_test_epi32_mask(j, bit7), in_half, upper)
                 } else {
@@ -785,7 +675,7 @@ mod tests {
         {
             lookups.push(Lookup::TreeAvx512);
         }
-        let (mut tabulated, mut gridded, mut treed, mut deepest) = (0, 0, 0, 0);
+        let (mut tabulated, mut gridded, mut treed, mut most) = (0, 0, 0, 0);
         for (seed, unit) in units.iter().enumerate() {
             let Some(table) = Intervals::new(unit) else {
                 continue;
@@ -823,9 +713,9 @@ mod tests {
             }
             if let Some(tree) = &table.tree {
                 treed += 1;
-                deepest = deepest.max(tree.levels);
+                most = most.max(table.len());
                 for &x in xs.iter().filter(|x| x.is_finite()) {
-                    assert_eq!(tree.interval(x), table.interval(x), "K {k} at {x:e}");
+                    assert_eq!(tree.tree.position(x), table.interval(x), "K {k} at {x:e}");
                 }
             }
             // Past the first half no fanout: blocks with a fanout, without, and one across.
@@ -850,6 +740,6 @@ mod tests {
         assert!(tabulated >= 5, "only {tabulated} units tabulated");
         assert!(gridded >= 4, "only {gridded} units with a grid");
         assert!(treed >= 2, "only {treed} units with a tree");
-        assert_eq!(deepest, TREE_MAX_LEVELS, "no tree of every level");
+        assert_eq!(most, tree::MAX_ENTRIES, "no tree of every level");
     }
 }

@@ -5,11 +5,13 @@
 //! - [`fit`]: units fitted by gradient descent to any other gate.
 //! - [`intervals`]: one-input units evaluated as the step functions they are.
 //! - [`memo`]: two-input units on input pairs that repeat (the SE product).
+//! - `tree`: small sorted tables searched in vector registers (for the two above).
 
 pub mod closed_form;
 pub mod fit;
 pub mod intervals;
 pub mod memo;
+mod tree;
 pub mod unit;
 
 pub use memo::{PairMemo, SecondInput};

@@ -1,0 +1,287 @@
+//! Small sorted tables searched in AVX-512 registers instead of by gathers from memory.
+//!
+//! A binary search over at most 256 sorted bounds visits one bound per level, and at level l
+//! it can be at one of only 2^l: so the bounds of each level fit in one to eight vector
+//! registers, and a level's step for 16 inputs at once is a register permutation indexed by
+//! the node reached so far, a comparison, and a masked add. A table of at most 256 entries
+//! indexed by the result is read the same way ([`Table::lookup`]). Only comparisons and moves
+//! of bits, so the results are exactly the scalar search's.
+//!
+//! Used by [`super::intervals`] (a fitted unit's interval of its input) and [`super::memo`]
+//! (the level of an SE product's first input).
+
+/// Most levels of a [`Tree`]: 256 positions, whose bounds fit in 16 AVX-512 registers.
+pub(super) const MAX_LEVELS: u32 = 8;
+
+/// Most entries of a [`Table`]: 16 vectors of 16.
+pub(super) const MAX_ENTRIES: usize = 1 << MAX_LEVELS;
+
+/// Where each level of a [`Tree`] starts: levels 0 to 4 (at most 16 bounds) one vector of 16
+/// each, then 32, 64 and 128 bounds.
+const LEVEL_START: [usize; MAX_LEVELS as usize] = [0, 16, 32, 48, 64, 80, 112, 176];
+
+/// Bounds of all levels, each level padded to whole vectors.
+const TREE_LEN: usize = 304;
+
+/// The bounds a binary search over a power-of-two list compares with, level by level: at
+/// level l (half = size / 2^(l+1)) the search has chosen one of 2^l nodes n, all of whose
+/// positions start at n·2·half, and compares with `bounds[n·2·half + half − 1]`; its next
+/// node is 2n + 1 where that bound is at or below the input, else 2n. After the last level
+/// the node is the number of bounds at or below the input, among all but the last: the search
+/// never reads the last bound (padding, +∞, in every use here).
+#[derive(Clone, Debug)]
+pub(super) struct Tree {
+    levels: u32,
+    /// Level l's bounds from [`LEVEL_START`]`[l]`.
+    bounds: Box<[f32; TREE_LEN]>,
+}
+
+impl Tree {
+    /// The tree of ascending `bounds`, a power of two long (pad with +∞), if at most 256.
+    pub(super) fn new(bounds: &[f32]) -> Option<Tree> {
+        let size = bounds.len();
+        if !size.is_power_of_two() || size > MAX_ENTRIES {
+            return None;
+        }
+        let levels = size.ilog2();
+        let mut bounds_by_level = Box::new([f32::INFINITY; TREE_LEN]);
+        for l in 0..levels {
+            let half = size >> (l + 1);
+            for n in 0..1usize << l {
+                bounds_by_level[LEVEL_START[l as usize] + n] = bounds[n * 2 * half + half - 1];
+            }
+        }
+        Some(Tree {
+            levels,
+            bounds: bounds_by_level,
+        })
+    }
+
+    /// The walk for one input, element by element: the number of bounds `≤ x` but the last
+    /// (for ascending bounds).
+    #[cfg(test)]
+    pub(super) fn position(&self, x: f32) -> usize {
+        let mut n = 0;
+        for start in &LEVEL_START[..self.levels as usize] {
+            n = 2 * n + (self.bounds[start + n] <= x) as usize;
+        }
+        n
+    }
+
+    /// [`Tree::position`] of `V` vectors of inputs at once (independent chains side by side).
+    /// A NaN input compares false throughout, as in the scalar walk.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn walk<const V: usize>(
+        &self,
+        x: &[std::arch::x86_64::__m512; V],
+    ) -> [std::arch::x86_64::__m512i; V] {
+        use std::arch::x86_64::*;
+        let one = _mm512_set1_epi32(1);
+        let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
+        let mut node = [_mm512_setzero_si512(); V];
+        for (level, &start) in LEVEL_START[..self.levels as usize].iter().enumerate() {
+            let at = &self.bounds[start..];
+            // Whole vectors inside the bounds: level l has 2^l ≤ 128 from `start`, padded.
+            // SAFETY: each load reads 16 floats of a slice 16 long.
+            let table = |i: usize| unsafe { _mm512_loadu_ps(at[16 * i..16 * i + 16].as_ptr()) };
+            for (n, &xv) in node.iter_mut().zip(x) {
+                let bound = match level {
+                    0 => _mm512_set1_ps(at[0]),
+                    1..=4 => _mm512_permutexvar_ps(*n, table(0)),
+                    5 => _mm512_permutex2var_ps(table(0), *n, table(1)),
+                    6 => {
+                        let low = _mm512_permutex2var_ps(table(0), *n, table(1));
+                        let high = _mm512_permutex2var_ps(table(2), *n, table(3));
+                        _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit5), low, high)
+                    }
+                    _ => {
+                        let q: [__m512; 4] = std::array::from_fn(|i| {
+                            _mm512_permutex2var_ps(table(2 * i), *n, table(2 * i + 1))
+                        });
+                        let upper = _mm512_test_epi32_mask(*n, bit5);
+                        let low = _mm512_mask_blend_ps(upper, q[0], q[1]);
+                        let high = _mm512_mask_blend_ps(upper, q[2], q[3]);
+                        _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit6), low, high)
+                    }
+                };
+                // `bound ≤ x` (false for NaN, as the scalar comparison): node 2n + 1.
+                let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(bound, xv);
+                let twice = _mm512_add_epi32(*n, *n);
+                *n = _mm512_mask_add_epi32(twice, le, twice, one);
+            }
+        }
+        node
+    }
+}
+
+/// At most 256 32-bit entries read by register permutations ([`Table::lookup`]).
+#[derive(Clone, Debug)]
+pub(super) struct Table {
+    entries: Box<[f32; MAX_ENTRIES]>,
+    /// Vectors of 16 that hold the entries: 1, 2, 4, 8 or 16.
+    vectors: usize,
+}
+
+impl Table {
+    /// The table of `entries` (their bits), if at most 256; zero past them.
+    pub(super) fn new(entries: &[f32]) -> Option<Table> {
+        if entries.len() > MAX_ENTRIES {
+            return None;
+        }
+        let mut table = Table {
+            entries: Box::new([0.0; MAX_ENTRIES]),
+            vectors: entries.len().div_ceil(16).next_power_of_two(),
+        };
+        table.entries[..entries.len()].copy_from_slice(entries);
+        Some(table)
+    }
+
+    /// `entries[j]` for each lane's `j` (below the table's vectors·16; zero past the entries
+    /// given): one permutation picks within each pair of vectors by bits 0–4 of `j`, then
+    /// blends by bits 5, 6 and 7 pick the pair. Bits move unchanged.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn lookup(&self, j: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: each load reads 16 floats of a slice 16 long.
+        let at = |i: usize| unsafe { _mm512_loadu_ps(self.entries[16 * i..16 * i + 16].as_ptr()) };
+        let pair = |i: usize| _mm512_permutex2var_ps(at(2 * i), j, at(2 * i + 1));
+        let bit = |b: i32| _mm512_test_epi32_mask(j, _mm512_set1_epi32(1 << b));
+        let quad = |i: usize, upper| _mm512_mask_blend_ps(upper, pair(2 * i), pair(2 * i + 1));
+        match self.vectors {
+            1 => _mm512_permutexvar_ps(j, at(0)),
+            2 => pair(0),
+            4 => quad(0, bit(5)),
+            8 => {
+                let b5 = bit(5);
+                _mm512_mask_blend_ps(bit(6), quad(0, b5), quad(1, b5))
+            }
+            _ => {
+                let (b5, b6) = (bit(5), bit(6));
+                let low = _mm512_mask_blend_ps(b6, quad(0, b5), quad(1, b5));
+                let high = _mm512_mask_blend_ps(b6, quad(2, b5), quad(3, b5));
+                _mm512_mask_blend_ps(bit(7), low, high)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ascending bounds of every power-of-two length up to 256, with repeats and +∞ padding;
+    /// inputs at, just below and just above every bound, beyond both ends, ±0, ±∞ and NaN.
+    fn cases() -> Vec<(Vec<f32>, Vec<f32>)> {
+        (0..=MAX_LEVELS)
+            .map(|levels| {
+                let size = 1usize << levels;
+                let mut bounds: Vec<f32> = (0..size).map(|i| (i / 2) as f32 * 0.75 - 9.0).collect();
+                if size > 2 {
+                    bounds[size - 1] = f32::INFINITY;
+                }
+                let mut xs: Vec<f32> = bounds
+                    .iter()
+                    .flat_map(|&b| [b, b.next_down(), b.next_up()])
+                    .collect();
+                xs.extend([
+                    -1e30,
+                    1e30,
+                    0.0,
+                    -0.0,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    f32::NAN,
+                ]);
+                (bounds, xs)
+            })
+            .collect()
+    }
+
+    /// The number of bounds but the last at or below x, by counting.
+    fn count_below(bounds: &[f32], x: f32) -> usize {
+        bounds[..bounds.len() - 1]
+            .iter()
+            .filter(|&&b| b <= x)
+            .count()
+    }
+
+    #[test]
+    fn walk_counts_the_bounds_at_or_below() {
+        for (bounds, xs) in cases() {
+            let tree = Tree::new(&bounds).expect("a power of two up to 256");
+            for &x in &xs {
+                // A NaN input compares false throughout: position 0.
+                assert_eq!(
+                    tree.position(x),
+                    count_below(&bounds, x),
+                    "{} bounds, {x:e}",
+                    bounds.len()
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                use std::arch::x86_64::*;
+                for chunk in xs.chunks(32) {
+                    let mut lanes = [0.0f32; 32];
+                    lanes[..chunk.len()].copy_from_slice(chunk);
+                    // SAFETY: AVX-512F was detected.
+                    let got: [u32; 32] = unsafe {
+                        let x = [
+                            _mm512_loadu_ps(lanes[..16].as_ptr()),
+                            _mm512_loadu_ps(lanes[16..].as_ptr()),
+                        ];
+                        std::mem::transmute(tree.walk(&x))
+                    };
+                    for (&x, &n) in lanes.iter().zip(&got) {
+                        assert_eq!(
+                            n as usize,
+                            count_below(&bounds, x),
+                            "{} bounds, {x:e}",
+                            bounds.len()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(Tree::new(&[0.0; 3]).is_none() && Tree::new(&[0.0; 512]).is_none());
+    }
+
+    #[test]
+    fn lookup_reads_each_entry() {
+        for len in [1, 5, 16, 17, 32, 40, 64, 65, 128, 200, 256] {
+            let entries: Vec<f32> = (0..len)
+                .map(|i| f32::from_bits(0x4000_0000 + i as u32 * 7919))
+                .collect();
+            let table = Table::new(&entries).expect("at most 256");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                use std::arch::x86_64::*;
+                for start in (0..len).step_by(16) {
+                    let j: [u32; 16] = std::array::from_fn(|i| ((start + i) % len) as u32);
+                    // SAFETY: AVX-512F was detected.
+                    let got: [u32; 16] = unsafe {
+                        std::mem::transmute(table.lookup(_mm512_loadu_si512(j.as_ptr().cast())))
+                    };
+                    for (&j, &bits) in j.iter().zip(&got) {
+                        assert_eq!(
+                            bits,
+                            entries[j as usize].to_bits(),
+                            "{len} entries, entry {j}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(Table::new(&[0.0; 257]).is_none());
+    }
+}
