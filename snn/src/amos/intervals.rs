@@ -360,10 +360,6 @@ unsafe fn tree_avx512(
         let last = _mm512_set1_epi32(t.words.len() as i32 - 1);
         // More than 128 intervals: counts in both halves of the byte table.
         let upper_half = t.words.len() > 128;
-        let counts: [__m512i; 4] = std::array::from_fn(|i| {
-            _mm512_loadu_si512(tree.spike_counts[64 * i..].as_ptr().cast())
-        });
-        let (bit7, low_byte) = (_mm512_set1_epi32(128), _mm512_set1_epi32(0xFF));
         let zero = _mm512_setzero_ps();
         let mut lane_spikes = _mm512_setzero_si512();
         let mut synops = _mm512_setzero_si512();
@@ -392,16 +388,7 @@ unsafe fn tree_avx512(
                 let j = _mm512_min_epu32(n, last);
                 let out = tree.outputs.lookup(j);
                 _mm512_storeu_ps(ys.as_mut_ptr().add(16 * v), out);
-                // Spike counts from a table of bytes: bits 0–6 of j pick among 128 bytes,
-                // bit 7 between the two halves, and the other bytes of each lane are dropped.
-                let in_half = _mm512_permutex2var_epi8(counts[0], j, counts[1]);
-                let in_half = if upper_half {
-                    let upper = _mm512_permutex2var_epi8(counts[2], j, counts[3]);
-                    _mm512_mask_blend_epi32(_mm512_test_epi32_mask(j, bit7), in_half, upper)
-                } else {
-                    in_half
-                };
-                let counts = _mm512_and_si512(in_half, low_byte);
+                let counts = tree::lookup_bytes(&tree.spike_counts, upper_half, j);
                 lane_spikes = _mm512_add_epi32(lane_spikes, counts);
                 if let Some(fan) = fan {
                     let f = _mm512_loadu_si512(fan.as_ptr().add(16 * v).cast());

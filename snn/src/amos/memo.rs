@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use super::tree::{self, Table, Tree};
 use super::unit::UnitKernel;
 
 /// The second input of a two-input unit over the first input's elements.
@@ -36,6 +37,156 @@ pub struct PairMemo {
     levels: Box<[LevelSlot]>,
     level_count: usize,
     rows: HashMap<u32, Row>,
+    /// The levels as a sorted table searched in registers, when the CPU has AVX-512 and
+    /// there are at most 256, and `level_count` when it was built.
+    tree: Option<LevelTree>,
+    tree_levels: usize,
+}
+
+/// The remembered first inputs in ascending order, with their levels: an input's candidate
+/// is the last value at or below it ([`Tree::walk`]), and its level is that value's where the
+/// bits are equal. Inputs not found (new, NaN, or −0 beside +0, which compare equal) go the
+/// scalar way.
+struct LevelTree {
+    tree: Tree,
+    /// The values (by bits) and their levels (as bits), ascending by value.
+    values: Table,
+    levels: Table,
+    count: usize,
+}
+
+impl LevelTree {
+    fn new(slots: &[LevelSlot]) -> Option<LevelTree> {
+        let mut found: Vec<(f32, u32)> = slots
+            .iter()
+            .filter(|s| s.level != NO_LEVEL)
+            .map(|s| (f32::from_bits(s.bits), s.level))
+            .filter(|(v, _)| !v.is_nan())
+            .collect();
+        if found.is_empty() || found.len() > tree::MAX_ENTRIES {
+            return None;
+        }
+        found.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut bounds: Vec<f32> = found[1..].iter().map(|&(v, _)| v).collect();
+        bounds.resize(found.len().next_power_of_two(), f32::INFINITY);
+        let values: Vec<f32> = found.iter().map(|&(v, _)| v).collect();
+        let levels: Vec<f32> = found.iter().map(|&(_, l)| f32::from_bits(l)).collect();
+        Some(LevelTree {
+            tree: Tree::new(&bounds)?,
+            values: Table::new(&values)?,
+            levels: Table::new(&levels)?,
+            count: found.len(),
+        })
+    }
+
+    /// The elements of `x` (in groups of 16) whose levels this tree finds and whose cells in
+    /// `cells` are all known: their outputs into `y`, their spikes and synaptic operations
+    /// (`fanout` as in [`UnitKernel::eval_counted`]) added to `counts`. Returns a bit per
+    /// group, set where the group is done; the rest is left to the scalar way. Four groups
+    /// walk the tree side by side (the walk is a chain of dependent steps).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vbmi")]
+    unsafe fn settle(
+        &self,
+        row: &Row,
+        x: &[f32],
+        y: &mut [f32],
+        fanout: &[u32],
+        counts: &mut (u64, u64),
+    ) -> u32 {
+        use std::arch::x86_64::*;
+        assert!(y.len() == x.len() && x.len() <= 32 * 16);
+        let groups = x.len() / 16;
+        let mut lanes = Lanes {
+            spikes: _mm512_setzero_si512(),
+            synops: _mm512_setzero_si512(),
+            done: 0,
+        };
+        let mut g = 0;
+        // SAFETY: AVX-512F is enabled; the groups are inside `x` and `y`.
+        unsafe {
+            while g + 4 <= groups {
+                self.settle_groups::<4>(row, g, x, y, fanout, &mut lanes);
+                g += 4;
+            }
+            while g < groups {
+                self.settle_groups::<1>(row, g, x, y, fanout, &mut lanes);
+                g += 1;
+            }
+        }
+        // At most 32 groups of 64 spikes per lane: no overflow.
+        counts.0 += _mm512_reduce_add_epi32(lanes.spikes) as u32 as u64;
+        counts.1 += _mm512_reduce_add_epi64(lanes.synops) as u64;
+        lanes.done
+    }
+
+    /// [`LevelTree::settle`] for the `V` groups from group `first`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vbmi")]
+    #[inline]
+    unsafe fn settle_groups<const V: usize>(
+        &self,
+        row: &Row,
+        first: usize,
+        x: &[f32],
+        y: &mut [f32],
+        fanout: &[u32],
+        lanes: &mut Lanes,
+    ) {
+        use std::arch::x86_64::*;
+        let count = _mm512_set1_epi32(self.count as i32);
+        let not_known = _mm512_set1_epi32(NOT_KNOWN as i32);
+        // The levels of the tree are below its count.
+        let (vectors, upper_half) = (tree::vectors_for(self.count), self.count > 128);
+        // SAFETY: AVX-512F and VBMI are enabled; loads and stores read and write 16 elements
+        // of a group of `x`, `y` and `fanout` inside them (`get`).
+        unsafe {
+            let xv: [__m512; V] = std::array::from_fn(|v| {
+                _mm512_loadu_ps(x[16 * (first + v)..16 * (first + v) + 16].as_ptr())
+            });
+            let node = self.tree.walk(&xv);
+            for (v, (&j, &xv)) in node.iter().zip(&xv).enumerate() {
+                let start = 16 * (first + v);
+                let fan = fanout.get(start..start + 16);
+                if fan.is_none() && start < fanout.len() {
+                    continue;
+                }
+                let candidate = _mm512_castps_si512(self.values.lookup(j));
+                let found = _mm512_cmpeq_epi32_mask(candidate, _mm512_castps_si512(xv))
+                    & _mm512_cmplt_epu32_mask(j, count);
+                if found != 0xFFFF {
+                    continue;
+                }
+                let level = _mm512_castps_si512(self.levels.lookup(j));
+                let state = tree::lookup_bytes(&row.counts, upper_half, level);
+                if _mm512_cmpeq_epi32_mask(state, not_known) != 0 {
+                    continue;
+                }
+                let out = tree::lookup(&row.outputs, vectors, level);
+                _mm512_storeu_ps(y[start..start + 16].as_mut_ptr(), out);
+                lanes.spikes = _mm512_add_epi32(lanes.spikes, state);
+                if let Some(fan) = fan {
+                    let f = _mm512_loadu_si512(fan.as_ptr().cast());
+                    // Even lanes, then odd lanes, as 64-bit products.
+                    let even = _mm512_mul_epu32(state, f);
+                    let odd = _mm512_mul_epu32(
+                        _mm512_srli_epi64::<32>(state),
+                        _mm512_srli_epi64::<32>(f),
+                    );
+                    lanes.synops = _mm512_add_epi64(lanes.synops, _mm512_add_epi64(even, odd));
+                }
+                lanes.done |= 1 << (first + v);
+            }
+        }
+    }
+}
+
+/// What [`LevelTree::settle`] accumulates in vector lanes.
+#[cfg(target_arch = "x86_64")]
+struct Lanes {
+    spikes: std::arch::x86_64::__m512i,
+    synops: std::arch::x86_64::__m512i,
+    done: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -50,11 +201,19 @@ const NO_LEVEL: u32 = u32::MAX;
 struct Row {
     cells: Box<[Cell]>,
     words: Box<[u64]>,
+    /// The first 256 levels' known outputs and spike counts ([`NOT_KNOWN`] where not yet),
+    /// for [`LevelTree::settle`].
+    outputs: Box<[f32; tree::MAX_ENTRIES]>,
+    counts: Box<[u8; tree::MAX_ENTRIES]>,
 }
+
+/// A count byte of a cell not yet known (spike counts are at most 64).
+const NOT_KNOWN: u8 = u8::MAX;
 
 /// A pair's output and `state`: its spike count when known, [`UNKNOWN`], or [`PENDING`] plus
 /// its index among the pairs being evaluated.
 #[derive(Clone, Copy)]
+#[repr(C)]
 struct Cell {
     y: f32,
     state: u32,
@@ -83,6 +242,8 @@ impl PairMemo {
             .into_boxed_slice(),
             level_count: 0,
             rows: HashMap::new(),
+            tree: None,
+            tree_levels: 0,
         }
     }
 
@@ -91,6 +252,22 @@ impl PairMemo {
         self.levels.iter_mut().for_each(|s| s.level = NO_LEVEL);
         self.level_count = 0;
         self.rows.clear();
+        self.tree = None;
+        self.tree_levels = 0;
+    }
+
+    /// Rebuilds the [`LevelTree`] if levels came since it was built (and the CPU can use it).
+    fn refresh_tree(&mut self) {
+        if self.tree_levels == self.level_count {
+            return;
+        }
+        self.tree_levels = self.level_count;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+        {
+            self.tree = LevelTree::new(&self.levels);
+        }
     }
 
     /// The level of first input `bits`, numbered now if new; None when the levels are full.
@@ -134,6 +311,8 @@ impl PairMemo {
             ]
             .into_boxed_slice(),
             words: vec![0; Self::MAX_LEVELS].into_boxed_slice(),
+            outputs: Box::new([0.0; tree::MAX_ENTRIES]),
+            counts: Box::new([NOT_KNOWN; tree::MAX_ENTRIES]),
         })
     }
 }
@@ -187,6 +366,7 @@ impl UnitKernel {
         if memo.level_count == PairMemo::MAX_LEVELS {
             memo.clear();
         }
+        memo.refresh_tree();
         // Elements whose levels are found before their cells are read.
         const CHUNK: usize = 256;
         let (mut spikes, mut synops) = (0u64, 0u64);
@@ -195,61 +375,88 @@ impl UnitKernel {
         let (mut todo_x, mut todo_x2) = (Vec::new(), Vec::new());
         let mut todo_level: Vec<Option<usize>> = Vec::new();
         let mut waiting: Vec<(usize, u32)> = Vec::new();
+        // The levels of a part of a chunk (every entry written before it is read).
+        let mut found = [NO_LEVEL; CHUNK];
         let mut run = |range: std::ops::Range<usize>, b: f32, memo: &mut PairMemo| {
             let PairMemo {
                 levels,
                 level_count,
                 rows,
+                tree,
+                ..
             } = memo;
             let row = PairMemo::row(rows, b);
             for start in range.clone().step_by(CHUNK) {
                 let chunk = start..(start + CHUNK).min(range.end);
-                // First every element's level (no chain from one element to the next), then
-                // the cells: all known, the common case, in a tight loop.
-                let mut found = [NO_LEVEL; CHUNK];
-                let mut all_known = true;
-                for (f, e) in found.iter_mut().zip(chunk.clone()) {
-                    let level = PairMemo::level(levels, level_count, x[e].to_bits());
-                    *f = level.map_or(NO_LEVEL, |l| l as u32);
-                    all_known &= level.is_some_and(|l| row.cells[l].state < PENDING);
-                }
-                let found = &found[..chunk.len()];
-                if all_known {
-                    let fan =
-                        fanout.get(chunk.start.min(fanout.len())..chunk.end.min(fanout.len()));
-                    let words = z.as_deref_mut().map(|z| &mut z[chunk.clone()]);
-                    let (s, o) =
-                        row.known(found, &mut y[chunk.clone()], words, fan.unwrap_or_default());
-                    spikes += s;
-                    synops += o;
-                    continue;
-                }
-                for (&f, e) in found.iter().zip(chunk) {
-                    let level = (f != NO_LEVEL).then_some(f as usize);
-                    let state = level.map_or(UNKNOWN, |l| row.cells[l].state);
-                    if state < PENDING {
-                        let l = level.unwrap_or_default();
-                        y[e] = row.cells[l].y;
-                        if let Some(z) = z.as_deref_mut() {
-                            z[e] = row.words[l];
-                        }
-                        spikes += state as u64;
-                        synops += state as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
+                // Groups of 16 the register search settles (not while recording words).
+                let done = match tree {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(tree) if z.is_none() => {
+                        let fan = &fanout[chunk.start.min(fanout.len())..];
+                        let (xs, ys) = (&x[chunk.clone()], &mut y[chunk.clone()]);
+                        let mut counts = (0, 0);
+                        // SAFETY: the tree is built only where AVX-512F and VBMI were detected.
+                        let done = unsafe { tree.settle(row, xs, ys, fan, &mut counts) };
+                        spikes += counts.0;
+                        synops += counts.1;
+                        done
+                    }
+                    _ => 0,
+                };
+                // The rest the scalar way: groups not settled, and the tail.
+                let groups = chunk.len() / 16;
+                let rest = (0..groups)
+                    .filter(|g| (done >> g) & 1 == 0)
+                    .map(|g| chunk.start + 16 * g..chunk.start + 16 * g + 16)
+                    .chain(std::iter::once(chunk.start + 16 * groups..chunk.end))
+                    .filter(|r| !r.is_empty());
+                for part in rest {
+                    // First every element's level (no chain from one element to the next),
+                    // then the cells: all known, the common case, in a tight loop.
+                    let found = &mut found[..part.len()];
+                    let mut all_known = true;
+                    for (f, e) in found.iter_mut().zip(part.clone()) {
+                        let level = PairMemo::level(levels, level_count, x[e].to_bits());
+                        *f = level.map_or(NO_LEVEL, |l| l as u32);
+                        all_known &= level.is_some_and(|l| row.cells[l].state < PENDING);
+                    }
+                    if all_known {
+                        let fan =
+                            fanout.get(part.start.min(fanout.len())..part.end.min(fanout.len()));
+                        let words = z.as_deref_mut().map(|z| &mut z[part.clone()]);
+                        let (s, o) =
+                            row.known(found, &mut y[part.clone()], words, fan.unwrap_or_default());
+                        spikes += s;
+                        synops += o;
                         continue;
                     }
-                    let index = if state == UNKNOWN {
-                        todo_x.push(x[e]);
-                        todo_x2.push(b);
-                        todo_level.push(level);
-                        let index = todo_x.len() as u32 - 1;
-                        if let Some(l) = level {
-                            row.cells[l].state = PENDING + index;
+                    for (&f, e) in found.iter().zip(part) {
+                        let level = (f != NO_LEVEL).then_some(f as usize);
+                        let state = level.map_or(UNKNOWN, |l| row.cells[l].state);
+                        if state < PENDING {
+                            let l = level.unwrap_or_default();
+                            y[e] = row.cells[l].y;
+                            if let Some(z) = z.as_deref_mut() {
+                                z[e] = row.words[l];
+                            }
+                            spikes += state as u64;
+                            synops += state as u64 * fanout.get(e).copied().unwrap_or(0) as u64;
+                            continue;
                         }
-                        index
-                    } else {
-                        state - PENDING
-                    };
-                    waiting.push((e, index));
+                        let index = if state == UNKNOWN {
+                            todo_x.push(x[e]);
+                            todo_x2.push(b);
+                            todo_level.push(level);
+                            let index = todo_x.len() as u32 - 1;
+                            if let Some(l) = level {
+                                row.cells[l].state = PENDING + index;
+                            }
+                            index
+                        } else {
+                            state - PENDING
+                        };
+                        waiting.push((e, index));
+                    }
                 }
             }
         };
@@ -294,11 +501,16 @@ impl UnitKernel {
         for (i, (&b, level)) in todo_x2.iter().zip(todo_level).enumerate() {
             if let Some(l) = level {
                 let row = PairMemo::row(&mut memo.rows, b);
+                let count = words[i].count_ones();
                 row.cells[l] = Cell {
                     y: ys[i],
-                    state: words[i].count_ones(),
+                    state: count,
                 };
                 row.words[l] = words[i];
+                if l < tree::MAX_ENTRIES {
+                    row.outputs[l] = ys[i];
+                    row.counts[l] = count as u8;
+                }
             }
         }
         (spikes, synops)
@@ -417,6 +629,95 @@ mod tests {
                     synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
                 }
                 assert_eq!(counts, (spikes, synops), "{form}");
+            }
+        }
+    }
+
+    /// Few enough levels for the register search ([`LevelTree`]): runs of 196 and 49 and per
+    /// element, a fanout that ends inside a group, ±0 side by side (equal as floats, apart by
+    /// bits), and in the third pass known levels in new pairs and a new level; every pass
+    /// against the definition. Then the first run, all remembered, must be settled in
+    /// registers.
+    #[test]
+    fn register_search_gives_the_definition_bit_for_bit() {
+        let mut state = 5u64;
+        let mut rand = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        let u = random_unit(40, &mut rand);
+        let kernel = UnitKernel::new(u.clone());
+        let mut levels: Vec<f32> = (0..200).map(|_| rand() * 5.0).collect();
+        levels.extend([0.0, -0.0]);
+        let gates: Vec<f32> = (0..6).map(|_| rand()).collect();
+        let fresh: Vec<f32> = (0..16).map(|_| rand() * 5.0).collect();
+        for run in [196, 49] {
+            let mut x: Vec<f32> = (0..gates.len() * run)
+                .map(|i| levels[(i * 7919) % 200])
+                .collect();
+            // ±0 only after the first run.
+            for (k, e) in (run..x.len()).step_by(37).enumerate() {
+                x[e] = levels[200 + k % 2];
+            }
+            // Uneven runs: the last is twice as long.
+            let each: Vec<f32> = (0..x.len())
+                .map(|e| gates[(e * 7 / x.len()).min(5)])
+                .collect();
+            let fanout: Vec<u32> = (0..x.len() as u32 - 37).map(|i| i % 9).collect();
+            let runs = SecondInput::Runs {
+                values: &gates,
+                run,
+            };
+            for x2 in [runs, SecondInput::Each(&each)] {
+                let mut memo = PairMemo::new();
+                for pass in 0..3 {
+                    let mut x = x.clone();
+                    if pass == 2 {
+                        // Known levels with new gates (cells not yet known), and new levels
+                        // (between known ones, and past them).
+                        x.reverse();
+                        for (k, e) in (run..x.len()).step_by(23).enumerate() {
+                            x[e] = fresh[k % fresh.len()];
+                        }
+                        x[run + 20] = 7.5;
+                    }
+                    let mut y = vec![0.0; x.len()];
+                    let counts = kernel.eval_counted_memo(&x, x2, &mut y, None, &fanout, &mut memo);
+                    let (mut spikes, mut synops) = (0u64, 0u64);
+                    for e in 0..x.len() {
+                        let b = match x2 {
+                            SecondInput::Each(v) => v[e],
+                            SecondInput::Runs { values, run } => values[e / run],
+                        };
+                        let (word, out) = u.eval(x[e], b);
+                        assert_eq!(y[e].to_bits(), out.to_bits(), "element {e}, pass {pass}");
+                        spikes += word.count_ones() as u64;
+                        synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
+                    }
+                    assert_eq!(counts, (spikes, synops), "run {run}, pass {pass}");
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vbmi")
+                {
+                    memo.refresh_tree();
+                    let tree = memo.tree.as_ref().expect("at most 256 levels: a tree");
+                    // The first run's whole groups: pairs all remembered.
+                    let (b, first_run) = match x2 {
+                        SecondInput::Each(v) => {
+                            (v[0], v.iter().take_while(|&&g| g == v[0]).count())
+                        }
+                        SecondInput::Runs { values, run } => (values[0], run),
+                    };
+                    let n = first_run / 16 * 16;
+                    let row = &memo.rows[&b.to_bits()];
+                    let mut y = vec![0.0; n];
+                    // SAFETY: AVX-512F and VBMI were detected.
+                    let done = unsafe { tree.settle(row, &x[..n], &mut y, &fanout, &mut (0, 0)) };
+                    assert_eq!(done, (1 << (n / 16)) - 1, "run {run}");
+                }
             }
         }
     }

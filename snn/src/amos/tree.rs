@@ -135,15 +135,14 @@ impl Table {
         }
         let mut table = Table {
             entries: Box::new([0.0; MAX_ENTRIES]),
-            vectors: entries.len().div_ceil(16).next_power_of_two(),
+            vectors: vectors_for(entries.len()),
         };
         table.entries[..entries.len()].copy_from_slice(entries);
         Some(table)
     }
 
     /// `entries[j]` for each lane's `j` (below the table's vectors·16; zero past the entries
-    /// given): one permutation picks within each pair of vectors by bits 0–4 of `j`, then
-    /// blends by bits 5, 6 and 7 pick the pair. Bits move unchanged.
+    /// given): [`lookup`].
     ///
     /// # Safety
     /// The CPU has AVX-512F.
@@ -151,28 +150,80 @@ impl Table {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(super) unsafe fn lookup(&self, j: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512 {
-        use std::arch::x86_64::*;
-        // SAFETY: each load reads 16 floats of a slice 16 long.
-        let at = |i: usize| unsafe { _mm512_loadu_ps(self.entries[16 * i..16 * i + 16].as_ptr()) };
-        let pair = |i: usize| _mm512_permutex2var_ps(at(2 * i), j, at(2 * i + 1));
-        let bit = |b: i32| _mm512_test_epi32_mask(j, _mm512_set1_epi32(1 << b));
-        let quad = |i: usize, upper| _mm512_mask_blend_ps(upper, pair(2 * i), pair(2 * i + 1));
-        match self.vectors {
-            1 => _mm512_permutexvar_ps(j, at(0)),
-            2 => pair(0),
-            4 => quad(0, bit(5)),
-            8 => {
-                let b5 = bit(5);
-                _mm512_mask_blend_ps(bit(6), quad(0, b5), quad(1, b5))
-            }
-            _ => {
-                let (b5, b6) = (bit(5), bit(6));
-                let low = _mm512_mask_blend_ps(b6, quad(0, b5), quad(1, b5));
-                let high = _mm512_mask_blend_ps(b6, quad(2, b5), quad(3, b5));
-                _mm512_mask_blend_ps(bit(7), low, high)
-            }
+        // SAFETY: as the caller's.
+        unsafe { lookup(&self.entries, self.vectors, j) }
+    }
+}
+
+/// Vectors of 16 that hold `n` entries for [`lookup`]: 1, 2, 4, 8 or 16.
+pub(super) fn vectors_for(n: usize) -> usize {
+    n.div_ceil(16).next_power_of_two()
+}
+
+/// `entries[j]` for each lane's `j < 16·vectors` (`vectors` 1, 2, 4, 8 or 16): one
+/// permutation picks within each pair of vectors by bits 0–4 of `j`, then blends by bits 5, 6
+/// and 7 pick the pair. Bits move unchanged.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn lookup(
+    entries: &[f32; MAX_ENTRIES],
+    vectors: usize,
+    j: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: each load reads 16 floats of a slice 16 long.
+    let at = |i: usize| unsafe { _mm512_loadu_ps(entries[16 * i..16 * i + 16].as_ptr()) };
+    let pair = |i: usize| _mm512_permutex2var_ps(at(2 * i), j, at(2 * i + 1));
+    let bit = |b: i32| _mm512_test_epi32_mask(j, _mm512_set1_epi32(1 << b));
+    let quad = |i: usize, upper| _mm512_mask_blend_ps(upper, pair(2 * i), pair(2 * i + 1));
+    match vectors {
+        1 => _mm512_permutexvar_ps(j, at(0)),
+        2 => pair(0),
+        4 => quad(0, bit(5)),
+        8 => {
+            let b5 = bit(5);
+            _mm512_mask_blend_ps(bit(6), quad(0, b5), quad(1, b5))
+        }
+        _ => {
+            let (b5, b6) = (bit(5), bit(6));
+            let low = _mm512_mask_blend_ps(b6, quad(0, b5), quad(1, b5));
+            let high = _mm512_mask_blend_ps(b6, quad(2, b5), quad(3, b5));
+            _mm512_mask_blend_ps(bit(7), low, high)
         }
     }
+}
+
+/// `bytes[j]` (zero-extended) for each lane's `j < 256` by VBMI's byte permutation: bits 0–6
+/// of `j` pick among 128 bytes, bit 7 between the two halves (read only where
+/// `upper_half`: `j < 128` in every lane otherwise), and the other bytes of each lane are
+/// dropped.
+///
+/// # Safety
+/// The CPU has AVX-512F and VBMI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vbmi")]
+#[inline]
+pub(super) unsafe fn lookup_bytes(
+    bytes: &[u8; MAX_ENTRIES],
+    upper_half: bool,
+    j: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    // SAFETY: each load reads 64 bytes of a slice 64 long.
+    let at = |i: usize| unsafe { _mm512_loadu_si512(bytes[64 * i..64 * i + 64].as_ptr().cast()) };
+    let picked = _mm512_permutex2var_epi8(at(0), j, at(1));
+    let picked = if upper_half {
+        let upper = _mm512_permutex2var_epi8(at(2), j, at(3));
+        let in_upper = _mm512_test_epi32_mask(j, _mm512_set1_epi32(128));
+        _mm512_mask_blend_epi32(in_upper, picked, upper)
+    } else {
+        picked
+    };
+    _mm512_and_si512(picked, _mm512_set1_epi32(0xFF))
 }
 
 #[cfg(test)]
@@ -283,5 +334,37 @@ mod tests {
             }
         }
         assert!(Table::new(&[0.0; 257]).is_none());
+    }
+
+    #[test]
+    fn byte_lookup_reads_each_byte() {
+        let bytes: [u8; MAX_ENTRIES] = std::array::from_fn(|i| (i * 37 % 251) as u8);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+        {
+            use std::arch::x86_64::*;
+            for (start, upper_half) in [
+                (0, false),
+                (112, false),
+                (0, true),
+                (120, true),
+                (240, true),
+            ] {
+                let len = if upper_half { 256 } else { 128 };
+                let j: [u32; 16] = std::array::from_fn(|i| ((start + 3 * i) % len) as u32);
+                // SAFETY: AVX-512F and VBMI were detected.
+                let got: [u32; 16] = unsafe {
+                    std::mem::transmute(lookup_bytes(
+                        &bytes,
+                        upper_half,
+                        _mm512_loadu_si512(j.as_ptr().cast()),
+                    ))
+                };
+                for (&j, &b) in j.iter().zip(&got) {
+                    assert_eq!(b, bytes[j as usize] as u32, "byte {j}");
+                }
+            }
+        }
     }
 }
