@@ -12,6 +12,12 @@
 //! are a swish unit's few hundred decoded levels and its gates a sigmoid unit's few dozen, so
 //! the rows are short, dense and recur across channels. Only pairs new to their row are
 //! evaluated, together, by the vectorised kernel.
+//!
+//! With AVX-512 (and VBMI), once there are at most 256 levels, they are also kept sorted as a
+//! [`super::tree`] search, and each row's first 256 results as register tables: 16 elements
+//! find their levels and results by register permutations, with no hash probe or gather; any
+//! group with a level not in the tree (new, or ±0 beside each other) or a result not yet
+//! known goes the scalar way.
 
 use std::collections::HashMap;
 
