@@ -219,7 +219,9 @@ impl Plan {
 /// never fuses a multiply and an add, so every build gives the same bits.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) -> bool {
-    let mut zero = false;
+    // Per lane, whether some sum there was ±0 (lanes past a partial tile's width included:
+    // a false alarm only costs the caller a look at the outputs).
+    let mut zero = [false; LANES];
     // Every read below ends at or before `reach`: one check instead of one per tap and tile.
     let reach = plan
         .groups
@@ -233,10 +235,12 @@ fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) 
     assert!(reach <= padded.len() && wk.len() >= plan.offsets.len());
     for group in &plan.groups {
         let mut acc = [[bias; LANES]; TILES];
+        // The tiles' starts in registers, not read from the plan at every tap.
+        let starts: [usize; TILES] = std::array::from_fn(|i| group[i].start);
         for (&offset, &wv) in plan.offsets.iter().zip(wk) {
-            for (a, tile) in acc.iter_mut().zip(group) {
+            for (a, &start) in acc.iter_mut().zip(&starts) {
                 // SAFETY: start + offset + LANES ≤ reach ≤ padded.len() (asserted above).
-                let src = unsafe { padded.get_unchecked(tile.start + offset..) };
+                let src = unsafe { padded.get_unchecked(start + offset..) };
                 for (l, a) in a.iter_mut().enumerate() {
                     // SAFETY: as above, l < LANES.
                     *a += wv * unsafe { *src.get_unchecked(l) };
@@ -252,10 +256,12 @@ fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) 
                     *o = v;
                 }
             }
-            zero |= a[..tile.width].iter().fold(false, |z, &v| z | (v == 0.0));
+            for (z, &v) in zero.iter_mut().zip(a) {
+                *z |= v == 0.0;
+            }
         }
     }
-    zero
+    zero.contains(&true)
 }
 
 /// One output element by the definition: the bias, then `w·x` over the taps inside the
