@@ -327,8 +327,8 @@ fn eval_by(
     search(t, lookup, unit, x, y, z, fanout)
 }
 
-/// Elements per block of [`tree_avx512`]: four vectors.
-const TREE_BLOCK: usize = 64;
+/// Elements per block of [`tree_avx512`]: eight vectors (eight walks side by side).
+const TREE_BLOCK: usize = 128;
 
 /// The intervals of whole blocks of inputs by the [`Tree`] walk in AVX-512 registers (a
 /// permutation of one to eight registers per level instead of a gather), then their outputs

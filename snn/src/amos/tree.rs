@@ -81,41 +81,46 @@ impl Tree {
         x: &[std::arch::x86_64::__m512; V],
     ) -> [std::arch::x86_64::__m512i; V] {
         use std::arch::x86_64::*;
-        let one = _mm512_set1_epi32(1);
         let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
-        let mut node = [_mm512_setzero_si512(); V];
-        for (level, &start) in LEVEL_START[..self.levels as usize].iter().enumerate() {
+        // The walk keeps the node's first position p = n·2·half rather than n: the step is
+        // then one masked add of `half` (n = p >> (levels − l) for the table read), where
+        // 2n + 1 compiles to three operations.
+        let mut position = [_mm512_setzero_si512(); V];
+        let levels = self.levels as usize;
+        for (level, &start) in LEVEL_START[..levels].iter().enumerate() {
             let at = &self.bounds[start..];
             // Whole vectors inside the bounds: level l has 2^l ≤ 128 from `start`, padded.
             // SAFETY: each load reads 16 floats of a slice 16 long.
             let table = |i: usize| unsafe { _mm512_loadu_ps(at[16 * i..16 * i + 16].as_ptr()) };
-            for (n, &xv) in node.iter_mut().zip(x) {
+            let half = _mm512_set1_epi32(1 << (levels - level - 1));
+            let shift = _mm_cvtsi32_si128((levels - level) as i32);
+            for (p, &xv) in position.iter_mut().zip(x) {
+                let n = _mm512_srl_epi32(*p, shift);
                 let bound = match level {
                     0 => _mm512_set1_ps(at[0]),
-                    1..=4 => _mm512_permutexvar_ps(*n, table(0)),
-                    5 => _mm512_permutex2var_ps(table(0), *n, table(1)),
+                    1..=4 => _mm512_permutexvar_ps(n, table(0)),
+                    5 => _mm512_permutex2var_ps(table(0), n, table(1)),
                     6 => {
-                        let low = _mm512_permutex2var_ps(table(0), *n, table(1));
-                        let high = _mm512_permutex2var_ps(table(2), *n, table(3));
-                        _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit5), low, high)
+                        let low = _mm512_permutex2var_ps(table(0), n, table(1));
+                        let high = _mm512_permutex2var_ps(table(2), n, table(3));
+                        _mm512_mask_blend_ps(_mm512_test_epi32_mask(n, bit5), low, high)
                     }
                     _ => {
                         let q: [__m512; 4] = std::array::from_fn(|i| {
-                            _mm512_permutex2var_ps(table(2 * i), *n, table(2 * i + 1))
+                            _mm512_permutex2var_ps(table(2 * i), n, table(2 * i + 1))
                         });
-                        let upper = _mm512_test_epi32_mask(*n, bit5);
+                        let upper = _mm512_test_epi32_mask(n, bit5);
                         let low = _mm512_mask_blend_ps(upper, q[0], q[1]);
                         let high = _mm512_mask_blend_ps(upper, q[2], q[3]);
-                        _mm512_mask_blend_ps(_mm512_test_epi32_mask(*n, bit6), low, high)
+                        _mm512_mask_blend_ps(_mm512_test_epi32_mask(n, bit6), low, high)
                     }
                 };
                 // `bound ≤ x` (false for NaN, as the scalar comparison): node 2n + 1.
                 let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(bound, xv);
-                let twice = _mm512_add_epi32(*n, *n);
-                *n = _mm512_mask_add_epi32(twice, le, twice, one);
+                *p = _mm512_mask_add_epi32(*p, le, *p, half);
             }
         }
-        node
+        position
     }
 }
 
