@@ -19,7 +19,7 @@
 //! group with a level not in the tree (new, or ±0 beside each other) or a result not yet
 //! known goes the scalar way.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::tree::{self, Table, Tree};
 use super::unit::UnitKernel;
@@ -42,7 +42,8 @@ pub struct PairMemo {
     /// First-input bits → level, open addressed; `level == NO_LEVEL`: empty.
     levels: Box<[LevelSlot]>,
     level_count: usize,
-    rows: HashMap<u32, Row>,
+    /// Keyed by the second input's bits (a fast hash: one lookup per run).
+    rows: FxHashMap<u32, Row>,
     /// The levels as a sorted table searched in registers, when the CPU has AVX-512 and
     /// there are at most 256, and `level_count` when it was built.
     tree: Option<LevelTree>,
@@ -247,7 +248,7 @@ impl PairMemo {
             ]
             .into_boxed_slice(),
             level_count: 0,
-            rows: HashMap::new(),
+            rows: FxHashMap::default(),
             tree: None,
             tree_levels: 0,
         }
@@ -303,7 +304,7 @@ impl PairMemo {
     }
 
     /// The row of second input `b`, all unknown if new.
-    fn row(rows: &mut HashMap<u32, Row>, b: f32) -> &mut Row {
+    fn row(rows: &mut FxHashMap<u32, Row>, b: f32) -> &mut Row {
         if rows.len() >= Self::MAX_ROWS && !rows.contains_key(&b.to_bits()) {
             rows.clear();
         }
