@@ -51,13 +51,14 @@ pub struct PairMemo {
 }
 
 /// The remembered first inputs in ascending order, with their levels: an input's candidate
-/// is the last value at or below it ([`Tree::walk`]), and its level is that value's where the
-/// bits are equal. Inputs not found (new, NaN, or −0 beside +0, which compare equal) go the
-/// scalar way.
+/// is the last value at or below it, and its level is that value's where the bits are equal
+/// ([`Tree::walk_matching`]). Inputs not found (new, NaN, or −0 where +0 is a level: they
+/// compare equal, so −0 is left out) go the scalar way.
 struct LevelTree {
     tree: Tree,
-    /// The values (by bits) and their levels (as bits), ascending by value.
-    values: Table,
+    /// The least value (the tree's bounds are the others).
+    least: f32,
+    /// The levels (as bits), ascending by value.
     levels: Table,
     count: usize,
 }
@@ -70,17 +71,19 @@ impl LevelTree {
             .map(|s| (f32::from_bits(s.bits), s.level))
             .filter(|(v, _)| !v.is_nan())
             .collect();
+        if found.iter().any(|(v, _)| v.to_bits() == 0) {
+            found.retain(|(v, _)| v.to_bits() != (-0.0f32).to_bits());
+        }
         if found.is_empty() || found.len() > tree::MAX_ENTRIES {
             return None;
         }
         found.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut bounds: Vec<f32> = found[1..].iter().map(|&(v, _)| v).collect();
         bounds.resize(found.len().next_power_of_two(), f32::INFINITY);
-        let values: Vec<f32> = found.iter().map(|&(v, _)| v).collect();
         let levels: Vec<f32> = found.iter().map(|&(_, l)| f32::from_bits(l)).collect();
         Some(LevelTree {
             tree: Tree::new(&bounds)?,
-            values: Table::new(&values)?,
+            least: found[0].0,
             levels: Table::new(&levels)?,
             count: found.len(),
         })
@@ -142,6 +145,7 @@ impl LevelTree {
     ) {
         use std::arch::x86_64::*;
         let count = _mm512_set1_epi32(self.count as i32);
+        let least = _mm512_castps_si512(_mm512_set1_ps(self.least));
         let not_known = _mm512_set1_epi32(NOT_KNOWN as i32);
         // The levels of the tree are below its count.
         let (vectors, upper_half) = (tree::vectors_for(self.count), self.count > 128);
@@ -151,15 +155,16 @@ impl LevelTree {
             let xv: [__m512; V] = std::array::from_fn(|v| {
                 _mm512_loadu_ps(x[16 * (first + v)..16 * (first + v) + 16].as_ptr())
             });
-            let node = self.tree.walk(&xv);
-            for (v, (&j, &xv)) in node.iter().zip(&xv).enumerate() {
+            let (node, matched) = self.tree.walk_matching::<V, true>(&xv);
+            for (v, ((&j, &matched), &xv)) in node.iter().zip(&matched).zip(&xv).enumerate() {
                 let start = 16 * (first + v);
                 let fan = fanout.get(start..start + 16);
                 if fan.is_none() && start < fanout.len() {
                     continue;
                 }
-                let candidate = _mm512_castps_si512(self.values.lookup(j));
-                let found = _mm512_cmpeq_epi32_mask(candidate, _mm512_castps_si512(xv))
+                // The input is the value at j: a bound it matched on the way (j > 0), or the
+                // least value (j = 0); past the count, a padding bound.
+                let found = (matched | _mm512_cmpeq_epi32_mask(_mm512_castps_si512(xv), least))
                     & _mm512_cmplt_epu32_mask(j, count);
                 if found != 0xFFFF {
                     continue;

@@ -80,7 +80,29 @@ impl Tree {
         &self,
         x: &[std::arch::x86_64::__m512; V],
     ) -> [std::arch::x86_64::__m512i; V] {
+        // SAFETY: as the caller's.
+        unsafe { self.walk_matching::<V, false>(x).0 }
+    }
+
+    /// [`Tree::walk`] that also tells, per lane, whether some bound compared on the way has
+    /// the input's very bits. For distinct ascending bounds, none NaN and not both zeros, that
+    /// is whether the input *is* the last bound at or below it, `bounds[position − 1]`: that
+    /// bound is on every search's path, and a later, greater one cannot equal it.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn walk_matching<const V: usize, const MATCH: bool>(
+        &self,
+        x: &[std::arch::x86_64::__m512; V],
+    ) -> (
+        [std::arch::x86_64::__m512i; V],
+        [std::arch::x86_64::__mmask16; V],
+    ) {
         use std::arch::x86_64::*;
+        let mut matched = [0; V];
         let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
         // The walk keeps the node's first position p = n·2·half rather than n: the step is
         // then one masked add of `half` (n = p >> (levels − l) for the table read), where
@@ -94,7 +116,7 @@ impl Tree {
             let table = |i: usize| unsafe { _mm512_loadu_ps(at[16 * i..16 * i + 16].as_ptr()) };
             let half = _mm512_set1_epi32(1 << (levels - level - 1));
             let shift = _mm_cvtsi32_si128((levels - level) as i32);
-            for (p, &xv) in position.iter_mut().zip(x) {
+            for ((p, &xv), m) in position.iter_mut().zip(x).zip(&mut matched) {
                 let n = _mm512_srl_epi32(*p, shift);
                 let bound = match level {
                     0 => _mm512_set1_ps(at[0]),
@@ -118,9 +140,13 @@ impl Tree {
                 // `bound ≤ x` (false for NaN, as the scalar comparison): node 2n + 1.
                 let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(bound, xv);
                 *p = _mm512_mask_add_epi32(*p, le, *p, half);
+                if MATCH {
+                    let (b, x) = (_mm512_castps_si512(bound), _mm512_castps_si512(xv));
+                    *m |= _mm512_cmpeq_epi32_mask(b, x);
+                }
             }
         }
-        position
+        (position, matched)
     }
 }
 
@@ -310,6 +336,43 @@ mod tests {
             }
         }
         assert!(Tree::new(&[0.0; 3]).is_none() && Tree::new(&[0.0; 512]).is_none());
+    }
+
+    /// Distinct bounds (one of them +0, none −0): an input matches exactly when it has the
+    /// bits of the last bound at or below it.
+    #[test]
+    fn walk_matches_the_bound_it_lands_on() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            use std::arch::x86_64::*;
+            for levels in 0..=MAX_LEVELS {
+                let size = 1usize << levels;
+                let mut bounds: Vec<f32> = (0..size).map(|i| i as f32 * 0.5 - 7.0).collect();
+                bounds[size - 1] = f32::INFINITY;
+                let mut xs: Vec<f32> = bounds
+                    .iter()
+                    .flat_map(|&b| [b, b.next_down(), b.next_up()])
+                    .collect();
+                xs.extend([-0.0, f32::NEG_INFINITY, f32::NAN, -1e30, 1e30]);
+                let tree = Tree::new(&bounds).expect("a power of two up to 256");
+                for chunk in xs.chunks(16) {
+                    let mut lanes = [f32::NAN; 16];
+                    lanes[..chunk.len()].copy_from_slice(chunk);
+                    // SAFETY: AVX-512F was detected.
+                    let (position, matched) = unsafe {
+                        let x = [_mm512_loadu_ps(lanes.as_ptr())];
+                        let (p, m) = tree.walk_matching::<1, true>(&x);
+                        (std::mem::transmute::<__m512i, [u32; 16]>(p[0]), m[0])
+                    };
+                    for (i, (&x, &n)) in lanes.iter().zip(&position).enumerate() {
+                        let n = n as usize;
+                        assert_eq!(n, count_below(&bounds, x), "{size} bounds, {x:e}");
+                        let expect = n > 0 && bounds[n - 1].to_bits() == x.to_bits();
+                        assert_eq!((matched >> i) & 1 == 1, expect, "{size} bounds, {x:e}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
