@@ -21,7 +21,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::tree::{self, Table, Tree};
+use super::tree::{self, Tree};
 use super::unit::UnitKernel;
 
 /// The second input of a two-input unit over the first input's elements.
@@ -48,6 +48,8 @@ pub struct PairMemo {
     /// there are at most 256, and `level_count` when it was built.
     tree: Option<LevelTree>,
     tree_levels: usize,
+    /// Trees built so far: each row's register tables say for which they are laid out.
+    trees_built: u64,
 }
 
 /// The remembered first inputs in ascending order, with their levels: an input's candidate
@@ -58,13 +60,20 @@ struct LevelTree {
     tree: Tree,
     /// The least value (the tree's bounds are the others).
     least: f32,
-    /// The levels (as bits), ascending by value.
-    levels: Table,
+    /// The level at each position (ascending by value), and the position of each level
+    /// ([`NO_POSITION`] for a level left out).
+    levels: Vec<u32>,
+    positions: Box<[u16; PairMemo::MAX_LEVELS]>,
     count: usize,
+    /// Which tree this is ([`PairMemo::trees_built`]), for the rows' register tables.
+    id: u64,
 }
 
+/// A level not in the [`LevelTree`].
+const NO_POSITION: u16 = u16::MAX;
+
 impl LevelTree {
-    fn new(slots: &[LevelSlot]) -> Option<LevelTree> {
+    fn new(slots: &[LevelSlot], id: u64) -> Option<LevelTree> {
         let mut found: Vec<(f32, u32)> = slots
             .iter()
             .filter(|s| s.level != NO_LEVEL)
@@ -80,13 +89,37 @@ impl LevelTree {
         found.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut bounds: Vec<f32> = found[1..].iter().map(|&(v, _)| v).collect();
         bounds.resize(found.len().next_power_of_two(), f32::INFINITY);
-        let levels: Vec<f32> = found.iter().map(|&(_, l)| f32::from_bits(l)).collect();
+        let levels: Vec<u32> = found.iter().map(|&(_, l)| l).collect();
+        let mut positions = Box::new([NO_POSITION; PairMemo::MAX_LEVELS]);
+        for (position, &level) in levels.iter().enumerate() {
+            positions[level as usize] = position as u16;
+        }
         Some(LevelTree {
             tree: Tree::new(&bounds)?,
             least: found[0].0,
-            levels: Table::new(&levels)?,
+            levels,
+            positions,
             count: found.len(),
+            id,
         })
+    }
+
+    /// Lays out `row`'s register tables by this tree's positions, if they are not yet.
+    fn lay_out(&self, row: &mut Row) {
+        if row.laid_out_for == self.id {
+            return;
+        }
+        row.outputs.fill(0.0);
+        row.counts.fill(NOT_KNOWN);
+        for (position, &level) in self.levels.iter().enumerate() {
+            let cell = row.cells[level as usize];
+            if cell.state < PENDING {
+                row.outputs[position] = cell.y;
+                // At most MAX_NEURONS (64) spikes.
+                row.counts[position] = cell.state as u8;
+            }
+        }
+        row.laid_out_for = self.id;
     }
 
     /// The elements of `x` (in groups of 16) whose levels this tree finds and whose cells in
@@ -98,7 +131,7 @@ impl LevelTree {
     #[target_feature(enable = "avx512f,avx512vbmi")]
     unsafe fn settle(
         &self,
-        row: &Row,
+        row: &mut Row,
         x: &[f32],
         y: &mut [f32],
         fanout: &[u32],
@@ -106,6 +139,7 @@ impl LevelTree {
     ) -> u32 {
         use std::arch::x86_64::*;
         assert!(y.len() == x.len() && x.len() <= 32 * 16);
+        self.lay_out(row);
         let groups = x.len() / 16;
         let mut lanes = Lanes {
             spikes: _mm512_setzero_si512(),
@@ -147,7 +181,7 @@ impl LevelTree {
         let count = _mm512_set1_epi32(self.count as i32);
         let least = _mm512_castps_si512(_mm512_set1_ps(self.least));
         let not_known = _mm512_set1_epi32(NOT_KNOWN as i32);
-        // The levels of the tree are below its count.
+        // Positions are below the count.
         let (vectors, upper_half) = (tree::vectors_for(self.count), self.count > 128);
         // SAFETY: AVX-512F and VBMI are enabled; loads and stores read and write 16 elements
         // of a group of `x`, `y` and `fanout` inside them (`get`).
@@ -169,12 +203,11 @@ impl LevelTree {
                 if found != 0xFFFF {
                     continue;
                 }
-                let level = _mm512_castps_si512(self.levels.lookup(j));
-                let state = tree::lookup_bytes(&row.counts, upper_half, level);
+                let state = tree::lookup_bytes(&row.counts, upper_half, j);
                 if _mm512_cmpeq_epi32_mask(state, not_known) != 0 {
                     continue;
                 }
-                let out = tree::lookup(&row.outputs, vectors, level);
+                let out = tree::lookup(&row.outputs, vectors, j);
                 _mm512_storeu_ps(y[start..start + 16].as_mut_ptr(), out);
                 lanes.spikes = _mm512_add_epi32(lanes.spikes, state);
                 if let Some(fan) = fan {
@@ -213,10 +246,11 @@ const NO_LEVEL: u32 = u32::MAX;
 struct Row {
     cells: Box<[Cell]>,
     words: Box<[u64]>,
-    /// The first 256 levels' known outputs and spike counts ([`NOT_KNOWN`] where not yet),
-    /// for [`LevelTree::settle`].
+    /// Known outputs and spike counts ([`NOT_KNOWN`] where not yet) by position in the
+    /// [`LevelTree`] with id `laid_out_for` (0: none), for [`LevelTree::settle`].
     outputs: Box<[f32; tree::MAX_ENTRIES]>,
     counts: Box<[u8; tree::MAX_ENTRIES]>,
+    laid_out_for: u64,
 }
 
 /// A count byte of a cell not yet known (spike counts are at most 64).
@@ -256,6 +290,7 @@ impl PairMemo {
             rows: FxHashMap::default(),
             tree: None,
             tree_levels: 0,
+            trees_built: 0,
         }
     }
 
@@ -278,7 +313,8 @@ impl PairMemo {
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vbmi")
         {
-            self.tree = LevelTree::new(&self.levels);
+            self.trees_built += 1;
+            self.tree = LevelTree::new(&self.levels, self.trees_built);
         }
     }
 
@@ -325,6 +361,7 @@ impl PairMemo {
             words: vec![0; Self::MAX_LEVELS].into_boxed_slice(),
             outputs: Box::new([0.0; tree::MAX_ENTRIES]),
             counts: Box::new([NOT_KNOWN; tree::MAX_ENTRIES]),
+            laid_out_for: 0,
         })
     }
 }
@@ -519,9 +556,13 @@ impl UnitKernel {
                     state: count,
                 };
                 row.words[l] = words[i];
-                if l < tree::MAX_ENTRIES {
-                    row.outputs[l] = ys[i];
-                    row.counts[l] = count as u8;
+                // Into the register tables too, where laid out for the current tree.
+                if let Some(tree) = memo.tree.as_ref().filter(|t| t.id == row.laid_out_for) {
+                    let position = tree.positions[l];
+                    if position != NO_POSITION {
+                        row.outputs[position as usize] = ys[i];
+                        row.counts[position as usize] = count as u8;
+                    }
                 }
             }
         }
@@ -647,9 +688,8 @@ mod tests {
 
     /// Few enough levels for the register search ([`LevelTree`]): runs of 196 and 49 and per
     /// element, a fanout that ends inside a group, ±0 side by side (equal as floats, apart by
-    /// bits), and in the third pass known levels in new pairs and a new level; every pass
-    /// against the definition. Then the first run, all remembered, must be settled in
-    /// registers.
+    /// bits), known levels in new pairs, and new levels; every pass against the definition.
+    /// Then the first run, all remembered, must be settled in registers.
     #[test]
     fn register_search_gives_the_definition_bit_for_bit() {
         let mut state = 5u64;
@@ -684,12 +724,15 @@ mod tests {
             };
             for x2 in [runs, SecondInput::Each(&each)] {
                 let mut memo = PairMemo::new();
-                for pass in 0..3 {
+                for pass in 0..5 {
                     let mut x = x.clone();
-                    if pass == 2 {
-                        // Known levels with new gates (cells not yet known), and new levels
-                        // (between known ones, and past them).
+                    // Passes 2 and 3: known levels with new gates (cells not yet known, then
+                    // known in the register tables laid out before); pass 4 also new levels
+                    // (between known ones, and past them).
+                    if pass >= 2 {
                         x.reverse();
+                    }
+                    if pass == 4 {
                         for (k, e) in (run..x.len()).step_by(23).enumerate() {
                             x[e] = fresh[k % fresh.len()];
                         }
@@ -724,7 +767,10 @@ mod tests {
                         SecondInput::Runs { values, run } => (values[0], run),
                     };
                     let n = first_run / 16 * 16;
-                    let row = &memo.rows[&b.to_bits()];
+                    let row = memo
+                        .rows
+                        .get_mut(&b.to_bits())
+                        .expect("the first run's row");
                     let mut y = vec![0.0; n];
                     // SAFETY: AVX-512F and VBMI were detected.
                     let done = unsafe { tree.settle(row, &x[..n], &mut y, &fanout, &mut (0, 0)) };
