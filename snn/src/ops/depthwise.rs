@@ -141,7 +141,9 @@ fn pad_by_phase(g: &Geometry, plane: &[f32], padded: &mut [f32]) {
 
 /// [`pad_by_phase`]'s row for stride 2: input column x goes to padded column x + pl, at
 /// phase (x + pl) mod 2, index (x + pl) / 2. Pairs of columns split into the two phases in a
-/// loop that vectorises; columns past a phase's end are not read by any tap and are dropped.
+/// loop that vectorises (compiled for AVX2 too, chosen at run time); columns past a phase's
+/// end are not read by any tap and are dropped.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn deinterleave_pairs(src: &[f32], pl: usize, row: &mut [f32], phase_len: usize) {
     let (phase0, phase1) = row.split_at_mut(phase_len);
     // Even input columns land at phase pl mod 2 from index pl / 2, odd ones at the other
@@ -174,6 +176,8 @@ struct Plan {
     offsets: Vec<usize>,
     /// Tiles in row-major order, [`TILES`] at a time (the last group repeats its last tile).
     groups: Vec<[Tile; TILES]>,
+    /// One past the last padded value any tap of any tile reads.
+    reach: usize,
 }
 
 /// One tile: where it starts in the padded plane, and its output position and width.
@@ -192,7 +196,7 @@ impl Plan {
         let [oh, ow] = g.output;
         let phase_len = g.phase_len();
         let row_len = sw * phase_len;
-        let offsets = (0..kh)
+        let offsets: Vec<usize> = (0..kh)
             .flat_map(|ky| (0..kw).map(move |kx| (ky * dh, kx * dw)))
             .map(|(row, a)| row * row_len + (a % sw) * phase_len + a / sw)
             .collect();
@@ -209,7 +213,14 @@ impl Plan {
             .chunks(TILES)
             .map(|group| std::array::from_fn(|i| group[i.min(group.len() - 1)]))
             .collect();
-        Plan { offsets, groups }
+        let reach = tiles.iter().map(|t| t.start).max().unwrap_or(0)
+            + offsets.iter().max().copied().unwrap_or(0)
+            + LANES;
+        Plan {
+            offsets,
+            groups,
+            reach,
+        }
     }
 }
 
@@ -223,23 +234,14 @@ fn channel(plan: &Plan, padded: &[f32], wk: &[f32], bias: f32, out: &mut [f32]) 
     // a false alarm only costs the caller a look at the outputs).
     let mut zero = [false; LANES];
     // Every read below ends at or before `reach`: one check instead of one per tap and tile.
-    let reach = plan
-        .groups
-        .iter()
-        .flatten()
-        .map(|t| t.start)
-        .max()
-        .unwrap_or(0)
-        + plan.offsets.iter().max().copied().unwrap_or(0)
-        + LANES;
-    assert!(reach <= padded.len() && wk.len() >= plan.offsets.len());
+    assert!(plan.reach <= padded.len() && wk.len() >= plan.offsets.len());
     for group in &plan.groups {
         let mut acc = [[bias; LANES]; TILES];
         // The tiles' starts in registers, not read from the plan at every tap.
         let starts: [usize; TILES] = std::array::from_fn(|i| group[i].start);
         for (&offset, &wv) in plan.offsets.iter().zip(wk) {
             for (a, &start) in acc.iter_mut().zip(&starts) {
-                // SAFETY: start + offset + LANES ≤ reach ≤ padded.len() (asserted above).
+                // SAFETY: start + offset + LANES ≤ plan.reach ≤ padded.len() (asserted above).
                 let src = unsafe { padded.get_unchecked(start + offset..) };
                 for (l, a) in a.iter_mut().enumerate() {
                     // SAFETY: as above, l < LANES.
