@@ -691,8 +691,9 @@ fn partial_synops(counts: &[u32], fanout: &[u32]) -> u64 {
         .sum()
 }
 
-/// Elements per block of [`residual_avx512`]: four vectors.
-const AVX512_BLOCK: usize = 64;
+/// Elements per block of [`residual_avx512`]: eight vectors (eight dependency chains through
+/// the neurons side by side; more spill registers).
+const AVX512_BLOCK: usize = 128;
 
 /// [`residual_avx2`] for AVX-512: whether each neuron fires is a mask register, and the
 /// subtraction of its inhibition and the setting of its spike bit are masked operations
