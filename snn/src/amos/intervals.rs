@@ -355,11 +355,12 @@ unsafe fn tree_avx512(
     let (mut spikes, mut synops_tail) = (0u64, 0u64);
     // SAFETY: AVX-512F and VBMI are enabled; loads and stores stay inside a block of `x`,
     // `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below), or of the
-    // 256 spike counts; the words gather reads at `min(node, intervals − 1)`.
+    // 256 spike counts; the output and word gathers read at `min(node, intervals − 1)`.
     unsafe {
         let last = _mm512_set1_epi32(t.words.len() as i32 - 1);
-        // More than 128 intervals: counts in both halves of the byte table.
+        // More than 128 intervals: counts in both halves of the byte table, outputs gathered.
         let upper_half = t.words.len() > 128;
+        let gather_outputs = upper_half;
         let zero = _mm512_setzero_ps();
         let mut lane_spikes = _mm512_setzero_si512();
         let mut synops = _mm512_setzero_si512();
@@ -386,7 +387,13 @@ unsafe fn tree_avx512(
             let node = tree.tree.walk(&xv);
             for (v, &n) in node.iter().enumerate() {
                 let j = _mm512_min_epu32(n, last);
-                let out = tree.outputs.lookup(j);
+                // Sixteen vectors' permutations cost more than a gather, which also leaves the
+                // shuffle units to the walk (README, engine performance).
+                let out = if gather_outputs {
+                    _mm512_i32gather_ps::<4>(j, t.outputs.as_ptr())
+                } else {
+                    tree.outputs.lookup(j)
+                };
                 _mm512_storeu_ps(ys.as_mut_ptr().add(16 * v), out);
                 let counts = tree::lookup_bytes(&tree.spike_counts, upper_half, j);
                 lane_spikes = _mm512_add_epi32(lane_spikes, counts);
