@@ -12,6 +12,8 @@
 
 use super::tree::{self, Table, Tree};
 use super::unit::AmosUnit;
+#[cfg(target_arch = "x86_64")]
+use super::unit::synops_avx512;
 
 /// Most intervals a unit is tabulated with; a unit with more keeps the general kernel.
 const MAX_INTERVALS: usize = 1024;
@@ -332,8 +334,9 @@ const TREE_BLOCK: usize = 128;
 
 /// The intervals of whole blocks of inputs by the [`Tree`] walk in AVX-512 registers (a
 /// permutation of one to eight registers per level instead of a gather), then their outputs
-/// and spike counts by permutations too (VBMI's byte permutation for the counts), spike
-/// words by a gather, and the spikes and synaptic operations in vector lanes.
+/// by permutations too (by a gather past 128 intervals), spike counts by VBMI's byte
+/// permutation, spike words by a gather, and the spikes and synaptic operations in vector
+/// lanes.
 /// Only comparisons `bound ≤ x` and table reads, as [`Intervals::interval`], so the same
 /// results. A block with an input that is not finite, or that the fanout ends inside, goes
 /// to [`search`]. `x.len()` is a multiple of [`TREE_BLOCK`].
@@ -399,13 +402,7 @@ unsafe fn tree_avx512(
                 lane_spikes = _mm512_add_epi32(lane_spikes, counts);
                 if let Some(fan) = fan {
                     let f = _mm512_loadu_si512(fan.as_ptr().add(16 * v).cast());
-                    // Even lanes, then odd lanes, as 64-bit products.
-                    let even = _mm512_mul_epu32(counts, f);
-                    let odd = _mm512_mul_epu32(
-                        _mm512_srli_epi64::<32>(counts),
-                        _mm512_srli_epi64::<32>(f),
-                    );
-                    synops = _mm512_add_epi64(synops, _mm512_add_epi64(even, odd));
+                    synops = _mm512_add_epi64(synops, synops_avx512(counts, f));
                 }
                 if let Some(z) = z.as_deref_mut() {
                     let words = z.as_mut_ptr().add(first + 16 * v).cast::<__m512i>();

@@ -23,6 +23,8 @@ use rustc_hash::FxHashMap;
 
 use super::tree::{self, Tree};
 use super::unit::UnitKernel;
+#[cfg(target_arch = "x86_64")]
+use super::unit::synops_avx512;
 
 /// The second input of a two-input unit over the first input's elements.
 #[derive(Clone, Copy, Debug)]
@@ -212,13 +214,7 @@ impl LevelTree {
                 lanes.spikes = _mm512_add_epi32(lanes.spikes, state);
                 if let Some(fan) = fan {
                     let f = _mm512_loadu_si512(fan.as_ptr().cast());
-                    // Even lanes, then odd lanes, as 64-bit products.
-                    let even = _mm512_mul_epu32(state, f);
-                    let odd = _mm512_mul_epu32(
-                        _mm512_srli_epi64::<32>(state),
-                        _mm512_srli_epi64::<32>(f),
-                    );
-                    lanes.synops = _mm512_add_epi64(lanes.synops, _mm512_add_epi64(even, odd));
+                    lanes.synops = _mm512_add_epi64(lanes.synops, synops_avx512(state, f));
                 }
                 lanes.done |= 1 << (first + v);
             }

@@ -691,6 +691,24 @@ fn partial_synops(counts: &[u32], fanout: &[u32]) -> u64 {
         .sum()
 }
 
+/// `Σ counts·fanout` of 16 lanes of 32-bit counts and fanouts, as eight 64-bit sums (the
+/// even lanes' products plus the odd lanes'), so that no product wraps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn synops_avx512(
+    counts: std::arch::x86_64::__m512i,
+    fanout: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let even = _mm512_mul_epu32(counts, fanout);
+    let odd = _mm512_mul_epu32(
+        _mm512_srli_epi64::<32>(counts),
+        _mm512_srli_epi64::<32>(fanout),
+    );
+    _mm512_add_epi64(even, odd)
+}
+
 /// Elements per block of [`residual_avx512`]: eight vectors (eight dependency chains through
 /// the neurons side by side; more spill registers).
 const AVX512_BLOCK: usize = 128;
@@ -753,13 +771,7 @@ unsafe fn residual_avx512(
                 lane_spikes = _mm512_add_epi32(lane_spikes, counts[v]);
                 if let Some(fan) = fan {
                     let f = _mm512_loadu_si512(fan.as_ptr().add(16 * v).cast());
-                    // Even lanes, then odd lanes, as 64-bit products.
-                    let even = _mm512_mul_epu32(counts[v], f);
-                    let odd = _mm512_mul_epu32(
-                        _mm512_srli_epi64::<32>(counts[v]),
-                        _mm512_srli_epi64::<32>(f),
-                    );
-                    synops = _mm512_add_epi64(synops, _mm512_add_epi64(even, odd));
+                    synops = _mm512_add_epi64(synops, synops_avx512(counts[v], f));
                 }
                 if let Some(z) = z.as_deref_mut() {
                     let words = z.as_mut_ptr().add(first + 16 * v).cast::<__m512i>();
