@@ -413,8 +413,7 @@ unsafe fn tree_avx512(
                     _mm512_storeu_si512(words.add(1), _mm512_i32gather_epi64::<8>(high, table));
                 }
             }
-            // At most 64 spikes per element and block in a lane: flushed long before u32
-            // overflows.
+            // At most 8 · 64 spikes per lane and block: flushed long before u32 overflows.
             if b % (1 << 20) == (1 << 20) - 1 {
                 spikes += _mm512_reduce_add_epi32(lane_spikes) as u32 as u64;
                 lane_spikes = _mm512_setzero_si512();

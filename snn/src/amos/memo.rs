@@ -13,11 +13,11 @@
 //! the rows are short, dense and recur across channels. Only pairs new to their row are
 //! evaluated, together, by the vectorised kernel.
 //!
-//! With AVX-512 (and VBMI), once there are at most 256 levels, they are also kept sorted as a
-//! [`super::tree`] search, and each row's first 256 results as register tables: 16 elements
-//! find their levels and results by register permutations, with no hash probe or gather; any
-//! group with a level not in the tree (new, or ±0 beside each other) or a result not yet
-//! known goes the scalar way.
+//! With AVX-512 (and VBMI), once there are at most 256 levels, they are also kept sorted as
+//! a search in registers (the `tree` module), and each row's results by the levels' sorted
+//! positions as register tables: 16 elements find their levels and results by register
+//! permutations, with no hash probe or gather; a group with a level not in the tree (new,
+//! NaN, or −0 beside +0) or a result not yet known goes the scalar way.
 
 use rustc_hash::FxHashMap;
 
@@ -124,11 +124,12 @@ impl LevelTree {
         row.laid_out_for = self.id;
     }
 
-    /// The elements of `x` (in groups of 16) whose levels this tree finds and whose cells in
-    /// `cells` are all known: their outputs into `y`, their spikes and synaptic operations
+    /// The elements of `x` (in groups of 16) whose levels this tree finds and whose results
+    /// in `row` are all known: their outputs into `y`, their spikes and synaptic operations
     /// (`fanout` as in [`UnitKernel::eval_counted`]) added to `counts`. Returns a bit per
-    /// group, set where the group is done; the rest is left to the scalar way. Four groups
-    /// walk the tree side by side (the walk is a chain of dependent steps).
+    /// group, set where the group is done; the rest is left to the scalar way. Lays out the
+    /// row's register tables first if they are not for this tree. Four groups walk the tree
+    /// side by side (the walk is a chain of dependent steps).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vbmi")]
     unsafe fn settle(
@@ -255,7 +256,6 @@ const NOT_KNOWN: u8 = u8::MAX;
 /// A pair's output and `state`: its spike count when known, [`UNKNOWN`], or [`PENDING`] plus
 /// its index among the pairs being evaluated.
 #[derive(Clone, Copy)]
-#[repr(C)]
 struct Cell {
     y: f32,
     state: u32,

@@ -68,8 +68,8 @@ impl Tree {
         n
     }
 
-    /// [`Tree::position`] of `V` vectors of inputs at once (independent chains side by side).
-    /// A NaN input compares false throughout, as in the scalar walk.
+    /// The walk for `V` vectors of inputs at once (independent chains side by side): per lane,
+    /// the number of bounds `≤ x` but the last. A NaN input compares false throughout: 0.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
