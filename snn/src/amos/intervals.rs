@@ -307,8 +307,7 @@ fn eval_by(
     #[cfg(target_arch = "x86_64")]
     if lookup == Lookup::TreeAvx512
         && let Some(tree) = &t.tree
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vbmi")
+        && tree::available()
     {
         let whole = x.len() / TREE_BLOCK * TREE_BLOCK;
         let words = z.as_deref_mut().map(|z| &mut z[..whole]);
@@ -440,10 +439,7 @@ enum Lookup {
 
 impl Lookup {
     fn fastest() -> Lookup {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-        {
+        if tree::available() {
             return Lookup::TreeAvx512;
         }
         #[cfg(target_arch = "x86_64")]
@@ -660,9 +656,7 @@ mod tests {
             lookups.push(Lookup::GridAvx2);
         }
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-        {
+        if tree::available() {
             lookups.push(Lookup::TreeAvx512);
         }
         let (mut tabulated, mut gridded, mut treed, mut most) = (0, 0, 0, 0);

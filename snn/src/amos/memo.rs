@@ -305,10 +305,7 @@ impl PairMemo {
             return;
         }
         self.tree_levels = self.level_count;
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-        {
+        if tree::available() {
             self.trees_built += 1;
             self.tree = LevelTree::new(&self.levels, self.trees_built);
         }
@@ -750,9 +747,7 @@ mod tests {
                     assert_eq!(counts, (spikes, synops), "run {run}, pass {pass}");
                 }
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512vbmi")
-                {
+                if tree::available() {
                     memo.refresh_tree();
                     let tree = memo.tree.as_ref().expect("at most 256 levels: a tree");
                     // The first run's whole groups: pairs all remembered.

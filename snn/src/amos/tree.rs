@@ -20,6 +20,20 @@ pub(super) const MAX_ENTRIES: usize = 1 << MAX_LEVELS;
 /// each, then 32, 64 and 128 bounds.
 const LEVEL_START: [usize; MAX_LEVELS as usize] = [0, 16, 32, 48, 64, 80, 112, 176];
 
+/// Whether this CPU runs the register searches: AVX-512F for the walk and table reads, VBMI
+/// for the byte tables. Their callers' one test of the CPU.
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Bounds of all levels, each level padded to whole vectors.
 const TREE_LEN: usize = 304;
 
@@ -408,9 +422,7 @@ mod tests {
     fn byte_lookup_reads_each_byte() {
         let bytes: [u8; MAX_ENTRIES] = std::array::from_fn(|i| (i * 37 % 251) as u8);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-        {
+        if available() {
             use std::arch::x86_64::*;
             for (start, upper_half) in [
                 (0, false),
