@@ -4,6 +4,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::matmul::matmul;
 use super::{batch_and_len, batched, depthwise, make};
 use crate::tensor::Tensor;
 
@@ -223,47 +224,6 @@ fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, len: usize)
         0
     };
     (lo.min(out), hi.min(out).max(lo.min(out)))
-}
-
-/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major.
-pub(crate) fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    rhs: &[f32],
-    dst: &mut [f32],
-    par: Parallelism,
-) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    // SAFETY: the asserts above keep every access of the row-major operands in bounds;
-    // `dst` does not alias `lhs` or `rhs` (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
 }
 
 #[cfg(test)]

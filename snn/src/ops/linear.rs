@@ -2,7 +2,7 @@
 
 use gemm::Parallelism;
 
-use super::conv::matmul;
+use super::matmul::matmul;
 use super::{batch_and_len, make};
 use crate::tensor::Tensor;
 

@@ -1,0 +1,349 @@
+//! Matrix products of the convolutions and linear layers: `dst[m×n] += lhs[m×k] · rhs[k×n]`,
+//! row-major, by the `gemm` crate, or on CPUs with AVX-512F by a kernel of our own that does
+//! the very same floating-point operations in the same order, so the same bits.
+//!
+//! The `gemm` crate (its AVX2 + FMA kernels; see the README on why not its AVX-512 ones)
+//! computes every output as `dst + acc₁ + acc₂ + …`, added left to right, where `acc_b` is a
+//! chain of fused multiply-adds from zero over the b-th block of k, ascending, and the block
+//! length `kc` comes from its cache model ([`gemm_common::cache::kernel_params`]). Our kernel
+//! asks the same model for `kc` and keeps one such chain per output in a register: an
+//! output tile of 6 rows × 64 columns (24 of the 32 AVX-512 registers) over a block of k,
+//! reading the operands where they lie, with no packing. On Lite0's pointwise shapes it runs
+//! closer to the core's peak than the crate's AVX2 kernels (`--example gemm_shapes`).
+
+use gemm::Parallelism;
+
+/// The `gemm` crate's f32 micro-kernel on x86-64 with FMA: 16 rows (two AVX vectors) by 6
+/// columns, after it transposes our row-major product to its column-major one.
+const GEMM_MR: usize = 16;
+const GEMM_NR: usize = 6;
+
+/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major.
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    dst: &mut [f32],
+    par: Parallelism,
+) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(par, Parallelism::None) && Kernel::detect() == Kernel::Avx512 {
+        if let Some(kc) = tiled_block(m, n, k) {
+            // SAFETY: AVX-512F was detected; the assert above bounds the operands.
+            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, dst) };
+            return;
+        }
+    }
+    gemm_crate(m, n, k, lhs, rhs, dst, par);
+}
+
+/// [`matmul`] by the `gemm` crate.
+fn gemm_crate(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    dst: &mut [f32],
+    par: Parallelism,
+) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every access of the row-major operands in bounds;
+    // `dst` does not alias `lhs` or `rhs` (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// The k-block length the `gemm` crate sums in, where it takes its blocked path with the
+/// FMA micro-kernel for this product; `None` where it takes another (very small products,
+/// matrix-vector products, k ≤ 2), which stays with the crate.
+///
+/// The crate transposes our row-major product (its rows are our n columns, its columns our
+/// m rows). Products of at most 64 × 64 skip its cache model and sum in blocks of 512.
+fn tiled_block(m: usize, n: usize, k: usize) -> Option<usize> {
+    let (rows, cols) = (n, m);
+    if k <= 2 || rows <= 1 || cols <= 1 || rows * cols <= 16 * 16 {
+        return None;
+    }
+    let kc = if rows <= 64 && cols <= 64 {
+        k.min(512)
+    } else {
+        gemm_common::cache::kernel_params(rows, cols, k, GEMM_MR, GEMM_NR, size_of::<f32>()).kc
+    };
+    (kc > 0).then_some(kc)
+}
+
+/// Which code multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    /// The `gemm` crate.
+    Crate,
+}
+
+impl Kernel {
+    /// Ours where the CPU has AVX-512F and FMA (as every AVX-512 CPU does), where the crate
+    /// runs its FMA kernels; the crate everywhere else.
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            return Kernel::Avx512;
+        }
+        Kernel::Crate
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Rows of an output tile (the crate's "columns").
+    const ROWS: usize = 6;
+    /// Vectors of 16 columns in an output tile.
+    const VECTORS: usize = 4;
+    const COLUMNS: usize = 16 * VECTORS;
+
+    /// `dst += lhs · rhs` in blocks of `kc` along k, each block's products summed from zero
+    /// by fused multiply-adds in ascending k and then added to `dst`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `lhs`, `rhs` and `dst` hold at least `m·k`, `k·n` and `m·n`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        lhs: &[f32],
+        rhs: &[f32],
+        dst: &mut [f32],
+    ) {
+        assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && kc > 0);
+        let (lhs, rhs, dst) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr());
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = kc.min(k - k0);
+            let mut c0 = 0;
+            // A tile of columns at a time, over every row: its block of `rhs` stays in cache.
+            while c0 < n {
+                let cols = COLUMNS.min(n - c0);
+                let vectors = cols.div_ceil(16);
+                let last = match cols % 16 {
+                    0 => 0xFFFF,
+                    r => (1u16 << r) - 1,
+                };
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = ROWS.min(m - r0);
+                    // SAFETY: the tile's rows r0..r0 + rows < m, columns c0..c0 + cols ≤ n
+                    // (the last vector under `last`) and depths k0..k0 + depth ≤ k lie inside
+                    // the operands (assert above).
+                    unsafe {
+                        let t = Tile {
+                            depth,
+                            lhs: lhs.add(r0 * k + k0),
+                            lhs_stride: k,
+                            rhs: rhs.add(k0 * n + c0),
+                            rhs_stride: n,
+                            dst: dst.add(r0 * n + c0),
+                            dst_stride: n,
+                            last,
+                        };
+                        t.run(rows, vectors);
+                    }
+                    r0 += rows;
+                }
+                c0 += cols;
+            }
+            k0 += depth;
+        }
+    }
+
+    /// One output tile over one block of k.
+    struct Tile {
+        depth: usize,
+        lhs: *const f32,
+        lhs_stride: usize,
+        rhs: *const f32,
+        rhs_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        /// Lanes of the last vector inside the matrix.
+        last: u16,
+    }
+
+    impl Tile {
+        /// # Safety
+        /// The CPU has AVX-512F; the tile (`rows` ≤ [`ROWS`], `vectors` ≤ [`VECTORS`], the last
+        /// under `last`) lies inside the operands.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(&self, rows: usize, vectors: usize) {
+            // SAFETY: as the caller's.
+            unsafe {
+                match (rows, vectors) {
+                    (6, 4) => self.sum::<6, 4>(),
+                    (6, 3) => self.sum::<6, 3>(),
+                    (6, 2) => self.sum::<6, 2>(),
+                    (6, _) => self.sum::<6, 1>(),
+                    (5, 4) => self.sum::<5, 4>(),
+                    (5, 3) => self.sum::<5, 3>(),
+                    (5, 2) => self.sum::<5, 2>(),
+                    (5, _) => self.sum::<5, 1>(),
+                    (4, 4) => self.sum::<4, 4>(),
+                    (4, 3) => self.sum::<4, 3>(),
+                    (4, 2) => self.sum::<4, 2>(),
+                    (4, _) => self.sum::<4, 1>(),
+                    (3, 4) => self.sum::<3, 4>(),
+                    (3, 3) => self.sum::<3, 3>(),
+                    (3, 2) => self.sum::<3, 2>(),
+                    (3, _) => self.sum::<3, 1>(),
+                    (2, 4) => self.sum::<2, 4>(),
+                    (2, 3) => self.sum::<2, 3>(),
+                    (2, 2) => self.sum::<2, 2>(),
+                    (2, _) => self.sum::<2, 1>(),
+                    (_, 4) => self.sum::<1, 4>(),
+                    (_, 3) => self.sum::<1, 3>(),
+                    (_, 2) => self.sum::<1, 2>(),
+                    (_, _) => self.sum::<1, 1>(),
+                }
+            }
+        }
+
+        /// `R × V` vectors of chains `acc = fma(rhs, lhs, acc)` from zero, then `dst + acc`.
+        ///
+        /// # Safety
+        /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn sum<const R: usize, const V: usize>(&self) {
+            let mask = |v: usize| if v + 1 == V { self.last } else { 0xFFFF };
+            // SAFETY: as the caller's; masked lanes are neither read nor written.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); V]; R];
+                for d in 0..self.depth {
+                    let row = self.rhs.add(d * self.rhs_stride);
+                    let x: [__m512; V] =
+                        std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(v), row.add(16 * v)));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm512_set1_ps(*self.lhs.add(r * self.lhs_stride + d));
+                        for (acc, &x) in acc.iter_mut().zip(&x) {
+                            *acc = _mm512_fmadd_ps(x, w, *acc);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let out = self.dst.add(r * self.dst_stride);
+                    for (v, &acc) in acc.iter().enumerate() {
+                        let p = out.add(16 * v);
+                        let old = _mm512_maskz_loadu_ps(mask(v), p);
+                        _mm512_mask_storeu_ps(p, mask(v), _mm512_add_ps(old, acc));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our kernel against the `gemm` crate, bit for bit, on shapes with every edge (partial
+    /// tiles of rows and of columns, k in one block and in several) and values whose sums
+    /// depend on their order, signed zeros, infinities and NaN.
+    #[test]
+    fn avx512_kernel_gives_the_gemm_crates_bits() {
+        if Kernel::detect() != Kernel::Avx512 {
+            eprintln!("no AVX-512F: only the gemm crate runs here");
+            return;
+        }
+        let mut state = 11u64;
+        let mut rand = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let mut value = |special: bool| -> f32 {
+            let r = rand();
+            if special {
+                match r % 16 {
+                    0 => return 0.0,
+                    1 => return -0.0,
+                    2 if r % 64 == 2 => return f32::INFINITY,
+                    3 if r % 256 == 3 => return f32::NAN,
+                    _ => {}
+                }
+            }
+            // Magnitudes over 2^±12: sums that round differently in another order.
+            let exp = (r >> 8) % 24;
+            let mant = (rand() % (1 << 20)) as f32 / (1 << 20) as f32 + 1.0;
+            let v = mant * 2f32.powi(exp as i32 - 12);
+            if r & 1 == 1 { -v } else { v }
+        };
+        let shapes = [
+            (6, 64, 3),
+            (7, 65, 17),
+            (16, 49, 32),
+            (24, 196, 96),
+            (5, 60, 600),
+            (40, 784, 144),
+            (13, 100, 1153),
+            (2, 200, 700),
+            // Stays with the crate (its small-product path), for both.
+            (70, 3, 80),
+            (96, 300, 16),
+            (64, 64, 1300),
+            (33, 47, 520),
+        ];
+        for (case, &(m, n, k)) in shapes.iter().enumerate() {
+            assert_eq!(tiled_block(m, n, k).is_some(), n != 3, "m {m} n {n} k {k}");
+            let special = case % 2 == 1;
+            let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|_| value(special)).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| value(special)).collect();
+            let mut ours = start.clone();
+            let mut theirs = start.clone();
+            matmul(m, n, k, &lhs, &rhs, &mut ours, Parallelism::None);
+            gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
+            let same = ours
+                .iter()
+                .zip(&theirs)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+            assert!(same, "m {m} n {n} k {k}: not the gemm crate's bits");
+        }
+    }
+}
