@@ -1,9 +1,12 @@
-//! GFLOP/s of the `gemm` crate, one thread, on the 1×1 convolutions of EfficientNet-Lite0
-//! (one image: out channels × in channels times in channels × pixels), called as
-//! `ops::conv` calls it (row-major, accumulating into the output).
+//! GFLOP/s of the matrix products on the 1×1 convolutions of EfficientNet-Lite0, one thread
+//! (one image: out channels × in channels times in channels × pixels): our kernel
+//! ([`amos_snn::ops::matmul::matmul`], AVX-512 where the CPU has it) and the `gemm` crate's,
+//! called as `ops::conv` calls them (row-major, accumulating into the output).
 //!
 //!     cargo run --release -p amos-snn --example gemm_shapes
 
+use amos_snn::ops::matmul::{gemm_crate, matmul};
+use gemm::Parallelism;
 use std::time::Instant;
 
 /// (out channels m, in channels k, pixels n) of Lite0's pointwise convolutions at 224×224.
@@ -29,52 +32,41 @@ const SHAPES: [(usize, usize, usize); 19] = [
     (1280, 320, 49),
 ];
 
-/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, row-major, one thread.
-fn matmul(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
-    // SAFETY: the assert keeps every access in bounds; the three buffers are distinct.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
+type Product = fn(usize, usize, usize, &[f32], &[f32], &mut [f32], Parallelism);
+
+/// Seconds per product, after a warm-up, over about 0.2 G multiply-adds.
+fn time(product: Product, (m, k, n): (usize, usize, usize)) -> f64 {
+    let lhs: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let rhs: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut dst = vec![0.0f32; m * n];
+    let reps = (200_000_000 / (m * n * k)).max(3);
+    product(m, n, k, &lhs, &rhs, &mut dst, Parallelism::None);
+    let start = Instant::now();
+    for _ in 0..reps {
+        product(m, n, k, &lhs, &rhs, &mut dst, Parallelism::None);
     }
+    start.elapsed().as_secs_f64() / reps as f64
 }
 
 fn main() {
+    let (mut ours_total, mut crate_total) = (0.0, 0.0);
     for (m, k, n) in SHAPES {
-        let lhs: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-        let rhs: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-        let mut dst = vec![0.0f32; m * n];
-        // About 0.2 G multiply-adds per shape, after a warm-up.
-        let reps = (200_000_000 / (m * n * k)).max(3);
-        matmul(m, n, k, &lhs, &rhs, &mut dst);
-        let start = Instant::now();
-        for _ in 0..reps {
-            matmul(m, n, k, &lhs, &rhs, &mut dst);
-        }
-        let seconds = start.elapsed().as_secs_f64() / reps as f64;
-        let gflops = 2.0 * (m * n * k) as f64 / seconds / 1e9;
+        let ours = time(matmul, (m, k, n));
+        let theirs = time(gemm_crate, (m, k, n));
+        let gflops = |s: f64| 2.0 * (m * n * k) as f64 / s / 1e9;
         println!(
-            "m {m:5} k {k:5} n {n:6}: {:.3} ms  {gflops:.1} GFLOP/s",
-            seconds * 1e3
+            "m {m:5} k {k:5} n {n:6}: ours {:.3} ms {:6.1} GFLOP/s, gemm crate {:.3} ms {:6.1} GFLOP/s",
+            ours * 1e3,
+            gflops(ours),
+            theirs * 1e3,
+            gflops(theirs),
         );
+        ours_total += ours;
+        crate_total += theirs;
     }
+    println!(
+        "one of each shape: ours {:.2} ms, gemm crate {:.2} ms",
+        ours_total * 1e3,
+        crate_total * 1e3
+    );
 }

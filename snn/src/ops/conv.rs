@@ -4,7 +4,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::matmul::matmul;
+use super::matmul::matmul_bias;
 use super::{batch_and_len, batched, depthwise, make};
 use crate::tensor::Tensor;
 
@@ -99,16 +99,9 @@ impl Conv2d {
         let (n, in_len) = batch_and_len(x);
         let in_shape = [x.shape()[1], x.shape()[2], x.shape()[3]];
         let out_len: usize = out_shape.iter().product();
-        // Every output starts as its channel's bias (the GEMM adds to it; the depthwise
-        // kernel overwrites it): one pass, where zeroing and then filling took two.
-        let plane: usize = out_shape[1..].iter().product();
-        let mut out = Vec::with_capacity(n * out_len);
-        for _ in 0..n {
-            for &b in &self.bias {
-                out.extend(std::iter::repeat_n(b, plane));
-            }
-        }
-        out.resize(n * out_len, 0.0);
+        // Every kernel writes every output (starting from the channel's bias), so the zeros
+        // are never read: fresh pages the system zeroes, not a pass of ours.
+        let mut out = vec![0.0f32; n * out_len];
         // Enough images to keep every thread busy: one image per task, GEMMs single-threaded.
         // Fewer: let each GEMM use the threads.
         let par = if n >= threads || threads <= 1 {
@@ -130,8 +123,7 @@ impl Conv2d {
         make(batched(n, out_shape), out)
     }
 
-    /// Convolves one image into `dst` (`[C_out, OH, OW]`), which arrives holding each
-    /// channel's bias.
+    /// Convolves one image into `dst` (`[C_out, OH, OW]`), overwriting it.
     fn image(
         &self,
         x: &[f32],
@@ -163,7 +155,8 @@ impl Conv2d {
             };
             let lhs = &self.weight.data()[gi * og * k..(gi + 1) * og * k];
             let out = &mut dst[gi * og * plane..(gi + 1) * og * plane];
-            matmul(og, plane, k, lhs, rhs, out, par);
+            let bias = &self.bias[gi * og..(gi + 1) * og];
+            matmul_bias(og, plane, k, lhs, rhs, bias, out, par);
         }
     }
 

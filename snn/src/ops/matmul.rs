@@ -18,8 +18,9 @@ use gemm::Parallelism;
 const GEMM_MR: usize = 16;
 const GEMM_NR: usize = 6;
 
-/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major.
-pub(crate) fn matmul(
+/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major; `par` lets the `gemm` crate use threads
+/// (our kernel runs where it is [`Parallelism::None`]).
+pub fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -36,15 +37,45 @@ pub(crate) fn matmul(
     if matches!(par, Parallelism::None) && Kernel::detect() == Kernel::Avx512 {
         if let Some(kc) = tiled_block(m, n, k) {
             // SAFETY: AVX-512F was detected; the assert above bounds the operands.
-            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, dst) };
+            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, None, dst) };
             return;
         }
     }
     gemm_crate(m, n, k, lhs, rhs, dst, par);
 }
 
-/// [`matmul`] by the `gemm` crate.
-fn gemm_crate(
+/// `dst[m×n] = bias[m] + lhs[m×k] · rhs[k×n]`, all row-major, each row's bias broadcast along
+/// it: as [`matmul`] into a `dst` holding the biases, without writing them first.
+pub fn matmul_bias(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+    par: Parallelism,
+) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m);
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(par, Parallelism::None) && Kernel::detect() == Kernel::Avx512 {
+        if let Some(kc) = tiled_block(m, n, k) {
+            // SAFETY: AVX-512F was detected; the assert above bounds the operands.
+            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, Some(bias), dst) };
+            return;
+        }
+    }
+    for (row, &b) in dst.chunks_exact_mut(n).zip(bias).take(m) {
+        row.fill(b);
+    }
+    gemm_crate(m, n, k, lhs, rhs, dst, par);
+}
+
+/// [`matmul`] by the `gemm` crate, whatever the CPU (for comparisons).
+pub fn gemm_crate(
     m: usize,
     n: usize,
     k: usize,
@@ -137,11 +168,14 @@ mod avx512 {
     const COLUMNS: usize = 16 * VECTORS;
 
     /// `dst += lhs · rhs` in blocks of `kc` along k, each block's products summed from zero
-    /// by fused multiply-adds in ascending k and then added to `dst`.
+    /// by fused multiply-adds in ascending k and then added to `dst`; with `bias`, `dst` is
+    /// taken to hold each row's bias, which is read from `bias` instead.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `lhs`, `rhs` and `dst` hold at least `m·k`, `k·n` and `m·n`.
+    /// The CPU has AVX-512F; `lhs`, `rhs`, `dst` and `bias` hold at least `m·k`, `k·n`, `m·n`
+    /// and `m`.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn matmul(
         m: usize,
         n: usize,
@@ -149,10 +183,13 @@ mod avx512 {
         kc: usize,
         lhs: &[f32],
         rhs: &[f32],
+        bias: Option<&[f32]>,
         dst: &mut [f32],
     ) {
         assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && kc > 0);
+        assert!(bias.is_none_or(|b| b.len() >= m));
         let (lhs, rhs, dst) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr());
+        let bias = bias.map(|b| b.as_ptr());
         let mut k0 = 0;
         while k0 < k {
             let depth = kc.min(k - k0);
@@ -180,6 +217,7 @@ mod avx512 {
                             rhs_stride: n,
                             dst: dst.add(r0 * n + c0),
                             dst_stride: n,
+                            bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
                             last,
                         };
                         t.run(rows, vectors);
@@ -201,6 +239,8 @@ mod avx512 {
         rhs_stride: usize,
         dst: *mut f32,
         dst_stride: usize,
+        /// Where the tile's rows start from their biases rather than from `dst`.
+        bias: Option<*const f32>,
         /// Lanes of the last vector inside the matrix.
         last: u16,
     }
@@ -242,7 +282,8 @@ mod avx512 {
             }
         }
 
-        /// `R × V` vectors of chains `acc = fma(rhs, lhs, acc)` from zero, then `dst + acc`.
+        /// `R × V` vectors of chains `acc = fma(rhs, lhs, acc)` from zero, then `dst + acc` (or
+        /// `bias + acc`).
         ///
         /// # Safety
         /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
@@ -266,9 +307,10 @@ mod avx512 {
                 }
                 for (r, acc) in acc.iter().enumerate() {
                     let out = self.dst.add(r * self.dst_stride);
+                    let bias = self.bias.map(|b| _mm512_set1_ps(*b.add(r)));
                     for (v, &acc) in acc.iter().enumerate() {
                         let p = out.add(16 * v);
-                        let old = _mm512_maskz_loadu_ps(mask(v), p);
+                        let old = bias.unwrap_or_else(|| _mm512_maskz_loadu_ps(mask(v), p));
                         _mm512_mask_storeu_ps(p, mask(v), _mm512_add_ps(old, acc));
                     }
                 }
@@ -283,7 +325,8 @@ mod tests {
 
     /// Our kernel against the `gemm` crate, bit for bit, on shapes with every edge (partial
     /// tiles of rows and of columns, k in one block and in several) and values whose sums
-    /// depend on their order, signed zeros, infinities and NaN.
+    /// depend on their order, signed zeros, infinities and NaN; accumulating into `dst` and
+    /// starting from biases.
     #[test]
     fn avx512_kernel_gives_the_gemm_crates_bits() {
         if Kernel::detect() != Kernel::Avx512 {
@@ -335,15 +378,22 @@ mod tests {
             let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
             let rhs: Vec<f32> = (0..k * n).map(|_| value(special)).collect();
             let start: Vec<f32> = (0..m * n).map(|_| value(special)).collect();
+            let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
+            let same = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+            };
             let mut ours = start.clone();
             let mut theirs = start.clone();
             matmul(m, n, k, &lhs, &rhs, &mut ours, Parallelism::None);
             gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
-            let same = ours
-                .iter()
-                .zip(&theirs)
-                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
-            assert!(same, "m {m} n {n} k {k}: not the gemm crate's bits");
+            assert!(same(&ours, &theirs), "m {m} n {n} k {k}: not the gemm crate's bits");
+            // From the biases: as the crate into rows filled with them (`ours` starts dirty).
+            let mut theirs: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
+            gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
+            matmul_bias(m, n, k, &lhs, &rhs, &bias, &mut ours, Parallelism::None);
+            assert!(same(&ours, &theirs), "m {m} n {n} k {k}: with biases, not the crate's bits");
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod binary;
 pub mod conv;
 mod depthwise;
 pub mod linear;
-mod matmul;
+pub mod matmul;
 pub mod pool;
 pub mod shape;
 pub mod softmax;
