@@ -30,22 +30,15 @@ pub fn matmul(
     par: Parallelism,
 ) {
     assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 || k == 0 || ours(m, n, k, lhs, rhs, None, dst, par) {
         return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if matches!(par, Parallelism::None) && Kernel::detect() == Kernel::Avx512 {
-        if let Some(kc) = tiled_block(m, n, k) {
-            // SAFETY: AVX-512F was detected; the assert above bounds the operands.
-            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, None, dst) };
-            return;
-        }
     }
     gemm_crate(m, n, k, lhs, rhs, dst, par);
 }
 
 /// `dst[m×n] = bias[m] + lhs[m×k] · rhs[k×n]`, all row-major, each row's bias broadcast along
 /// it: as [`matmul`] into a `dst` holding the biases, without writing them first.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_bias(
     m: usize,
     n: usize,
@@ -57,21 +50,39 @@ pub fn matmul_bias(
     par: Parallelism,
 ) {
     assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m);
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || ours(m, n, k, lhs, rhs, Some(bias), dst, par) {
         return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if matches!(par, Parallelism::None) && Kernel::detect() == Kernel::Avx512 {
-        if let Some(kc) = tiled_block(m, n, k) {
-            // SAFETY: AVX-512F was detected; the assert above bounds the operands.
-            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, Some(bias), dst) };
-            return;
-        }
     }
     for (row, &b) in dst.chunks_exact_mut(n).zip(bias).take(m) {
         row.fill(b);
     }
     gemm_crate(m, n, k, lhs, rhs, dst, par);
+}
+
+/// The product by our kernel, where it runs (see [`Kernel::detect`] and [`tiled_block`]);
+/// whether it did.
+#[allow(clippy::too_many_arguments)]
+fn ours(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    par: Parallelism,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(par, Parallelism::None)
+        && Kernel::detect() == Kernel::Avx512
+        && let Some(kc) = tiled_block(m, n, k)
+    {
+        // SAFETY: AVX-512F was detected; the kernel asserts the operands' lengths.
+        unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, bias, dst) };
+        return true;
+    }
+    let _ = (m, n, k, lhs, rhs, bias, dst, par);
+    false
 }
 
 /// [`matmul`] by the `gemm` crate, whatever the CPU (for comparisons).
