@@ -70,6 +70,7 @@ impl Builder {
             dilation: [1, 1],
             pads: [pad; 4],
             groups,
+            prepared: Default::default(),
         });
         self.node(op, vec![x])
     }

@@ -753,6 +753,7 @@ fn read_op(op: &pb::Op, node: &str, load: &dyn Fn(&str, &str) -> Result<Tensor>)
                 dilation: array(&c.dilation, &f("dilation"))?,
                 pads: array(&c.pads, &f("pads"))?,
                 groups: dim(c.groups, &f("groups"))?,
+                prepared: Default::default(),
             })
         }
         Kind::Linear(l) => {

@@ -45,6 +45,8 @@ pub fn fold_channel_affine_into_conv(graph: &mut Graph) {
             for (co, b) in conv.bias.iter_mut().enumerate() {
                 *b = *b * affine.scale[co] + affine.shift[co];
             }
+            // New weights: whatever the kernels derived from the old ones is stale.
+            conv.prepared = Default::default();
         }
         graph.nodes[i].op = Op::Identity;
     }

@@ -96,6 +96,7 @@ fn sample_model() -> ConvertedModel {
             dilation: [1, 1],
             pads: [1, 1, 1, 1],
             groups: 1,
+            prepared: Default::default(),
         }),
         vec![x],
     );
@@ -109,6 +110,7 @@ fn sample_model() -> ConvertedModel {
             dilation: [1, 1],
             pads: [1, 1, 1, 1],
             groups: 4,
+            prepared: Default::default(),
         }),
         vec![relu],
     );
@@ -747,6 +749,7 @@ fn tiny_model() -> ConvertedModel {
                 dilation: [1, 1],
                 pads: [0; 4],
                 groups: 1,
+                prepared: Default::default(),
             }),
             vec![0],
             "c",

@@ -254,6 +254,7 @@ fn near_ties_go_to_the_fewest_bytes() {
         dilation: [1, 1],
         pads: [0; 4],
         groups: 1,
+        prepared: Default::default(),
     });
     let c = g.add_node("conv", conv, vec![g.input], "c").unwrap();
     let p = g.add_node("gap", Op::GlobalAvgPool, vec![c], "p").unwrap();

@@ -20,6 +20,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32)
         dilation: [1, 1],
         pads: [pad; 4],
         groups: 1,
+        prepared: Default::default(),
     }
 }
 

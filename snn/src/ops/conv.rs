@@ -4,9 +4,10 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::matmul::matmul_bias;
+use super::matmul::{self, WeightsByInput, matmul_bias, matmul_bias_by_channels};
 use super::{batch_and_len, batched, depthwise, make};
 use crate::tensor::Tensor;
+use std::sync::{Arc, OnceLock};
 
 /// Work fused into a convolution ([`Conv2d::eval_fused`]): called with an image's index in
 /// the batch and its freshly computed `[C_out, OH, OW]` output, which it rewrites in place.
@@ -24,6 +25,23 @@ pub struct Conv2d {
     /// Zero padding: top, left, bottom, right.
     pub pads: [usize; 4],
     pub groups: usize,
+    /// What the kernels derive from the weights on first use; not part of the layer's value.
+    /// `Default::default()` when building a layer, and again after changing `weight`.
+    pub prepared: Prepared,
+}
+
+/// Data a convolution's kernels derive from its weights once, on first use: the weights laid
+/// out by input for small planes ([`matmul::prefers_channels`]). A cache, not part of the
+/// layer's value: any two compare equal, and it is never written to a model file.
+#[derive(Clone, Debug, Default)]
+pub struct Prepared {
+    by_input: OnceLock<Arc<WeightsByInput>>,
+}
+
+impl PartialEq for Prepared {
+    fn eq(&self, _: &Prepared) -> bool {
+        true
+    }
 }
 
 impl Conv2d {
@@ -156,7 +174,16 @@ impl Conv2d {
             let lhs = &self.weight.data()[gi * og * k..(gi + 1) * og * k];
             let out = &mut dst[gi * og * plane..(gi + 1) * og * plane];
             let bias = &self.bias[gi * og..(gi + 1) * og];
-            matmul_bias(og, plane, k, lhs, rhs, bias, out, par);
+            if g == 1 && matches!(par, Parallelism::None) && matmul::prefers_channels(og, plane, k)
+            {
+                let by_input = self
+                    .prepared
+                    .by_input
+                    .get_or_init(|| Arc::new(WeightsByInput::new(lhs, og, k)));
+                matmul_bias_by_channels(og, plane, k, lhs, by_input, rhs, bias, out);
+            } else {
+                matmul_bias(og, plane, k, lhs, rhs, bias, out, par);
+            }
         }
     }
 
@@ -314,6 +341,7 @@ mod tests {
                 dilation: [d, d],
                 pads,
                 groups: c,
+                prepared: Default::default(),
             };
             let x = Tensor::new(
                 vec![2, c, h, w],

@@ -85,6 +85,82 @@ fn ours(
     false
 }
 
+/// A weight matrix `[m × k]` laid out by input (`[k × m]`, each row padded with zeros to
+/// whole tiles of [`by_channels::CHANNELS`]) for products with few columns, which
+/// [`matmul_bias_by_channels`] vectorises along the output channels instead of along the
+/// columns (a 7×7 plane is 49 columns: four vectors of 16 with 15 lanes idle).
+#[derive(Clone, Debug, Default)]
+pub struct WeightsByInput {
+    data: Vec<f32>,
+    rows: usize,
+    depth: usize,
+    /// `rows` rounded up to whole tiles.
+    stride: usize,
+}
+
+impl WeightsByInput {
+    /// `lhs` (`[rows × depth]`, row-major) transposed and padded.
+    pub fn new(lhs: &[f32], rows: usize, depth: usize) -> WeightsByInput {
+        let stride = rows.div_ceil(by_channels::CHANNELS) * by_channels::CHANNELS;
+        let mut data = vec![0.0f32; stride * depth];
+        for (r, row) in lhs.chunks_exact(depth.max(1)).take(rows).enumerate() {
+            for (d, &w) in row.iter().enumerate() {
+                data[d * stride + r] = w;
+            }
+        }
+        WeightsByInput {
+            data,
+            rows,
+            depth,
+            stride,
+        }
+    }
+}
+
+/// Whether [`matmul_bias_by_channels`] runs a product of `m × k` by `k × n` on this CPU and
+/// leaves fewer lanes idle than [`matmul_bias`]: few columns (a small plane) that fill
+/// vectors of 16 badly, enough depth that writing the tiles across is paid for.
+pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
+    let idle_columns = n as f64 / (16 * n.div_ceil(16)) as f64;
+    let (tile_rows, tile_columns) = (by_channels::CHANNELS, by_channels::COLUMNS);
+    let idle_channels = (m as f64 / (tile_rows * m.div_ceil(tile_rows)) as f64)
+        * (n as f64 / (tile_columns * n.div_ceil(tile_columns)) as f64);
+    Kernel::detect() == Kernel::Avx512
+        && tiled_block(m, n, k).is_some()
+        && k >= 64
+        && idle_channels > idle_columns + 0.1
+}
+
+/// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input:
+/// each output is the same chain of fused multiply-adds in the same blocks, so the same
+/// bits. Runs [`matmul_bias`] where [`prefers_channels`] does not hold.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bias_by_channels(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    by_input: &WeightsByInput,
+    rhs: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m);
+    assert!(
+        by_input.rows == m && by_input.depth == k,
+        "weights laid out for another product"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if prefers_channels(m, n, k)
+        && let Some(kc) = tiled_block(m, n, k)
+    {
+        // SAFETY: `prefers_channels` checked AVX-512F; lengths asserted above.
+        unsafe { by_channels::matmul(m, n, k, kc, by_input, rhs, bias, dst) };
+        return;
+    }
+    matmul_bias(m, n, k, lhs, rhs, bias, dst, Parallelism::None);
+}
+
 /// [`matmul`] by the `gemm` crate, whatever the CPU (for comparisons).
 pub fn gemm_crate(
     m: usize,
@@ -330,6 +406,95 @@ mod avx512 {
     }
 }
 
+/// The kernel vectorised along the output channels ([`matmul_bias_by_channels`]).
+mod by_channels {
+    /// Output channels of a tile: three vectors.
+    pub(super) const CHANNELS: usize = 48;
+    /// Columns of a tile: a 7×7 plane is seven tiles, 14×14 twenty-eight.
+    pub(super) const COLUMNS: usize = 7;
+
+    /// `dst = bias + lhs · rhs` with `lhs` laid out by input: per tile of 48 channels × 7
+    /// columns, 21 vectors of chains `acc = fma(w, x, acc)` from zero over each block of
+    /// `kc`, added to the running result after each block, which is then written across.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `rhs`, `dst` and `bias` hold at least `k·n`, `m·n` and `m`, and
+    /// `w` is laid out for `m × k`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        w: &super::WeightsByInput,
+        rhs: &[f32],
+        bias: &[f32],
+        dst: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        const V: usize = CHANNELS / 16;
+        const P: usize = COLUMNS;
+        assert!(rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m && n > 0);
+        assert!(w.rows == m && w.depth == k && w.data.len() >= w.stride * k && kc > 0);
+        // SAFETY: loads of `w` stay in its padded rows (c0 + 48 ≤ stride); of `rhs` at column
+        // min(p, n − 1) of rows < k; of `bias` under the mask of channels < m; stores only at
+        // channels < m and columns < n.
+        unsafe {
+            for c0 in (0..m).step_by(CHANNELS) {
+                let lanes = |v: usize| -> __mmask16 {
+                    let left = m.saturating_sub(c0 + 16 * v).min(16);
+                    ((1u32 << left) - 1) as __mmask16
+                };
+                let b: [__m512; V] = std::array::from_fn(|v| {
+                    _mm512_maskz_loadu_ps(lanes(v), bias.as_ptr().add(c0 + 16 * v))
+                });
+                for p0 in (0..n).step_by(P) {
+                    let column: [usize; P] = std::array::from_fn(|p| (p0 + p).min(n - 1));
+                    let mut out = [b; P];
+                    let mut k0 = 0;
+                    while k0 < k {
+                        let depth = kc.min(k - k0);
+                        let mut acc = [[_mm512_setzero_ps(); V]; P];
+                        for d in k0..k0 + depth {
+                            let row = w.data.as_ptr().add(d * w.stride + c0);
+                            let wv: [__m512; V] =
+                                std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
+                            let x = rhs.as_ptr().add(d * n);
+                            for (acc, &col) in acc.iter_mut().zip(&column) {
+                                let xb = _mm512_set1_ps(*x.add(col));
+                                for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                                    *acc = _mm512_fmadd_ps(wv, xb, *acc);
+                                }
+                            }
+                        }
+                        for (out, acc) in out.iter_mut().zip(&acc) {
+                            for (out, &acc) in out.iter_mut().zip(acc) {
+                                *out = _mm512_add_ps(*out, acc);
+                            }
+                        }
+                        k0 += depth;
+                    }
+                    let mut tile = [[0.0f32; CHANNELS]; P];
+                    for (t, out) in tile.iter_mut().zip(&out) {
+                        for (v, &o) in out.iter().enumerate() {
+                            _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), o);
+                        }
+                    }
+                    let columns = P.min(n - p0);
+                    for c in 0..CHANNELS.min(m - c0) {
+                        let row = dst.as_mut_ptr().add((c0 + c) * n + p0);
+                        for (p, t) in tile.iter().take(columns).enumerate() {
+                            *row.add(p) = t[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,7 +547,13 @@ mod tests {
             (96, 300, 16),
             (64, 64, 1300),
             (33, 47, 520),
+            // Small planes, vectorised along the channels: 7×7 with k in three blocks,
+            // channels and columns past whole tiles.
+            (100, 49, 1100),
+            (50, 33, 70),
+            (192, 49, 96),
         ];
+        let mut by_channels_chosen = false;
         for (case, &(m, n, k)) in shapes.iter().enumerate() {
             assert_eq!(tiled_block(m, n, k).is_some(), n != 3, "m {m} n {n} k {k}");
             let special = case % 2 == 1;
@@ -399,12 +570,37 @@ mod tests {
             let mut theirs = start.clone();
             matmul(m, n, k, &lhs, &rhs, &mut ours, Parallelism::None);
             gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
-            assert!(same(&ours, &theirs), "m {m} n {n} k {k}: not the gemm crate's bits");
+            assert!(
+                same(&ours, &theirs),
+                "m {m} n {n} k {k}: not the gemm crate's bits"
+            );
             // From the biases: as the crate into rows filled with them (`ours` starts dirty).
             let mut theirs: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
             gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
             matmul_bias(m, n, k, &lhs, &rhs, &bias, &mut ours, Parallelism::None);
-            assert!(same(&ours, &theirs), "m {m} n {n} k {k}: with biases, not the crate's bits");
+            assert!(
+                same(&ours, &theirs),
+                "m {m} n {n} k {k}: with biases, not the crate's bits"
+            );
+            // Vectorised along the channels: where it would run, and on every shape.
+            let by_input = WeightsByInput::new(&lhs, m, k);
+            ours.fill(f32::NAN);
+            matmul_bias_by_channels(m, n, k, &lhs, &by_input, &rhs, &bias, &mut ours);
+            assert!(
+                same(&ours, &theirs),
+                "m {m} n {n} k {k}: by channels, not the crate's bits"
+            );
+            by_channels_chosen |= prefers_channels(m, n, k);
+            if let Some(kc) = tiled_block(m, n, k) {
+                ours.fill(f32::NAN);
+                // SAFETY: AVX-512F was detected above; the operands have the product's sizes.
+                unsafe { by_channels::matmul(m, n, k, kc, &by_input, &rhs, &bias, &mut ours) };
+                assert!(
+                    same(&ours, &theirs),
+                    "m {m} n {n} k {k}: by channels, not the bits"
+                );
+            }
         }
+        assert!(by_channels_chosen);
     }
 }

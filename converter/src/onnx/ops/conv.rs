@@ -68,6 +68,7 @@ pub(crate) fn conv(cx: &NodeCx, graph: &mut Graph) -> Result<Val, ImportError> {
         dilation,
         pads,
         groups,
+        prepared: Default::default(),
     });
     add(cx, graph, op, vec![x])
 }
