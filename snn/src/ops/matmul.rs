@@ -18,8 +18,7 @@ use gemm::Parallelism;
 const GEMM_MR: usize = 16;
 const GEMM_NR: usize = 6;
 
-/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major; `par` lets the `gemm` crate use threads
-/// (our kernel runs where it is [`Parallelism::None`]).
+/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major, on the threads `par` allows.
 pub fn matmul(
     m: usize,
     n: usize,
@@ -73,12 +72,33 @@ fn ours(
     par: Parallelism,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if matches!(par, Parallelism::None)
-        && Kernel::detect() == Kernel::Avx512
+    if Kernel::detect() == Kernel::Avx512
         && let Some(kc) = tiled_block(m, n, k)
     {
-        // SAFETY: AVX-512F was detected; the kernel asserts the operands' lengths.
-        unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, bias, dst) };
+        let threads = match par {
+            Parallelism::None => 1,
+            Parallelism::Rayon(0) => rayon::current_num_threads(),
+            Parallelism::Rayon(t) => t,
+        };
+        // Bands of whole tiles of rows, one per thread: each output is the same chain
+        // whichever band computes it (`kc` is the whole product's).
+        let band = m.div_ceil(threads.max(1)).div_ceil(avx512::ROWS) * avx512::ROWS;
+        if threads <= 1 || band >= m {
+            // SAFETY: AVX-512F was detected; the kernel asserts the operands' lengths.
+            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, bias, dst) };
+            return true;
+        }
+        use rayon::prelude::*;
+        dst[..m * n]
+            .par_chunks_mut(band * n)
+            .zip(lhs[..m * k].par_chunks(band * k))
+            .enumerate()
+            .for_each(|(i, (dst, lhs))| {
+                let rows = dst.len() / n;
+                let bias = bias.map(|b| &b[i * band..i * band + rows]);
+                // SAFETY: as above, for the band's rows.
+                unsafe { avx512::matmul(rows, n, k, kc, lhs, rhs, bias, dst) };
+            });
         return true;
     }
     let _ = (m, n, k, lhs, rhs, bias, dst, par);
@@ -249,7 +269,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// Rows of an output tile (the crate's "columns").
-    const ROWS: usize = 6;
+    pub(super) const ROWS: usize = 6;
     /// Vectors of 16 columns in an output tile.
     const VECTORS: usize = 4;
     const COLUMNS: usize = 16 * VECTORS;
