@@ -33,7 +33,7 @@ pub struct Conv2d {
 /// Data a convolution's kernels derive from its weights once, on first use: the weights laid
 /// out by input for small planes ([`matmul::prefers_channels`]). A cache, not part of the
 /// layer's value: any two compare equal, and it is never written to a model file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Prepared {
     by_input: OnceLock<Arc<WeightsByInput>>,
 }
@@ -41,6 +41,15 @@ pub struct Prepared {
 impl PartialEq for Prepared {
     fn eq(&self, _: &Prepared) -> bool {
         true
+    }
+}
+
+/// Whether each is prepared, not the data (a copy of the weights).
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("by_input", &self.by_input.get().is_some())
+            .finish()
     }
 }
 
