@@ -117,6 +117,8 @@ impl Tree {
     ) {
         use std::arch::x86_64::*;
         let mut matched = [0; V];
+        // Per lane, whether the first step went up.
+        let mut first_step: [__mmask16; V] = [0; V];
         let (bit5, bit6) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
         // The walk keeps the node's first position p = n·2·half rather than n: the step is
         // then one masked add of `half` (n = p >> (levels − l) for the table read), where
@@ -130,11 +132,19 @@ impl Tree {
             let table = |i: usize| unsafe { _mm512_loadu_ps(at[16 * i..16 * i + 16].as_ptr()) };
             let half = _mm512_set1_epi32(1 << (levels - level - 1));
             let shift = _mm_cvtsi32_si128((levels - level) as i32);
-            for ((p, &xv), m) in position.iter_mut().zip(x).zip(&mut matched) {
+            for (((p, &xv), m), above) in position
+                .iter_mut()
+                .zip(x)
+                .zip(&mut matched)
+                .zip(&mut first_step)
+            {
                 let n = _mm512_srl_epi32(*p, shift);
                 let bound = match level {
                     0 => _mm512_set1_ps(at[0]),
-                    1..=4 => _mm512_permutexvar_ps(n, table(0)),
+                    // Node 0 or 1 is the first step's outcome: a blend, not a permutation
+                    // (the shuffle units are the walk's bottleneck).
+                    1 => _mm512_mask_blend_ps(*above, _mm512_set1_ps(at[0]), _mm512_set1_ps(at[1])),
+                    2..=4 => _mm512_permutexvar_ps(n, table(0)),
                     5 => _mm512_permutex2var_ps(table(0), n, table(1)),
                     6 => {
                         let low = _mm512_permutex2var_ps(table(0), n, table(1));
@@ -153,6 +163,9 @@ impl Tree {
                 };
                 // `bound ≤ x` (false for NaN, as the scalar comparison): node 2n + 1.
                 let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(bound, xv);
+                if level == 0 {
+                    *above = le;
+                }
                 *p = _mm512_mask_add_epi32(*p, le, *p, half);
                 if MATCH {
                     let (b, x) = (_mm512_castps_si512(bound), _mm512_castps_si512(xv));

@@ -360,31 +360,30 @@ mod avx512 {
         unsafe fn run(&self, rows: usize, vectors: usize) {
             // SAFETY: as the caller's.
             unsafe {
-                match (rows, vectors) {
-                    (6, 4) => self.sum::<6, 4>(),
-                    (6, 3) => self.sum::<6, 3>(),
-                    (6, 2) => self.sum::<6, 2>(),
-                    (6, _) => self.sum::<6, 1>(),
-                    (5, 4) => self.sum::<5, 4>(),
-                    (5, 3) => self.sum::<5, 3>(),
-                    (5, 2) => self.sum::<5, 2>(),
-                    (5, _) => self.sum::<5, 1>(),
-                    (4, 4) => self.sum::<4, 4>(),
-                    (4, 3) => self.sum::<4, 3>(),
-                    (4, 2) => self.sum::<4, 2>(),
-                    (4, _) => self.sum::<4, 1>(),
-                    (3, 4) => self.sum::<3, 4>(),
-                    (3, 3) => self.sum::<3, 3>(),
-                    (3, 2) => self.sum::<3, 2>(),
-                    (3, _) => self.sum::<3, 1>(),
-                    (2, 4) => self.sum::<2, 4>(),
-                    (2, 3) => self.sum::<2, 3>(),
-                    (2, 2) => self.sum::<2, 2>(),
-                    (2, _) => self.sum::<2, 1>(),
-                    (_, 4) => self.sum::<1, 4>(),
-                    (_, 3) => self.sum::<1, 3>(),
-                    (_, 2) => self.sum::<1, 2>(),
-                    (_, _) => self.sum::<1, 1>(),
+                match rows {
+                    6 => self.rows::<6>(vectors),
+                    5 => self.rows::<5>(vectors),
+                    4 => self.rows::<4>(vectors),
+                    3 => self.rows::<3>(vectors),
+                    2 => self.rows::<2>(vectors),
+                    _ => self.rows::<1>(vectors),
+                }
+            }
+        }
+
+        /// [`Tile::run`] for `R` rows.
+        ///
+        /// # Safety
+        /// As [`Tile::run`].
+        #[target_feature(enable = "avx512f")]
+        unsafe fn rows<const R: usize>(&self, vectors: usize) {
+            // SAFETY: as the caller's.
+            unsafe {
+                match vectors {
+                    4 => self.sum::<R, 4>(),
+                    3 => self.sum::<R, 3>(),
+                    2 => self.sum::<R, 2>(),
+                    _ => self.sum::<R, 1>(),
                 }
             }
         }
