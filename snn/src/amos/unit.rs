@@ -485,9 +485,13 @@ mod tests {
             ResidualPath::Avx2,
             ResidualPath::Portable,
         ];
+        // K past the decode table (12): AVX-512 sums the output itself, the others go the
+        // portable way.
         for unit in [
             closed_form::relu6(10, Rounding::Nearest),
             closed_form::identity(12, -3.3, 4.1, Rounding::Truncate),
+            closed_form::relu6(20, Rounding::Nearest),
+            closed_form::identity(32, -3.3, 4.1, Rounding::Nearest),
         ] {
             let kernel = UnitKernel::new(unit.clone());
             let Some(parts) = kernel.residual_parts() else {
@@ -735,8 +739,7 @@ unsafe fn residual_avx512(
     assert!(x.len().is_multiple_of(AVX512_BLOCK) && y.len() == x.len() && u.t.len() <= 32);
     assert!(u.h.len() >= u.t.len() && z.as_ref().is_none_or(|z| z.len() == x.len()));
     // SAFETY: AVX-512F and VPOPCNTDQ are enabled; every load and store is inside a block of
-    // `x`, `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below);
-    // gathers index the decode table under its mask.
+    // `x`, `y`, `z` or `fanout` whose bounds were checked (asserts above, `get` below).
     unsafe {
         let (c, o) = (_mm512_set1_ps(u.c), _mm512_set1_ps(u.o));
         let mut lane_spikes = _mm512_setzero_si512();

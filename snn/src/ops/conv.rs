@@ -126,8 +126,8 @@ impl Conv2d {
         let (n, in_len) = batch_and_len(x);
         let in_shape = [x.shape()[1], x.shape()[2], x.shape()[3]];
         let out_len: usize = out_shape.iter().product();
-        // Every kernel writes every output (starting from the channel's bias), so the zeros
-        // are never read: fresh pages the system zeroes, not a pass of ours.
+        // Every kernel writes every output (starting from the channel's bias): the zeros are
+        // never read.
         let mut out = vec![0.0f32; n * out_len];
         // Enough images to keep every thread busy: one image per task, GEMMs single-threaded.
         // Fewer: let each GEMM use the threads.
