@@ -138,17 +138,19 @@ impl WeightsByInput {
 }
 
 /// Whether [`matmul_bias_by_channels`] runs a product of `m × k` by `k × n` on this CPU and
-/// leaves fewer lanes idle than [`matmul_bias`]: few columns (a small plane) that fill
-/// vectors of 16 badly, enough depth that writing the tiles across is paid for.
+/// fills a tenth more of its vector lanes than [`matmul_bias`] would: few columns (a small
+/// plane) that fill vectors of 16 badly, and enough depth that writing the tiles across is
+/// paid for.
 pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
-    let idle_columns = n as f64 / (16 * n.div_ceil(16)) as f64;
+    // The share of vector lanes that hold outputs, either way.
+    let column_share = n as f64 / (16 * n.div_ceil(16)) as f64;
     let (tile_rows, tile_columns) = (by_channels::CHANNELS, by_channels::COLUMNS);
-    let idle_channels = (m as f64 / (tile_rows * m.div_ceil(tile_rows)) as f64)
+    let channel_share = (m as f64 / (tile_rows * m.div_ceil(tile_rows)) as f64)
         * (n as f64 / (tile_columns * n.div_ceil(tile_columns)) as f64);
     Kernel::detect() == Kernel::Avx512
         && tiled_block(m, n, k).is_some()
         && k >= 64
-        && idle_channels > idle_columns + 0.1
+        && channel_share > column_share + 0.1
 }
 
 /// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input:
