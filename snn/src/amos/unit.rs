@@ -586,10 +586,11 @@ struct Residual<'a> {
 }
 
 /// Which code runs a residual unit's whole blocks (the rest, and units with more than 32
-/// neurons or no decode table, always run [`residual_eval`]). Each gives the same bits.
+/// neurons, always run [`residual_eval`]; so does a unit without a decode table on AVX2).
+/// Each gives the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ResidualPath {
-    /// [`residual_avx512`]: 64 elements a block, spike decisions in mask registers.
+    /// [`residual_avx512`]: 128 elements a block, spike decisions in mask registers.
     Avx512,
     /// [`residual_avx2`].
     Avx2,

@@ -28,11 +28,10 @@ pub fn matmul(
     dst: &mut [f32],
     par: Parallelism,
 ) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
-    if m == 0 || n == 0 || k == 0 || ours(m, n, k, lhs, rhs, None, dst, par) {
-        return;
+    // Both check the operands' lengths.
+    if !ours(m, n, k, lhs, rhs, None, dst, par) {
+        gemm_crate(m, n, k, lhs, rhs, dst, par);
     }
-    gemm_crate(m, n, k, lhs, rhs, dst, par);
 }
 
 /// `dst[m×n] = bias[m] + lhs[m×k] · rhs[k×n]`, all row-major, each row's bias broadcast along
@@ -58,7 +57,7 @@ pub fn matmul_bias(
     gemm_crate(m, n, k, lhs, rhs, dst, par);
 }
 
-/// The product by our kernel, where it runs (see [`Kernel::detect`] and [`tiled_block`]);
+/// The product by our kernel, where it runs (see [`ours_available`] and [`tiled_block`]);
 /// whether it did.
 #[allow(clippy::too_many_arguments)]
 fn ours(
@@ -72,7 +71,7 @@ fn ours(
     par: Parallelism,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if Kernel::detect() == Kernel::Avx512
+    if ours_available()
         && let Some(kc) = tiled_block(m, n, k)
     {
         let threads = match par {
@@ -147,7 +146,7 @@ pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
     let (tile_rows, tile_columns) = (by_channels::CHANNELS, by_channels::COLUMNS);
     let channel_share = (m as f64 / (tile_rows * m.div_ceil(tile_rows)) as f64)
         * (n as f64 / (tile_columns * n.div_ceil(tile_columns)) as f64);
-    Kernel::detect() == Kernel::Avx512
+    ours_available()
         && tiled_block(m, n, k).is_some()
         && k >= 64
         && channel_share > column_share + 0.1
@@ -155,7 +154,8 @@ pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
 
 /// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input:
 /// each output is the same chain of fused multiply-adds in the same blocks, so the same
-/// bits. Runs [`matmul_bias`] where [`prefers_channels`] does not hold.
+/// bits. Whether that pays is the caller's question ([`prefers_channels`]); where our
+/// kernels do not run, this is [`matmul_bias`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bias_by_channels(
     m: usize,
@@ -173,10 +173,10 @@ pub fn matmul_bias_by_channels(
         "weights laid out for another product"
     );
     #[cfg(target_arch = "x86_64")]
-    if prefers_channels(m, n, k)
+    if ours_available()
         && let Some(kc) = tiled_block(m, n, k)
     {
-        // SAFETY: `prefers_channels` checked AVX-512F; lengths asserted above.
+        // SAFETY: AVX-512F was detected; lengths asserted above.
         unsafe { by_channels::matmul(m, n, k, kc, by_input, rhs, bias, dst) };
         return;
     }
@@ -243,26 +243,18 @@ fn tiled_block(m: usize, n: usize, k: usize) -> Option<usize> {
     (kc > 0).then_some(kc)
 }
 
-/// Which code multiplies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    Avx512,
-    /// The `gemm` crate.
-    Crate,
-}
-
-impl Kernel {
-    /// Ours where the CPU has AVX-512F and FMA (as every AVX-512 CPU does), where the crate
-    /// runs its FMA kernels; the crate everywhere else.
-    fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
+/// Whether our kernels run here: where the CPU has AVX-512F and FMA (as every AVX-512 CPU
+/// does), so that the crate would run its FMA kernels; the crate runs everywhere else.
+fn ours_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("avx2")
-        {
-            return Kernel::Avx512;
-        }
-        Kernel::Crate
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -526,7 +518,7 @@ mod tests {
     /// starting from biases.
     #[test]
     fn avx512_kernel_gives_the_gemm_crates_bits() {
-        if Kernel::detect() != Kernel::Avx512 {
+        if !ours_available() {
             eprintln!("no AVX-512F: only the gemm crate runs here");
             return;
         }
