@@ -219,8 +219,8 @@ impl Conv2d {
                         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                         line[..lo].fill(0.0);
                         line[hi.max(lo)..].fill(0.0);
-                        for (ox, v) in line.iter_mut().enumerate().take(hi).skip(lo) {
-                            *v = src[ox * sw + kx * dw - pl];
+                        if hi > lo {
+                            copy_strided(&mut line[lo..hi], &src[lo * sw + kx * dw - pl..], sw);
                         }
                     }
                 }
@@ -240,6 +240,30 @@ impl Conv2d {
             output: [oh, ow],
         };
         depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst);
+    }
+}
+
+/// `dst[i] = src[i·stride]` for every `i` of `dst`, in loops that vectorise for the strides
+/// of stems and downsampling layers (1 and 2; compiled for AVX2 too, chosen at run time).
+#[multiversion::multiversion(targets("x86_64+avx2"))]
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            // Pairs of `src` while whole pairs remain; the last element may have no partner.
+            let pairs = dst.len().min(src.len() / 2);
+            for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            if let Some(d) = dst.get_mut(pairs) {
+                *d = src[2 * pairs];
+            }
+        }
+        _ => {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *d = v;
+            }
+        }
     }
 }
 
@@ -376,6 +400,66 @@ mod tests {
                 got_bits, want_bits,
                 "case {c}x{m} {h}x{w} k{k} s{s} d{d} {pads:?}"
             );
+        }
+    }
+
+    /// Every receptive field laid out as the definition says, element by element: zero where
+    /// the tap falls in the padding, the input value elsewhere (strides 1 to 3, dilation,
+    /// uneven padding, taps that miss a whole row or column).
+    #[test]
+    fn im2col_places_every_tap_by_the_definition() {
+        // (c, h, w, kernel, stride, dilation, pads t l b r)
+        let cases = [
+            (3, 17, 19, 3, 2, 1, [1, 1, 1, 1]),
+            (3, 16, 16, 3, 2, 1, [0, 0, 1, 1]),
+            (2, 11, 23, 5, 1, 1, [2, 2, 2, 2]),
+            (2, 13, 14, 3, 3, 2, [2, 4, 0, 1]),
+            (1, 9, 8, 7, 2, 1, [3, 3, 3, 3]),
+            (2, 5, 6, 3, 1, 3, [4, 4, 4, 4]),
+        ];
+        for (c, h, w, k, s, d, pads) in cases {
+            let conv = Conv2d {
+                weight: Tensor::new(vec![1, c, k, k], vec![0.0; c * k * k]).unwrap(),
+                bias: vec![0.0],
+                stride: [s, s],
+                dilation: [d, d],
+                pads,
+                groups: 1,
+                prepared: Default::default(),
+            };
+            let [_, oh, ow] = conv.output_shape(&[c, h, w]).unwrap()[..] else {
+                unreachable!()
+            };
+            // Distinct nonzero values, so that a misplaced one shows.
+            let x: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();
+            let mut col = vec![f32::NAN; c * k * k * oh * ow];
+            conv.im2col(&x, [c, h, w], &mut col, [oh, ow]);
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let iy = (oy * s + ky * d) as isize - pads[0] as isize;
+                                let ix = (ox * s + kx * d) as isize - pads[1] as isize;
+                                let want = if (0..h as isize).contains(&iy)
+                                    && (0..w as isize).contains(&ix)
+                                {
+                                    x[(ci * h + iy as usize) * w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                let row = (ci * k + ky) * k + kx;
+                                let got = col[row * oh * ow + oy * ow + ox];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "c{c} {h}x{w} k{k} s{s} d{d} {pads:?}: tap ({ci}, {ky}, {kx}) at ({oy}, {ox})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
