@@ -340,17 +340,21 @@ mod tests {
             (16, 1, 14, 14, 3, 2, 1, [0, 0, 1, 1]),
             (8, 1, 9, 11, 3, 1, 2, [1, 3, 2, 0]),
         ];
-        // The last three: rectified inputs (half zeros) with biases of −0, where only the
-        // sign of a zero output tells the padded fast path from the definition; and a
-        // channel with infinite and NaN weights.
+        // The special cases: rectified inputs (half zeros) with biases of −0, where only the
+        // sign of a zero output tells the padded fast paths from the definition (by rows,
+        // then by blocks of channels on small planes); and a channel with infinite and NaN
+        // weights (by rows, then in a block).
         let special = [
             (6, 1, 10, 12, 3, 1, 1, [1, 1, 1, 1]),
             (4, 2, 9, 9, 5, 2, 1, [2, 2, 2, 2]),
+            (10, 1, 7, 7, 5, 1, 1, [2, 2, 2, 2]),
             (3, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
+            (17, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
         ];
+        let (zero_cases, non_finite_cases) = (0..3, 3..5);
         let n_plain = cases.len();
         for (i, (c, m, h, w, k, s, d, pads)) in cases.into_iter().chain(special).enumerate() {
-            let zeros = i >= n_plain && i < n_plain + 2;
+            let zeros = zero_cases.contains(&i.wrapping_sub(n_plain));
             // With zeros: positive weights on the first kernel row and column (the taps in
             // the top and left padding), negative elsewhere, so a corner output over zero
             // inputs is −0 by the definition and +0 with the padding's products.
@@ -361,7 +365,8 @@ mod tests {
                     _ => rand(),
                 })
                 .collect();
-            if i == n_plain + 2 {
+            if non_finite_cases.contains(&i.wrapping_sub(n_plain)) {
+                // Channels 0 and 1 of the first block; the next block is finite.
                 weight[0] = f32::INFINITY;
                 weight[k * k + 1] = f32::NAN;
             }
