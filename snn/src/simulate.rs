@@ -30,6 +30,11 @@ use crate::tensor::Tensor;
 /// Bits per input pixel channel.
 pub const INPUT_BITS: u64 = 8;
 
+/// Values per image (floats) above which a layer's output counts as large: the group tail
+/// ([`SpikingNetwork::group_tail`]) starts after the last one. EfficientNet's 7×7 stages
+/// (at most 1280 × 49) are below it, its 14×14 ones (672 × 196) above.
+const GROUP_TAIL_MIN_VALUE: usize = 64 * 1024;
+
 /// Spike statistics of one image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageStats {
@@ -323,10 +328,87 @@ impl SpikingNetwork {
         let Some(parts) = split_batch(&inputs, None) else {
             return self.run_ann_batch(nodes, inputs, keep, self.engine.threads());
         };
+        let tail = self.group_tail(&nodes, parts.len());
+        let (head, head_keep) = self.head_of(&nodes, tail, keep);
         let runs = self.per_image(parts, |(inputs, _), threads| {
-            self.run_ann_batch(nodes.clone(), inputs, keep, threads)
+            self.run_ann_batch(head.clone(), inputs, &head_keep, threads)
+        })?;
+        let Some(split) = tail else {
+            return Ok(join_values(runs));
+        };
+        let groups = self.groups(runs, &head_keep);
+        let runs = self.per_image(groups, |inputs, threads| {
+            self.run_ann_batch(split..nodes.end, inputs, keep, threads)
         })?;
         Ok(join_values(runs))
+    }
+
+    /// Where the group tail of a per-image run of `nodes` on `images` images starts: after
+    /// the last node whose output is large ([`GROUP_TAIL_MIN_VALUE`]), if at least two images
+    /// go to each thread. The tail runs on groups of images (one group per thread) instead
+    /// of image by image: its outputs are small, and its weights, large, are then read once
+    /// per group instead of once per image. The kernels compute each image the same way
+    /// alone or in a group, so the results are the same.
+    fn group_tail(&self, nodes: &Range<usize>, images: usize) -> Option<usize> {
+        if images / self.engine.threads().max(1) < 2 {
+            return None;
+        }
+        let graph = self.engine.graph();
+        let large = |i: &usize| {
+            let shape = &graph.values[graph.nodes[*i].output].shape;
+            shape.iter().product::<usize>() > GROUP_TAIL_MIN_VALUE
+        };
+        let start = nodes
+            .clone()
+            .rev()
+            .find(large)
+            .map_or(nodes.start, |i| i + 1);
+        (start < nodes.end).then_some(start)
+    }
+
+    /// The nodes a per-image run goes through before the group tail starting at `tail`, and
+    /// what it returns: the values of `keep` the tail does not compute, then every value the
+    /// tail reads and does not compute.
+    fn head_of(
+        &self,
+        nodes: &Range<usize>,
+        tail: Option<usize>,
+        keep: &[ValueId],
+    ) -> (Range<usize>, Vec<ValueId>) {
+        let Some(split) = tail else {
+            return (nodes.clone(), keep.to_vec());
+        };
+        let graph = self.engine.graph();
+        let computed_before =
+            |v: ValueId, end: usize| (split..end).all(|j| graph.nodes[j].output != v);
+        let mut head_keep: Vec<ValueId> = keep
+            .iter()
+            .copied()
+            .filter(|&v| computed_before(v, nodes.end))
+            .collect();
+        for i in split..nodes.end {
+            for &v in &graph.nodes[i].inputs {
+                if computed_before(v, i) && !head_keep.contains(&v) {
+                    head_keep.push(v);
+                }
+            }
+        }
+        (nodes.start..split, head_keep)
+    }
+
+    /// Per-image runs' values (`ids`, in that order) joined into one batch per thread, in
+    /// image order: the group tail's inputs.
+    fn groups(&self, runs: Vec<Vec<Tensor>>, ids: &[ValueId]) -> Vec<Vec<(ValueId, Tensor)>> {
+        let per_group = runs.len().div_ceil(self.engine.threads().max(1)).max(1);
+        let mut runs = runs.into_iter();
+        let mut groups = Vec::new();
+        loop {
+            let group: Vec<Vec<Tensor>> = runs.by_ref().take(per_group).collect();
+            if group.is_empty() {
+                return groups;
+            }
+            groups.push(ids.iter().copied().zip(join_values(group)).collect());
+        }
     }
 
     /// [`SpikingNetwork::run_ann_stage`] on a batch as a whole, each kernel on at most
@@ -446,34 +528,55 @@ impl SpikingNetwork {
             return self.run_stage_batch(spec, enabled, observe, fuse, self.engine.threads());
         };
         let (nodes, keep, record) = (spec.nodes, spec.keep, spec.record);
+        let tail = self.group_tail(&nodes, parts.len());
+        let (head, head_keep) = self.head_of(&nodes, tail, keep);
         let runs = self.per_image(parts, |(inputs, images), threads| {
             let spec = StageSpec {
-                nodes: nodes.clone(),
+                nodes: head.clone(),
                 inputs,
                 images,
+                keep: &head_keep,
+                record,
+            };
+            self.run_stage_batch(spec, None, &mut |_, _, _| {}, true, threads)
+        })?;
+        let Some(split) = tail else {
+            return Ok(join_stage_results(runs));
+        };
+        let mut head_stats = Vec::with_capacity(runs.len());
+        let mut head_spikes = Vec::with_capacity(runs.len());
+        let mut values = Vec::with_capacity(runs.len());
+        for run in runs {
+            head_stats.extend(run.stats);
+            head_spikes.push(run.spikes);
+            values.push(run.values);
+        }
+        let groups = self.groups(values, &head_keep);
+        let runs = self.per_image(groups, |inputs, threads| {
+            let spec = StageSpec {
+                nodes: split..nodes.end,
+                inputs,
+                images: None,
                 keep,
                 record,
             };
             self.run_stage_batch(spec, None, &mut |_, _, _| {}, true, threads)
         })?;
-        let mut joined = StageResult {
-            values: Vec::new(),
-            spikes: Vec::new(),
-            stats: Vec::new(),
-        };
-        let mut values = Vec::with_capacity(runs.len());
-        for run in runs {
-            values.push(run.values);
-            joined.stats.extend(run.stats);
-            if joined.spikes.is_empty() {
-                joined.spikes = run.spikes;
-            } else {
-                for ((_, all), (_, words)) in joined.spikes.iter_mut().zip(run.spikes) {
-                    all.extend(words);
-                }
+        // The head's and the tail's units are disjoint: their counts add up per image.
+        let mut joined = join_stage_results(runs);
+        for (tail, head) in joined.stats.iter_mut().zip(head_stats) {
+            tail.spikes += head.spikes;
+            tail.synops += head.synops;
+            tail.input_spikes += head.input_spikes;
+            tail.input_synops += head.input_synops;
+            for (t, h) in tail.unit_spikes.iter_mut().zip(head.unit_spikes) {
+                *t += h;
             }
         }
-        joined.values = join_values(values);
+        let mut spikes = join_spikes(head_spikes);
+        spikes.extend(joined.spikes);
+        spikes.sort_by_key(|(u, _)| *u);
+        joined.spikes = spikes;
         Ok(joined)
     }
 
@@ -716,6 +819,39 @@ pub struct StageResult {
     pub stats: Vec<ImageStats>,
 }
 
+/// Runs of consecutive parts of a batch (images or groups of images) joined in their order.
+fn join_stage_results(runs: Vec<StageResult>) -> StageResult {
+    let mut stats = Vec::new();
+    let mut spikes = Vec::with_capacity(runs.len());
+    let mut values = Vec::with_capacity(runs.len());
+    for run in runs {
+        stats.extend(run.stats);
+        spikes.push(run.spikes);
+        values.push(run.values);
+    }
+    StageResult {
+        values: join_values(values),
+        spikes: join_spikes(spikes),
+        stats,
+    }
+}
+
+/// Recorded spike words of consecutive parts of a batch (each ascending by unit, the same
+/// units) joined unit by unit.
+fn join_spikes(runs: Vec<Vec<(usize, Vec<u64>)>>) -> Vec<(usize, Vec<u64>)> {
+    let mut joined: Vec<(usize, Vec<u64>)> = Vec::new();
+    for run in runs {
+        if joined.is_empty() {
+            joined = run;
+        } else {
+            for ((_, all), (_, words)) in joined.iter_mut().zip(run) {
+                all.extend(words);
+            }
+        }
+    }
+    joined
+}
+
 /// One image of a batch: its inputs `[1, …]` and its pixels.
 type ImagePart<'a> = (Vec<(ValueId, Tensor)>, Option<&'a [&'a [u8]]>);
 
@@ -751,10 +887,10 @@ fn split_batch<'a>(
         .collect()
 }
 
-/// Joins per-image runs' values (each a list of `[1, …]` tensors in one order) into
-/// batches, value by value.
+/// Joins runs' values (each a list of `[n, …]` tensors in one order, from consecutive images)
+/// into batches, value by value.
 fn join_values(runs: Vec<Vec<Tensor>>) -> Vec<Tensor> {
-    let n = runs.len();
+    let parts = runs.len();
     let mut columns: Vec<(Vec<usize>, Vec<f32>)> = Vec::new();
     for run in runs {
         if columns.is_empty() {
@@ -763,13 +899,16 @@ fn join_values(runs: Vec<Vec<Tensor>>) -> Vec<Tensor> {
                 .map(|t| {
                     let mut shape = t.shape().to_vec();
                     if let Some(b) = shape.first_mut() {
-                        *b = n;
+                        *b = 0;
                     }
-                    (shape, Vec::with_capacity(n * t.len()))
+                    (shape, Vec::with_capacity(parts * t.len()))
                 })
                 .collect();
         }
-        for ((_, data), t) in columns.iter_mut().zip(run) {
+        for ((shape, data), t) in columns.iter_mut().zip(run) {
+            if let (Some(b), Some(n)) = (shape.first_mut(), t.shape().first()) {
+                *b += n;
+            }
             data.extend_from_slice(t.data());
         }
     }

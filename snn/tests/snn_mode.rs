@@ -27,11 +27,16 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32)
 /// input [3,5,5] → conv1 3x3 → relu (unit 0) ─┬→ conv2 3x3/2 ─┐
 ///                                           └→ conv3 1x1/2 ─┴→ add → relu (unit 1) → GAP → linear
 fn model() -> ConvertedModel {
-    let mut g = Graph::new("input", vec![3, 5, 5]);
+    model_sized(5, 3)
+}
+
+/// [`model`] on `side × side` images with `wide` channels out of conv1.
+fn model_sized(side: usize, wide: usize) -> ConvertedModel {
+    let mut g = Graph::new("input", vec![3, side, side]);
     let c1 = g
         .add_node(
             "conv1",
-            Op::Conv(conv(3, 3, 3, 1, 1, 1)),
+            Op::Conv(conv(3, wide, 3, 1, 1, 1)),
             vec![g.input],
             "c1",
         )
@@ -40,10 +45,10 @@ fn model() -> ConvertedModel {
         .add_node("relu1", Op::Activation(Activation::Relu), vec![c1], "r1")
         .unwrap();
     let c2 = g
-        .add_node("conv2", Op::Conv(conv(3, 4, 3, 2, 1, 2)), vec![r1], "c2")
+        .add_node("conv2", Op::Conv(conv(wide, 4, 3, 2, 1, 2)), vec![r1], "c2")
         .unwrap();
     let c3 = g
-        .add_node("conv3", Op::Conv(conv(3, 4, 1, 2, 0, 3)), vec![r1], "c3")
+        .add_node("conv3", Op::Conv(conv(wide, 4, 1, 2, 0, 3)), vec![r1], "c3")
         .unwrap();
     let add = Op::Binary(Binary {
         kind: BinaryKind::Add,
@@ -100,7 +105,7 @@ fn model() -> ConvertedModel {
             preset: "custom".into(),
             resize: "none".into(),
             resize_param: 0,
-            crop: [5, 5],
+            crop: [side as u32, side as u32],
             interp: "bilinear".into(),
             mean: [100.0, 120.0, 140.0],
             std: [60.0, 50.0, 40.0],
@@ -327,23 +332,43 @@ fn a_unit_fused_into_its_convolution_gives_bit_identical_results() {
 
 #[test]
 fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
-    // Batches run image by image in parallel; a lone image runs its kernels multi-threaded.
-    let m = model();
-    let imgs = images();
+    // Batches run image by image in parallel, the layers after the last large value on a
+    // group of images per thread when each thread gets two images or more (five images: on
+    // 1 and 2 threads, not on 3); a lone image runs its kernels multi-threaded. The small
+    // model's values are all small: it runs wholly in groups. The wide one's first layer and
+    // unit 0 (32 × 48 × 48 values) run image by image, the rest (unit 1) in groups.
+    let reversed = images().into_iter().map(|v| v.into_iter().rev().collect());
+    let imgs: Vec<Vec<u8>> = images().into_iter().chain(reversed).take(5).collect();
+    same_bits_alone_and_in_batches(&model(), &imgs);
+    let wide: Vec<Vec<u8>> = (0..5u32)
+        .map(|b| {
+            (0..3 * 48 * 48u32)
+                .map(|i| ((i * 37 + b * 101 + i / 97) % 256) as u8)
+                .collect()
+        })
+        .collect();
+    same_bits_alone_and_in_batches(&model_sized(48, 32), &wide);
+}
+
+/// SNN and ANN results, statistics and a stage's recorded spikes, bit for bit: a batch on
+/// 1, 2 and 3 threads, and each image alone.
+fn same_bits_alone_and_in_batches(m: &ConvertedModel, imgs: &[Vec<u8>]) {
     let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
     let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let r1 = m.graph.nodes[1].output;
     let run = |threads: usize, batch: &[&[u8]]| {
-        let net = SpikingNetwork::new(&m, threads).unwrap();
+        let net = SpikingNetwork::new(m, threads).unwrap();
         let snn = net.run_snn(batch).unwrap();
         let ann = net.run_ann(batch).unwrap();
+        // A stage over the whole network that sends on relu1's output and the logits and
+        // records both units' spikes (one in the head, one in the tail of the wide model).
         let stage = net
             .run_snn_stage(StageSpec {
-                nodes: 0..2,
+                nodes: 0..m.graph.nodes.len(),
                 inputs: vec![(m.graph.input, net.normalise(batch).unwrap())],
                 images: Some(batch),
-                keep: &[r1],
-                record: &[0],
+                keep: &[r1, m.graph.output],
+                record: &[0, 1],
             })
             .unwrap();
         (
@@ -351,7 +376,8 @@ fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
             snn.stats,
             bits(&ann),
             stage.spikes,
-            bits(&stage.values[0]),
+            [bits(&stage.values[0]), bits(&stage.values[1])],
+            stage.stats,
         )
     };
     let whole = run(2, &refs);
@@ -362,7 +388,8 @@ fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
         Vec::new(),
         Vec::new(),
         Vec::new(),
-        vec![(0, Vec::new())],
+        vec![(0, Vec::new()), (1, Vec::new())],
+        [Vec::new(), Vec::new()],
         Vec::new(),
     );
     for image in &refs {
@@ -370,12 +397,16 @@ fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
         joined.0.extend(one.0);
         joined.1.extend(one.1);
         joined.2.extend(one.2);
-        joined.3[0].1.extend(&one.3[0].1);
-        joined.4.extend(one.4);
+        for (all, (_, words)) in joined.3.iter_mut().zip(one.3) {
+            all.1.extend(words);
+        }
+        joined.4[0].extend(&one.4[0]);
+        joined.4[1].extend(&one.4[1]);
+        joined.5.extend(one.5);
     }
     assert_eq!(whole, joined);
     // The batch path (observed runs never split) agrees too.
-    let net = SpikingNetwork::new(&m, 2).unwrap();
+    let net = SpikingNetwork::new(m, 2).unwrap();
     let observed = net
         .run_snn_observed(&refs, None, &mut |_, _, _| {})
         .unwrap();

@@ -136,7 +136,28 @@ impl Conv2d {
         } else {
             Parallelism::Rayon(threads)
         };
-        if out_len > 0 {
+        if n > 1 && threads <= 1 && self.shares_weights(in_shape, [out_shape[1], out_shape[2]]) {
+            // All images in one product, each block of weights shared by a few of them; then
+            // each image's epilogue. The same bits as image by image.
+            let [c, h, w] = in_shape;
+            let m = self.out_channels();
+            matmul_bias_by_channels(
+                m,
+                h * w,
+                c,
+                n,
+                self.weight.data(),
+                self.by_input(),
+                x.data(),
+                &self.bias,
+                &mut out,
+            );
+            if let Some(epilogue) = epilogue {
+                for (b, dst) in out.chunks_mut(out_len).enumerate() {
+                    epilogue(b, dst);
+                }
+            }
+        } else if out_len > 0 {
             out.par_chunks_mut(out_len)
                 .zip(x.data().par_chunks(in_len.max(1)))
                 .enumerate()
@@ -148,6 +169,33 @@ impl Conv2d {
                 });
         }
         make(batched(n, out_shape), out)
+    }
+
+    /// Whether the images of a batch share the weights in one product
+    /// ([`matmul_bias_by_channels`]): a pointwise convolution on a small plane, where its
+    /// weights are large against one image's work.
+    fn shares_weights(&self, [c, h, w]: [usize; 3], [oh, ow]: [usize; 2]) -> bool {
+        self.groups == 1
+            && self.is_pointwise()
+            && [h, w] == [oh, ow]
+            && matmul::prefers_channels(self.out_channels(), h * w, c)
+    }
+
+    /// The weights laid out by input, made on first use.
+    fn by_input(&self) -> &WeightsByInput {
+        let [c_out, c_in, kh, kw] = [
+            self.weight.shape()[0],
+            self.weight.shape()[1],
+            self.weight.shape()[2],
+            self.weight.shape()[3],
+        ];
+        self.prepared.by_input.get_or_init(|| {
+            Arc::new(WeightsByInput::new(
+                self.weight.data(),
+                c_out,
+                c_in * kh * kw,
+            ))
+        })
     }
 
     /// Convolves one image into `dst` (`[C_out, OH, OW]`), overwriting it.
@@ -185,11 +233,8 @@ impl Conv2d {
             let bias = &self.bias[gi * og..(gi + 1) * og];
             if g == 1 && matches!(par, Parallelism::None) && matmul::prefers_channels(og, plane, k)
             {
-                let by_input = self
-                    .prepared
-                    .by_input
-                    .get_or_init(|| Arc::new(WeightsByInput::new(lhs, og, k)));
-                matmul_bias_by_channels(og, plane, k, lhs, by_input, rhs, bias, out);
+                let by_input = self.by_input();
+                matmul_bias_by_channels(og, plane, k, 1, lhs, by_input, rhs, bias, out);
             } else {
                 matmul_bias(og, plane, k, lhs, rhs, bias, out, par);
             }

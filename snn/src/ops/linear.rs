@@ -1,8 +1,6 @@
 //! Fully-connected layers and per-channel affine maps.
 
-use gemm::Parallelism;
-
-use super::matmul::matmul;
+use super::matmul::rows_times_matrix;
 use super::{batch_and_len, make};
 use crate::tensor::Tensor;
 
@@ -47,35 +45,21 @@ impl Linear {
         }
     }
 
-    /// One GEMM per image, so that an image's result does not depend on the batch it came
-    /// in (a GEMM's order of summation may depend on its row count).
-    pub(crate) fn eval(&self, x: &Tensor, threads: usize) -> Tensor {
+    /// Every row of every image at once, each with the bits it has alone
+    /// ([`rows_times_matrix`]): an image's result does not depend on the batch it came in.
+    pub(crate) fn eval(&self, x: &Tensor) -> Tensor {
         let (k, n_out) = (self.in_features(), self.out_features());
-        let (_, per_image) = batch_and_len(x);
-        let rows = per_image.checked_div(k).unwrap_or(0);
-        let mut out = Vec::with_capacity(x.len().checked_div(k).unwrap_or(0) * n_out);
-        let par = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        if rows > 0 {
-            for image in x.data().chunks(rows * k) {
-                let start = out.len();
-                for _ in 0..rows {
-                    out.extend_from_slice(&self.bias);
-                }
-                matmul(
-                    rows,
-                    n_out,
-                    k,
-                    image,
-                    self.weight.data(),
-                    &mut out[start..],
-                    par,
-                );
-            }
-        }
+        let rows = x.len().checked_div(k).unwrap_or(0);
+        let mut out = vec![0.0f32; rows * n_out];
+        rows_times_matrix(
+            rows,
+            n_out,
+            k,
+            x.data(),
+            self.weight.data(),
+            &self.bias,
+            &mut out,
+        );
         let mut shape = x.shape().to_vec();
         if let Some(l) = shape.last_mut() {
             *l = n_out;

@@ -152,22 +152,27 @@ pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
         && channel_share > column_share + 0.1
 }
 
-/// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input:
-/// each output is the same chain of fused multiply-adds in the same blocks, so the same
-/// bits. Whether that pays is the caller's question ([`prefers_channels`]); where our
-/// kernels do not run, this is [`matmul_bias`].
+/// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input,
+/// for `images` products with the same weights: `rhs` holds their `k × n` inputs one after
+/// another and `dst` their `m × n` outputs. Each output is the same chain of fused
+/// multiply-adds in the same blocks as one image alone by [`matmul_bias`], so the same bits;
+/// the images share each block of weights while it is in cache. Whether that pays is the
+/// caller's question ([`prefers_channels`]); where our kernels do not run, this is
+/// [`matmul_bias`] image by image.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bias_by_channels(
     m: usize,
     n: usize,
     k: usize,
+    images: usize,
     lhs: &[f32],
     by_input: &WeightsByInput,
     rhs: &[f32],
     bias: &[f32],
     dst: &mut [f32],
 ) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m);
+    assert!(lhs.len() >= m * k && bias.len() >= m);
+    assert!(rhs.len() >= images * k * n && dst.len() >= images * m * n);
     assert!(
         by_input.rows == m && by_input.depth == k,
         "weights laid out for another product"
@@ -177,10 +182,56 @@ pub fn matmul_bias_by_channels(
         && let Some(kc) = tiled_block(m, n, k)
     {
         // SAFETY: AVX-512F was detected; lengths asserted above.
-        unsafe { by_channels::matmul(m, n, k, kc, by_input, rhs, bias, dst) };
+        unsafe { by_channels::matmul(m, n, k, kc, images, by_input, rhs, bias, dst) };
         return;
     }
-    matmul_bias(m, n, k, lhs, rhs, bias, dst, Parallelism::None);
+    if m * n > 0 {
+        for (dst, rhs) in dst
+            .chunks_exact_mut(m * n)
+            .zip(rhs.chunks(k * n))
+            .take(images)
+        {
+            matmul_bias(m, n, k, lhs, rhs, bias, dst, Parallelism::None);
+        }
+    }
+}
+
+/// `dst[r] = bias + x[r] · w` for each of the `rows` rows of `x` (`rows × k`), `w` being
+/// `k × n`, with every row's bits those of the row alone: the `gemm` crate computes a single
+/// row as a matrix-vector product, each output one chain of fused multiply-adds from its
+/// bias over k ascending, and on CPUs with AVX-512F our kernel runs that chain for several
+/// rows at once (each block of `w` then read once for six rows instead of once per row).
+/// Elsewhere the crate runs row by row. A fully-connected layer's result for an image thus
+/// does not depend on the batch it came in.
+#[allow(clippy::too_many_arguments)]
+pub fn rows_times_matrix(
+    rows: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+) {
+    assert!(x.len() >= rows * k && w.len() >= k * n && bias.len() >= n);
+    assert!(dst.len() >= rows * n);
+    if rows == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if ours_available() && k > 2 && n > 1 {
+        // SAFETY: AVX-512F was detected; lengths asserted above.
+        unsafe { avx512::rows_times_matrix(rows, n, k, x, w, bias, dst) };
+        return;
+    }
+    for (x, dst) in x
+        .chunks_exact(k.max(1))
+        .zip(dst.chunks_exact_mut(n))
+        .take(rows)
+    {
+        dst.copy_from_slice(&bias[..n]);
+        gemm_crate(1, n, k, x, w, dst, Parallelism::None);
+    }
 }
 
 /// [`matmul`] by the `gemm` crate, whatever the CPU (for comparisons).
@@ -320,6 +371,7 @@ mod avx512 {
                             dst_stride: n,
                             bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
                             last,
+                            chain_from_bias: false,
                         };
                         t.run(rows, vectors);
                     }
@@ -328,6 +380,58 @@ mod avx512 {
                 c0 += cols;
             }
             k0 += depth;
+        }
+    }
+
+    /// [`super::rows_times_matrix`]: tiles over all of k, each output's chain starting from
+    /// its bias (the crate's matrix-vector order), written without a further addition.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `x`, `w`, `bias` and `dst` hold at least `rows·k`, `k·n`, `n`
+    /// and `rows·n`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_times_matrix(
+        rows: usize,
+        n: usize,
+        k: usize,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        dst: &mut [f32],
+    ) {
+        assert!(x.len() >= rows * k && w.len() >= k * n && bias.len() >= n);
+        assert!(dst.len() >= rows * n);
+        let (x, w, dst, bias) = (x.as_ptr(), w.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
+        let mut c0 = 0;
+        while c0 < n {
+            let cols = COLUMNS.min(n - c0);
+            let last = match cols % 16 {
+                0 => 0xFFFF,
+                r => (1u16 << r) - 1,
+            };
+            let mut r0 = 0;
+            while r0 < rows {
+                let tile_rows = ROWS.min(rows - r0);
+                // SAFETY: rows r0..r0 + tile_rows ≤ rows, columns c0..c0 + cols ≤ n (the
+                // last vector under `last`), all of k: inside the operands (asserted).
+                unsafe {
+                    let t = Tile {
+                        depth: k,
+                        lhs: x.add(r0 * k),
+                        lhs_stride: k,
+                        rhs: w.add(c0),
+                        rhs_stride: n,
+                        dst: dst.add(r0 * n + c0),
+                        dst_stride: n,
+                        bias: Some(bias.add(c0)),
+                        last,
+                        chain_from_bias: true,
+                    };
+                    t.run(tile_rows, cols.div_ceil(16));
+                }
+                r0 += tile_rows;
+            }
+            c0 += cols;
         }
     }
 
@@ -344,6 +448,10 @@ mod avx512 {
         bias: Option<*const f32>,
         /// Lanes of the last vector inside the matrix.
         last: u16,
+        /// Whether the chains start from a bias per column (at `bias`, the same for every
+        /// row; `dst_stride` is then the row length) and are stored as they end, instead of
+        /// starting from zero and being added to `dst` or a bias per row.
+        chain_from_bias: bool,
     }
 
     impl Tile {
@@ -383,7 +491,7 @@ mod avx512 {
         }
 
         /// `R × V` vectors of chains `acc = fma(rhs, lhs, acc)` from zero, then `dst + acc` (or
-        /// `bias + acc`).
+        /// `bias + acc`); with `chain_from_bias`, from the columns' biases and stored as is.
         ///
         /// # Safety
         /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
@@ -394,6 +502,11 @@ mod avx512 {
             // SAFETY: as the caller's; masked lanes are neither read nor written.
             unsafe {
                 let mut acc = [[_mm512_setzero_ps(); V]; R];
+                if let (true, Some(bias)) = (self.chain_from_bias, self.bias) {
+                    let start: [__m512; V] =
+                        std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(v), bias.add(16 * v)));
+                    acc = [start; R];
+                }
                 for d in 0..self.depth {
                     let row = self.rhs.add(d * self.rhs_stride);
                     let x: [__m512; V] =
@@ -407,6 +520,12 @@ mod avx512 {
                 }
                 for (r, acc) in acc.iter().enumerate() {
                     let out = self.dst.add(r * self.dst_stride);
+                    if self.chain_from_bias {
+                        for (v, &acc) in acc.iter().enumerate() {
+                            _mm512_mask_storeu_ps(out.add(16 * v), mask(v), acc);
+                        }
+                        continue;
+                    }
                     let bias = self.bias.map(|b| _mm512_set1_ps(*b.add(r)));
                     for (v, &acc) in acc.iter().enumerate() {
                         let p = out.add(16 * v);
@@ -425,14 +544,19 @@ mod by_channels {
     pub(super) const CHANNELS: usize = 48;
     /// Columns of a tile: a 7×7 plane is seven tiles, 14×14 twenty-eight.
     pub(super) const COLUMNS: usize = 7;
+    /// Inputs of the images that share each block of weights: at most this many bytes (a
+    /// quarter of a Zen 4 core's L2), so that they stay in cache from block to block.
+    const SHARED_INPUTS: usize = 256 << 10;
 
-    /// `dst = bias + lhs · rhs` with `lhs` laid out by input: per tile of 48 channels × 7
-    /// columns, 21 vectors of chains `acc = fma(w, x, acc)` from zero over each block of
-    /// `kc`, added to the running result after each block, which is then written across.
+    /// `dst = bias + lhs · rhs` with `lhs` laid out by input, for `images` products one after
+    /// another in `rhs` and `dst`: per tile of 48 channels × 7 columns, 21 vectors of chains
+    /// `acc = fma(w, x, acc)` from zero over each block of `kc`, added to the running result
+    /// after each block, which is then written across. A few images at a time go through
+    /// each slab of 48 channels' weights.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `rhs`, `dst` and `bias` hold at least `k·n`, `m·n` and `m`, and
-    /// `w` is laid out for `m × k`.
+    /// The CPU has AVX-512F; `rhs`, `dst` and `bias` hold at least `images·k·n`,
+    /// `images·m·n` and `m`, and `w` is laid out for `m × k`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
@@ -441,6 +565,7 @@ mod by_channels {
         n: usize,
         k: usize,
         kc: usize,
+        images: usize,
         w: &super::WeightsByInput,
         rhs: &[f32],
         bias: &[f32],
@@ -448,59 +573,94 @@ mod by_channels {
     ) {
         use std::arch::x86_64::*;
         const V: usize = CHANNELS / 16;
-        const P: usize = COLUMNS;
-        assert!(rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m && n > 0);
+        assert!(rhs.len() >= images * k * n && dst.len() >= images * m * n);
+        assert!(bias.len() >= m && n > 0);
         assert!(w.rows == m && w.depth == k && w.data.len() >= w.stride * k && kc > 0);
+        let together = (SHARED_INPUTS / (4 * k * n).max(1)).max(1);
         // SAFETY: loads of `w` stay in its padded rows (c0 + 48 ≤ stride); of `rhs` at column
-        // min(p, n − 1) of rows < k; of `bias` under the mask of channels < m; stores only at
-        // channels < m and columns < n.
+        // min(p, n − 1) of rows < k of an image < images; of `bias` under the mask of
+        // channels < m; stores only at channels < m and columns < n of an image < images.
         unsafe {
-            for c0 in (0..m).step_by(CHANNELS) {
-                let lanes = |v: usize| -> __mmask16 {
-                    let left = m.saturating_sub(c0 + 16 * v).min(16);
-                    ((1u32 << left) - 1) as __mmask16
-                };
-                let b: [__m512; V] = std::array::from_fn(|v| {
-                    _mm512_maskz_loadu_ps(lanes(v), bias.as_ptr().add(c0 + 16 * v))
-                });
-                for p0 in (0..n).step_by(P) {
-                    let column: [usize; P] = std::array::from_fn(|p| (p0 + p).min(n - 1));
-                    let mut out = [b; P];
-                    let mut k0 = 0;
-                    while k0 < k {
-                        let depth = kc.min(k - k0);
-                        let mut acc = [[_mm512_setzero_ps(); V]; P];
-                        for d in k0..k0 + depth {
-                            let row = w.data.as_ptr().add(d * w.stride + c0);
-                            let wv: [__m512; V] =
-                                std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
-                            let x = rhs.as_ptr().add(d * n);
-                            for (acc, &col) in acc.iter_mut().zip(&column) {
-                                let xb = _mm512_set1_ps(*x.add(col));
-                                for (acc, &wv) in acc.iter_mut().zip(&wv) {
-                                    *acc = _mm512_fmadd_ps(wv, xb, *acc);
-                                }
+            for first in (0..images).step_by(together) {
+                for c0 in (0..m).step_by(CHANNELS) {
+                    let lanes = |v: usize| -> __mmask16 {
+                        let left = m.saturating_sub(c0 + 16 * v).min(16);
+                        ((1u32 << left) - 1) as __mmask16
+                    };
+                    let b: [__m512; V] = std::array::from_fn(|v| {
+                        _mm512_maskz_loadu_ps(lanes(v), bias.as_ptr().add(c0 + 16 * v))
+                    });
+                    for image in first..images.min(first + together) {
+                        let rhs = rhs.as_ptr().add(image * k * n);
+                        let dst = dst.as_mut_ptr().add(image * m * n);
+                        slab(m, n, k, kc, c0, w, rhs, b, dst);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One slab of 48 channels (from `c0`) of one image: [`matmul`]'s tiles along the row.
+    ///
+    /// # Safety
+    /// As [`matmul`], for one image's `rhs` (`k·n`) and `dst` (`m·n`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn slab(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        c0: usize,
+        w: &super::WeightsByInput,
+        rhs: *const f32,
+        b: [std::arch::x86_64::__m512; CHANNELS / 16],
+        dst: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        const V: usize = CHANNELS / 16;
+        const P: usize = COLUMNS;
+        // SAFETY: as the caller's.
+        unsafe {
+            for p0 in (0..n).step_by(P) {
+                let column: [usize; P] = std::array::from_fn(|p| (p0 + p).min(n - 1));
+                let mut out = [b; P];
+                let mut k0 = 0;
+                while k0 < k {
+                    let depth = kc.min(k - k0);
+                    let mut acc = [[_mm512_setzero_ps(); V]; P];
+                    for d in k0..k0 + depth {
+                        let row = w.data.as_ptr().add(d * w.stride + c0);
+                        let wv: [__m512; V] =
+                            std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
+                        let x = rhs.add(d * n);
+                        for (acc, &col) in acc.iter_mut().zip(&column) {
+                            let xb = _mm512_set1_ps(*x.add(col));
+                            for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                                *acc = _mm512_fmadd_ps(wv, xb, *acc);
                             }
                         }
-                        for (out, acc) in out.iter_mut().zip(&acc) {
-                            for (out, &acc) in out.iter_mut().zip(acc) {
-                                *out = _mm512_add_ps(*out, acc);
-                            }
-                        }
-                        k0 += depth;
                     }
-                    let mut tile = [[0.0f32; CHANNELS]; P];
-                    for (t, out) in tile.iter_mut().zip(&out) {
-                        for (v, &o) in out.iter().enumerate() {
-                            _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), o);
+                    for (out, acc) in out.iter_mut().zip(&acc) {
+                        for (out, &acc) in out.iter_mut().zip(acc) {
+                            *out = _mm512_add_ps(*out, acc);
                         }
                     }
-                    let columns = P.min(n - p0);
-                    for c in 0..CHANNELS.min(m - c0) {
-                        let row = dst.as_mut_ptr().add((c0 + c) * n + p0);
-                        for (p, t) in tile.iter().take(columns).enumerate() {
-                            *row.add(p) = t[c];
-                        }
+                    k0 += depth;
+                }
+                let mut tile = [[0.0f32; CHANNELS]; P];
+                for (t, out) in tile.iter_mut().zip(&out) {
+                    for (v, &o) in out.iter().enumerate() {
+                        _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), o);
+                    }
+                }
+                let columns = P.min(n - p0);
+                for c in 0..CHANNELS.min(m - c0) {
+                    let row = dst.add((c0 + c) * n + p0);
+                    for (p, t) in tile.iter().take(columns).enumerate() {
+                        *row.add(p) = t[c];
                     }
                 }
             }
@@ -598,16 +758,36 @@ mod tests {
             // Vectorised along the channels: where it would run, and on every shape.
             let by_input = WeightsByInput::new(&lhs, m, k);
             ours.fill(f32::NAN);
-            matmul_bias_by_channels(m, n, k, &lhs, &by_input, &rhs, &bias, &mut ours);
+            matmul_bias_by_channels(m, n, k, 1, &lhs, &by_input, &rhs, &bias, &mut ours);
             assert!(
                 same(&ours, &theirs),
                 "m {m} n {n} k {k}: by channels, not the crate's bits"
+            );
+            // Several images through the same weights: each as alone (the second image's
+            // inputs are the first's reversed, the third's the first's again).
+            let rhs3: Vec<f32> = [
+                rhs.clone(),
+                rhs.iter().rev().copied().collect(),
+                rhs.clone(),
+            ]
+            .concat();
+            let mut theirs3 = Vec::new();
+            for image in rhs3.chunks(k * n) {
+                let mut alone: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
+                gemm_crate(m, n, k, &lhs, image, &mut alone, Parallelism::None);
+                theirs3.extend(alone);
+            }
+            let mut ours3 = vec![f32::NAN; 3 * m * n];
+            matmul_bias_by_channels(m, n, k, 3, &lhs, &by_input, &rhs3, &bias, &mut ours3);
+            assert!(
+                same(&ours3, &theirs3),
+                "m {m} n {n} k {k}: three images by channels, not the crate's bits"
             );
             by_channels_chosen |= prefers_channels(m, n, k);
             if let Some(kc) = tiled_block(m, n, k) {
                 ours.fill(f32::NAN);
                 // SAFETY: AVX-512F was detected above; the operands have the product's sizes.
-                unsafe { by_channels::matmul(m, n, k, kc, &by_input, &rhs, &bias, &mut ours) };
+                unsafe { by_channels::matmul(m, n, k, kc, 1, &by_input, &rhs, &bias, &mut ours) };
                 assert!(
                     same(&ours, &theirs),
                     "m {m} n {n} k {k}: by channels, not the bits"
@@ -615,5 +795,56 @@ mod tests {
             }
         }
         assert!(by_channels_chosen);
+    }
+
+    /// Several rows at once by our kernel, each with the bits of the `gemm` crate's product
+    /// of that row alone (its matrix-vector path), on shapes with partial tiles of rows and
+    /// columns and values whose sums depend on their order, ±0, infinities and NaN.
+    #[test]
+    fn rows_at_once_give_each_rows_bits_alone() {
+        let mut state = 5u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let mut value = |special: bool| -> f32 {
+            let r = next();
+            if special {
+                match r % 32 {
+                    0 => return 0.0,
+                    1 => return -0.0,
+                    2 if r % 128 == 2 => return f32::INFINITY,
+                    3 if r % 512 == 3 => return f32::NAN,
+                    _ => {}
+                }
+            }
+            let v = ((r >> 8) % 1000) as f32 * 2f32.powi((r % 24) as i32 - 12);
+            if r & 1 == 1 { -v } else { v }
+        };
+        // (rows, n, k)
+        for (case, (rows, n, k)) in [(16, 1000, 1280), (7, 37, 50), (1, 64, 3), (13, 129, 700)]
+            .into_iter()
+            .enumerate()
+        {
+            let special = case % 2 == 1;
+            let x: Vec<f32> = (0..rows * k).map(|_| value(special)).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| value(special)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| value(special)).collect();
+            let mut theirs = Vec::new();
+            for row in x.chunks(k) {
+                let mut alone = bias.clone();
+                gemm_crate(1, n, k, row, &w, &mut alone, Parallelism::None);
+                theirs.extend(alone);
+            }
+            let mut ours = vec![f32::NAN; rows * n];
+            rows_times_matrix(rows, n, k, &x, &w, &bias, &mut ours);
+            let same = ours
+                .iter()
+                .zip(&theirs)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+            assert!(same, "rows {rows} n {n} k {k}: not each row's bits alone");
+        }
     }
 }

@@ -187,7 +187,7 @@ impl Op {
         let x = inputs[0];
         match self {
             Op::Conv(c) => c.eval(x, out_shape, threads),
-            Op::Linear(l) => l.eval(x, threads),
+            Op::Linear(l) => l.eval(x),
             Op::ChannelAffine(a) => a.eval(x),
             Op::Binary(b) => b.eval(inputs, out_shape),
             Op::Activation(a) => a.eval(x),
