@@ -672,24 +672,17 @@ mod by_channels {
 mod tests {
     use super::*;
 
-    /// Our kernel against the `gemm` crate, bit for bit, on shapes with every edge (partial
-    /// tiles of rows and of columns, k in one block and in several) and values whose sums
-    /// depend on their order, signed zeros, infinities and NaN; accumulating into `dst` and
-    /// starting from biases.
-    #[test]
-    fn avx512_kernel_gives_the_gemm_crates_bits() {
-        if !ours_available() {
-            eprintln!("no AVX-512F: only the gemm crate runs here");
-            return;
-        }
-        let mut state = 11u64;
+    /// Test values from `seed`: magnitudes over 2^±12, so that sums round differently in
+    /// another order, and with `special` some ±0, infinities and NaN.
+    fn values(seed: u64) -> impl FnMut(bool) -> f32 {
+        let mut state = seed;
         let mut rand = move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
-        let mut value = |special: bool| -> f32 {
+        move |special| {
             let r = rand();
             if special {
                 match r % 16 {
@@ -700,12 +693,32 @@ mod tests {
                     _ => {}
                 }
             }
-            // Magnitudes over 2^±12: sums that round differently in another order.
             let exp = (r >> 8) % 24;
             let mant = (rand() % (1 << 20)) as f32 / (1 << 20) as f32 + 1.0;
             let v = mant * 2f32.powi(exp as i32 - 12);
             if r & 1 == 1 { -v } else { v }
-        };
+        }
+    }
+
+    /// The same bits, any NaN matching any NaN (payloads may differ).
+    fn same(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+    }
+
+    /// Our kernel against the `gemm` crate, bit for bit, on shapes with every edge (partial
+    /// tiles of rows and of columns, k in one block and in several) and values whose sums
+    /// depend on their order, signed zeros, infinities and NaN; accumulating into `dst` and
+    /// starting from biases.
+    #[test]
+    fn avx512_kernel_gives_the_gemm_crates_bits() {
+        if !ours_available() {
+            eprintln!("no AVX-512F: only the gemm crate runs here");
+            return;
+        }
+        let mut value = values(11);
         let shapes = [
             (6, 64, 3),
             (7, 65, 17),
@@ -734,11 +747,6 @@ mod tests {
             let rhs: Vec<f32> = (0..k * n).map(|_| value(special)).collect();
             let start: Vec<f32> = (0..m * n).map(|_| value(special)).collect();
             let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
-            let same = |a: &[f32], b: &[f32]| {
-                a.iter()
-                    .zip(b)
-                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
-            };
             let mut ours = start.clone();
             let mut theirs = start.clone();
             matmul(m, n, k, &lhs, &rhs, &mut ours, Parallelism::None);
@@ -802,27 +810,7 @@ mod tests {
     /// columns and values whose sums depend on their order, ±0, infinities and NaN.
     #[test]
     fn rows_at_once_give_each_rows_bits_alone() {
-        let mut state = 5u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
-        let mut value = |special: bool| -> f32 {
-            let r = next();
-            if special {
-                match r % 32 {
-                    0 => return 0.0,
-                    1 => return -0.0,
-                    2 if r % 128 == 2 => return f32::INFINITY,
-                    3 if r % 512 == 3 => return f32::NAN,
-                    _ => {}
-                }
-            }
-            let v = ((r >> 8) % 1000) as f32 * 2f32.powi((r % 24) as i32 - 12);
-            if r & 1 == 1 { -v } else { v }
-        };
+        let mut value = values(5);
         // (rows, n, k)
         for (case, (rows, n, k)) in [(16, 1000, 1280), (7, 37, 50), (1, 64, 3), (13, 129, 700)]
             .into_iter()
@@ -840,11 +828,10 @@ mod tests {
             }
             let mut ours = vec![f32::NAN; rows * n];
             rows_times_matrix(rows, n, k, &x, &w, &bias, &mut ours);
-            let same = ours
-                .iter()
-                .zip(&theirs)
-                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
-            assert!(same, "rows {rows} n {n} k {k}: not each row's bits alone");
+            assert!(
+                same(&ours, &theirs),
+                "rows {rows} n {n} k {k}: not each row's bits alone"
+            );
         }
     }
 }
