@@ -35,6 +35,16 @@ pub const INPUT_BITS: u64 = 8;
 /// (at most 1280 × 49) are below it, its 14×14 ones (672 × 196) above.
 const GROUP_TAIL_MIN_VALUE: usize = 64 * 1024;
 
+/// Images per group of the group tail at most: enough to share each block of weights (the
+/// kernels share it among as many images as fit their cache budget anyway); 2, 4, 8 and 16
+/// gave the same pipeline throughput here.
+const GROUP_IMAGES: usize = 8;
+
+/// Parameters of the group tail at least (1 MB of f32): below, sharing them saves less than
+/// grouping the values costs (measured on a pipeline stage whose tail was one depthwise
+/// layer: 8.3 → 8.6 ms per image).
+const GROUP_TAIL_MIN_WEIGHTS: usize = 256 * 1024;
+
 /// Spike statistics of one image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageStats {
@@ -345,7 +355,7 @@ impl SpikingNetwork {
 
     /// Where the group tail of a per-image run of `nodes` on `images` images starts: after
     /// the last node whose output is large ([`GROUP_TAIL_MIN_VALUE`]), if at least two images
-    /// go to each thread. The tail runs on groups of images (one group per thread) instead
+    /// go to each thread and the tail's weights are large ([`GROUP_TAIL_MIN_WEIGHTS`]). The tail runs on groups of images (one group per thread) instead
     /// of image by image: its outputs are small, and its weights, large, are then read once
     /// per group instead of once per image. The kernels compute each image the same way
     /// alone or in a group, so the results are the same.
@@ -363,7 +373,11 @@ impl SpikingNetwork {
             .rev()
             .find(large)
             .map_or(nodes.start, |i| i + 1);
-        (start < nodes.end).then_some(start)
+        // Grouping costs a copy of the values into groups: worth it for large weights only.
+        let weights: usize = (start..nodes.end)
+            .map(|i| graph.nodes[i].op.param_count())
+            .sum();
+        (start < nodes.end && weights >= GROUP_TAIL_MIN_WEIGHTS).then_some(start)
     }
 
     /// The nodes a per-image run goes through before the group tail starting at `tail`, and
@@ -396,10 +410,11 @@ impl SpikingNetwork {
         (nodes.start..split, head_keep)
     }
 
-    /// Per-image runs' values (`ids`, in that order) joined into one batch per thread, in
-    /// image order: the group tail's inputs.
+    /// Per-image runs' values (`ids`, in that order) joined into groups of consecutive images
+    /// (one per thread, at most [`GROUP_IMAGES`] each): the group tail's inputs.
     fn groups(&self, runs: Vec<Vec<Tensor>>, ids: &[ValueId]) -> Vec<Vec<(ValueId, Tensor)>> {
-        let per_group = runs.len().div_ceil(self.engine.threads().max(1)).max(1);
+        let per_thread = runs.len().div_ceil(self.engine.threads().max(1));
+        let per_group = per_thread.clamp(1, GROUP_IMAGES);
         let mut runs = runs.into_iter();
         let mut groups = Vec::new();
         loop {
@@ -450,7 +465,11 @@ impl SpikingNetwork {
     ) -> Result<Vec<T>, EngineError> {
         let threads = self.engine.threads();
         if parts.len() <= 1 {
-            return parts.into_iter().map(|p| run(p, threads)).collect();
+            // In the engine's pool too: called from a thread outside it (a worker's blocking
+            // task), the kernels' parallel loops would run on the global pool, on every core.
+            return self
+                .engine
+                .install(|| parts.into_iter().map(|p| run(p, threads)).collect());
         }
         let inner = (threads / parts.len()).max(1);
         self.engine

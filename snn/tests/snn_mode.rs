@@ -27,11 +27,11 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, seed: u32)
 /// input [3,5,5] → conv1 3x3 → relu (unit 0) ─┬→ conv2 3x3/2 ─┐
 ///                                           └→ conv3 1x1/2 ─┴→ add → relu (unit 1) → GAP → linear
 fn model() -> ConvertedModel {
-    model_sized(5, 3)
+    model_sized(5, 3, 5)
 }
 
-/// [`model`] on `side × side` images with `wide` channels out of conv1.
-fn model_sized(side: usize, wide: usize) -> ConvertedModel {
+/// [`model`] on `side × side` images with `wide` channels out of conv1 and `classes` outputs.
+fn model_sized(side: usize, wide: usize, classes: usize) -> ConvertedModel {
     let mut g = Graph::new("input", vec![3, side, side]);
     let c1 = g
         .add_node(
@@ -67,12 +67,14 @@ fn model_sized(side: usize, wide: usize) -> ConvertedModel {
             "f",
         )
         .unwrap();
-    let w = Tensor::new(vec![4, 5], (0..20).map(|i| i as f32 / 10.0 - 1.0).collect()).unwrap();
+    let w = (0..4 * classes)
+        .map(|i| (i % 20) as f32 / 10.0 - 1.0)
+        .collect();
     g.add_node(
         "fc",
         Op::Linear(Linear {
-            weight: w,
-            bias: vec![0.0; 5],
+            weight: Tensor::new(vec![4, classes], w).unwrap(),
+            bias: vec![0.0; classes],
         }),
         vec![f],
         "out",
@@ -334,9 +336,10 @@ fn a_unit_fused_into_its_convolution_gives_bit_identical_results() {
 fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
     // Batches run image by image in parallel, the layers after the last large value on a
     // group of images per thread when each thread gets two images or more (five images: on
-    // 1 and 2 threads, not on 3); a lone image runs its kernels multi-threaded. The small
-    // model's values are all small: it runs wholly in groups. The wide one's first layer and
-    // unit 0 (32 × 48 × 48 values) run image by image, the rest (unit 1) in groups.
+    // 1 and 2 threads, not on 3) and the tail's weights are large; a lone image runs its
+    // kernels multi-threaded. The small model has no such tail. The wide one's first layer
+    // and unit 0 (32 × 48 × 48 values) run image by image, the rest (unit 1 and a classifier
+    // of 60 000 outputs) in groups.
     let reversed = images().into_iter().map(|v| v.into_iter().rev().collect());
     let imgs: Vec<Vec<u8>> = images().into_iter().chain(reversed).take(5).collect();
     same_bits_alone_and_in_batches(&model(), &imgs);
@@ -347,7 +350,7 @@ fn an_image_gives_the_same_bits_alone_in_any_batch_and_on_any_thread_count() {
                 .collect()
         })
         .collect();
-    same_bits_alone_and_in_batches(&model_sized(48, 32), &wide);
+    same_bits_alone_and_in_batches(&model_sized(48, 32, 60_000), &wide);
 }
 
 /// SNN and ANN results, statistics and a stage's recorded spikes, bit for bit: a batch on
