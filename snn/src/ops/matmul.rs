@@ -345,41 +345,49 @@ mod avx512 {
         let mut k0 = 0;
         while k0 < k {
             let depth = kc.min(k - k0);
-            let mut c0 = 0;
-            // A tile of columns at a time, over every row: its block of `rhs` stays in cache.
-            while c0 < n {
-                let cols = COLUMNS.min(n - c0);
-                let vectors = cols.div_ceil(16);
-                let last = match cols % 16 {
-                    0 => 0xFFFF,
-                    r => (1u16 << r) - 1,
-                };
-                let mut r0 = 0;
-                while r0 < m {
-                    let rows = ROWS.min(m - r0);
-                    // SAFETY: the tile's rows r0..r0 + rows < m, columns c0..c0 + cols ≤ n
-                    // (the last vector under `last`) and depths k0..k0 + depth ≤ k lie inside
-                    // the operands (assert above).
-                    unsafe {
-                        let t = Tile {
-                            depth,
-                            lhs: lhs.add(r0 * k + k0),
-                            lhs_stride: k,
-                            rhs: rhs.add(k0 * n + c0),
-                            rhs_stride: n,
-                            dst: dst.add(r0 * n + c0),
-                            dst_stride: n,
-                            bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
-                            last,
-                            chain_from_bias: false,
-                        };
-                        t.run(rows, vectors);
-                    }
-                    r0 += rows;
+            for_each_tile(m, n, |r0, rows, c0, vectors, last| {
+                // SAFETY: the tile's rows r0..r0 + rows ≤ m, columns c0.. (the last vector
+                // under `last`) ≤ n and depths k0..k0 + depth ≤ k lie inside the operands
+                // (assert above).
+                unsafe {
+                    let t = Tile {
+                        depth,
+                        lhs: lhs.add(r0 * k + k0),
+                        lhs_stride: k,
+                        rhs: rhs.add(k0 * n + c0),
+                        rhs_stride: n,
+                        dst: dst.add(r0 * n + c0),
+                        dst_stride: n,
+                        bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
+                        last,
+                        chain_from_bias: false,
+                    };
+                    t.run(rows, vectors);
                 }
-                c0 += cols;
-            }
+            });
             k0 += depth;
+        }
+    }
+
+    /// Every output tile of an `m × n` product: `f(first row, rows, first column, vectors,
+    /// mask of the last vector)`. A tile of columns at a time, over every row, so that its
+    /// block of the right-hand operand stays in cache.
+    #[inline(always)]
+    fn for_each_tile(m: usize, n: usize, mut f: impl FnMut(usize, usize, usize, usize, u16)) {
+        let mut c0 = 0;
+        while c0 < n {
+            let cols = COLUMNS.min(n - c0);
+            let last = match cols % 16 {
+                0 => 0xFFFF,
+                r => (1u16 << r) - 1,
+            };
+            let mut r0 = 0;
+            while r0 < m {
+                let rows = ROWS.min(m - r0);
+                f(r0, rows, c0, cols.div_ceil(16), last);
+                r0 += rows;
+            }
+            c0 += cols;
         }
     }
 
@@ -402,37 +410,25 @@ mod avx512 {
         assert!(x.len() >= rows * k && w.len() >= k * n && bias.len() >= n);
         assert!(dst.len() >= rows * n);
         let (x, w, dst, bias) = (x.as_ptr(), w.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
-        let mut c0 = 0;
-        while c0 < n {
-            let cols = COLUMNS.min(n - c0);
-            let last = match cols % 16 {
-                0 => 0xFFFF,
-                r => (1u16 << r) - 1,
-            };
-            let mut r0 = 0;
-            while r0 < rows {
-                let tile_rows = ROWS.min(rows - r0);
-                // SAFETY: rows r0..r0 + tile_rows ≤ rows, columns c0..c0 + cols ≤ n (the
-                // last vector under `last`), all of k: inside the operands (asserted).
-                unsafe {
-                    let t = Tile {
-                        depth: k,
-                        lhs: x.add(r0 * k),
-                        lhs_stride: k,
-                        rhs: w.add(c0),
-                        rhs_stride: n,
-                        dst: dst.add(r0 * n + c0),
-                        dst_stride: n,
-                        bias: Some(bias.add(c0)),
-                        last,
-                        chain_from_bias: true,
-                    };
-                    t.run(tile_rows, cols.div_ceil(16));
-                }
-                r0 += tile_rows;
+        for_each_tile(rows, n, |r0, tile_rows, c0, vectors, last| {
+            // SAFETY: rows r0..r0 + tile_rows ≤ rows, columns c0.. (the last vector under
+            // `last`) ≤ n, all of k: inside the operands (asserted).
+            unsafe {
+                let t = Tile {
+                    depth: k,
+                    lhs: x.add(r0 * k),
+                    lhs_stride: k,
+                    rhs: w.add(c0),
+                    rhs_stride: n,
+                    dst: dst.add(r0 * n + c0),
+                    dst_stride: n,
+                    bias: Some(bias.add(c0)),
+                    last,
+                    chain_from_bias: true,
+                };
+                t.run(tile_rows, vectors);
             }
-            c0 += cols;
-        }
+        });
     }
 
     /// One output tile over one block of k.
