@@ -485,8 +485,8 @@ mod tests {
             ResidualPath::Avx2,
             ResidualPath::Portable,
         ];
-        // K past the decode table (12): AVX-512 sums the output itself, the others go the
-        // portable way.
+        // K past the decode table (12): the vector kernels sum the output themselves, the
+        // portable one decodes without the table.
         for unit in [
             closed_form::relu6(10, Rounding::Nearest),
             closed_form::identity(12, -3.3, 4.1, Rounding::Truncate),
@@ -586,7 +586,7 @@ struct Residual<'a> {
 }
 
 /// Which code runs a residual unit's whole blocks (the rest, and units with more than 32
-/// neurons, always run [`residual_eval`]; so does a unit without a decode table on AVX2).
+/// neurons, always run [`residual_eval`]).
 /// Each gives the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ResidualPath {
@@ -666,12 +666,14 @@ fn residual_by(
                 let (s, o) = unsafe { residual_avx512(u, x, y, words, fanout) };
                 (s, o, whole)
             }
-            ResidualPath::Avx2
-                if let Some(table) = u.table
-                    && std::arch::is_x86_feature_detected!("avx2") =>
-            {
+            ResidualPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: AVX2 was detected.
-                let (s, o) = unsafe { residual_avx2(u, table, x, y, words, fanout) };
+                let (s, o) = unsafe {
+                    match words {
+                        Some(_) => residual_avx2::<true>(u, x, y, words, fanout),
+                        None => residual_avx2::<false>(u, x, y, None, fanout),
+                    }
+                };
                 (s, o, whole)
             }
             _ => (0, 0, 0),
@@ -808,17 +810,21 @@ unsafe fn residual_avx512(
 /// Elements per block of [`residual_avx2`]: four vectors.
 const AVX2_BLOCK: usize = 32;
 
-/// [`residual_eval`] for units of at most 32 neurons with a decode table, written for AVX2:
-/// the block's potentials and spike bits stay in registers through the neuron loop, the
-/// outputs are gathered from the table, spikes counted by a bit count in vector lanes, and
-/// synaptic operations multiplied in 64 bits. The floating-point operations are the
-/// definition's (`c·x`, then `r − h` or `r − (+0)` where `r ≥ t`), so the bits are the same.
-/// `x.len()` is a multiple of [`AVX2_BLOCK`]; `fanout` as in [`UnitKernel::eval_counted`].
+/// [`residual_eval`] for units of at most 32 neurons, written for AVX2: the block's
+/// potentials, outputs and spike counts stay in registers through the neuron loop. Where a
+/// neuron fires, its inhibition is subtracted (`r − (+0)`, which is r exactly, elsewhere),
+/// its `d_i` added to the output's sum and one added to the lane's count. The sum `Σ d_i`
+/// runs from +0 over the fired neurons, ascending, as [`AmosUnit::decode`]'s: adding +0 where
+/// a neuron is silent changes nothing, as the sum is never −0 (it starts at +0, and `a + b`
+/// is −0 only when both are). Gathering outputs from a decode table and counting bits instead
+/// cost twice as much on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
+/// kept too (for `z`) and counted by bit count. The floating-point operations are the
+/// definition's, so the bits are the same. `x.len()` is a multiple of [`AVX2_BLOCK`];
+/// `fanout` as in [`UnitKernel::eval_counted`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn residual_avx2(
+unsafe fn residual_avx2<const WORDS: bool>(
     u: Residual<'_>,
-    table: &[f32; DECODE_TABLE_LEN],
     x: &[f32],
     y: &mut [f32],
     mut z: Option<&mut [u64]>,
@@ -827,18 +833,12 @@ unsafe fn residual_avx2(
     use std::arch::x86_64::*;
     const V: usize = AVX2_BLOCK / 8;
     assert!(x.len().is_multiple_of(AVX2_BLOCK) && y.len() == x.len() && u.t.len() <= 32);
-    assert!(u.h.len() >= u.t.len() && z.as_ref().is_none_or(|z| z.len() == x.len()));
+    assert!(u.h.len() >= u.t.len() && u.d.len() >= u.t.len());
+    assert!(z.as_ref().is_none_or(|z| z.len() == x.len()) && (WORDS || z.is_none()));
     // SAFETY: AVX2 is enabled; every load and store below is inside a block of `x`, `y`, `z`
-    // or `fanout` whose bounds were checked (asserts above, `get` below); gathers index the
-    // decode table under its mask.
+    // or `fanout` whose bounds were checked (asserts above, `get` below).
     unsafe {
-        let c = _mm256_set1_ps(u.c);
-        let index_mask = _mm256_set1_epi32((DECODE_TABLE_LEN - 1) as i32);
-        let (m1, m2, m4) = (
-            _mm256_set1_epi32(0x5555_5555),
-            _mm256_set1_epi32(0x3333_3333),
-            _mm256_set1_epi32(0x0F0F_0F0F),
-        );
+        let (c, o) = (_mm256_set1_ps(u.c), _mm256_set1_ps(u.o));
         // Spikes per lane (at most 32 per block: flushed long before u32 overflows).
         let mut lane_spikes = _mm256_setzero_si256();
         let mut spikes = 0u64;
@@ -857,34 +857,30 @@ unsafe fn residual_avx2(
             let first = b * AVX2_BLOCK;
             let mut r: [__m256; V] =
                 std::array::from_fn(|v| _mm256_mul_ps(c, _mm256_loadu_ps(xs.as_ptr().add(8 * v))));
-            let mut bits = [_mm256_setzero_si256(); V];
-            for (i, (&ti, &hi)) in u.t.iter().zip(u.h).enumerate() {
-                let (t, h) = (_mm256_set1_ps(ti), _mm256_set1_ps(hi));
-                let bit = _mm256_set1_epi32((1u32 << i) as i32);
+            let mut acc = [_mm256_setzero_ps(); V];
+            // Without `WORDS`: minus the spikes per lane; with: the spike bits.
+            let mut tally = [_mm256_setzero_si256(); V];
+            for (i, ((&ti, &hi), &di)) in u.t.iter().zip(u.h).zip(u.d).enumerate() {
+                let (t, h, d) = (_mm256_set1_ps(ti), _mm256_set1_ps(hi), _mm256_set1_ps(di));
                 for v in 0..V {
                     // `r ≥ t` (false for NaN, as the scalar comparison).
                     let fired = _mm256_cmp_ps::<_CMP_GE_OQ>(r[v], t);
-                    bits[v] =
-                        _mm256_or_si256(bits[v], _mm256_and_si256(bit, _mm256_castps_si256(fired)));
                     r[v] = _mm256_sub_ps(r[v], _mm256_and_ps(h, fired));
+                    acc[v] = _mm256_add_ps(acc[v], _mm256_and_ps(d, fired));
+                    let fired = _mm256_castps_si256(fired);
+                    tally[v] = if WORDS {
+                        let bit = _mm256_set1_epi32((1u32 << i) as i32);
+                        _mm256_or_si256(tally[v], _mm256_and_si256(bit, fired))
+                    } else {
+                        _mm256_sub_epi32(tally[v], fired)
+                    };
                 }
             }
             let fan = fanout.get(first..first + AVX2_BLOCK);
             let mut counts = [_mm256_setzero_si256(); V];
             for v in 0..V {
-                let index = _mm256_and_si256(bits[v], index_mask);
-                let out = _mm256_i32gather_ps::<4>(table.as_ptr(), index);
-                _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), out);
-                let w = bits[v];
-                let w = _mm256_sub_epi32(w, _mm256_and_si256(_mm256_srli_epi32::<1>(w), m1));
-                let w = _mm256_add_epi32(
-                    _mm256_and_si256(w, m2),
-                    _mm256_and_si256(_mm256_srli_epi32::<2>(w), m2),
-                );
-                let w = _mm256_and_si256(_mm256_add_epi32(w, _mm256_srli_epi32::<4>(w)), m4);
-                let w = _mm256_add_epi32(w, _mm256_srli_epi32::<8>(w));
-                let w = _mm256_add_epi32(w, _mm256_srli_epi32::<16>(w));
-                counts[v] = _mm256_and_si256(w, _mm256_set1_epi32(0x3F));
+                _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), _mm256_add_ps(o, acc[v]));
+                counts[v] = if WORDS { popcount_avx2(tally[v]) } else { tally[v] };
                 lane_spikes = _mm256_add_epi32(lane_spikes, counts[v]);
                 if let Some(fan) = fan {
                     let f = _mm256_loadu_si256(fan.as_ptr().add(8 * v).cast());
@@ -898,8 +894,8 @@ unsafe fn residual_avx2(
                 }
                 if let Some(z) = z.as_deref_mut() {
                     let words = z.as_mut_ptr().add(first + 8 * v).cast::<__m256i>();
-                    let low = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(bits[v]));
-                    let high = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(bits[v]));
+                    let low = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(tally[v]));
+                    let high = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(tally[v]));
                     _mm256_storeu_si256(words, low);
                     _mm256_storeu_si256(words.add(1), high);
                 }
@@ -921,6 +917,28 @@ unsafe fn residual_avx2(
         _mm256_storeu_si256(wide.as_mut_ptr().cast(), synops);
         (spikes, wide.iter().sum::<u64>() + synops_tail)
     }
+}
+
+/// The set bits of each 32-bit lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn popcount_avx2(w: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let (m1, m2, m4) = (
+        _mm256_set1_epi32(0x5555_5555),
+        _mm256_set1_epi32(0x3333_3333),
+        _mm256_set1_epi32(0x0F0F_0F0F),
+    );
+    let w = _mm256_sub_epi32(w, _mm256_and_si256(_mm256_srli_epi32::<1>(w), m1));
+    let w = _mm256_add_epi32(
+        _mm256_and_si256(w, m2),
+        _mm256_and_si256(_mm256_srli_epi32::<2>(w), m2),
+    );
+    let w = _mm256_and_si256(_mm256_add_epi32(w, _mm256_srli_epi32::<4>(w)), m4);
+    let w = _mm256_add_epi32(w, _mm256_srli_epi32::<8>(w));
+    let w = _mm256_add_epi32(w, _mm256_srli_epi32::<16>(w));
+    _mm256_and_si256(w, _mm256_set1_epi32(0x3F))
 }
 
 /// The residual form over blocks of elements, branch-free (a select instead of a branch per
