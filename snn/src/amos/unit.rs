@@ -487,8 +487,12 @@ mod tests {
         ];
         // K past the decode table (12): the vector kernels sum the output themselves, the
         // portable one decodes without the table.
+        // A residual-form unit that decodes other than it inhibits (h_j ≠ d_j).
+        let mut decoding_apart = closed_form::relu6(10, Rounding::Nearest);
+        decoding_apart.d.iter_mut().for_each(|d| *d *= 1.5);
         for unit in [
             closed_form::relu6(10, Rounding::Nearest),
+            decoding_apart,
             closed_form::identity(12, -3.3, 4.1, Rounding::Truncate),
             closed_form::relu6(20, Rounding::Nearest),
             closed_form::identity(32, -3.3, 4.1, Rounding::Nearest),
@@ -669,9 +673,15 @@ fn residual_by(
             ResidualPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: AVX2 was detected.
                 let (s, o) = unsafe {
-                    match words {
-                        Some(_) => residual_avx2::<true>(u, x, y, words, fanout),
-                        None => residual_avx2::<false>(u, x, y, None, fanout),
+                    // The closed forms inhibit by what they decode (h_j = d_j; the last
+                    // neuron's inhibition reaches no one).
+                    let inhibiting = u.t.len().saturating_sub(1);
+                    let same = (u.h[..inhibiting].iter().zip(u.d))
+                        .all(|(h, d)| h.to_bits() == d.to_bits());
+                    match (words.is_some(), same) {
+                        (true, _) => residual_avx2::<true, false>(u, x, y, words, fanout),
+                        (false, true) => residual_avx2::<false, true>(u, x, y, None, fanout),
+                        (false, false) => residual_avx2::<false, false>(u, x, y, None, fanout),
                     }
                 };
                 (s, o, whole)
@@ -818,12 +828,14 @@ const AVX2_BLOCK: usize = 32;
 /// a neuron is silent changes nothing, as the sum is never −0 (it starts at +0, and `a + b`
 /// is −0 only when both are). Gathering outputs from a decode table and counting bits instead
 /// cost twice as much on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
-/// kept too (for `z`) and counted by bit count. The floating-point operations are the
-/// definition's, so the bits are the same. `x.len()` is a multiple of [`AVX2_BLOCK`];
-/// `fanout` as in [`UnitKernel::eval_counted`].
+/// kept too (for `z`) and counted by bit count. With `SAME_HD` (the caller checked that
+/// h_i = d_i bit for bit for every neuron but the last, whose inhibition is never read, as
+/// in the closed forms) one masked value serves both. The
+/// floating-point operations are the definition's, so the bits are the same. `x.len()` is a
+/// multiple of [`AVX2_BLOCK`]; `fanout` as in [`UnitKernel::eval_counted`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn residual_avx2<const WORDS: bool>(
+unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
     u: Residual<'_>,
     x: &[f32],
     y: &mut [f32],
@@ -865,8 +877,10 @@ unsafe fn residual_avx2<const WORDS: bool>(
                 for v in 0..V {
                     // `r ≥ t` (false for NaN, as the scalar comparison).
                     let fired = _mm256_cmp_ps::<_CMP_GE_OQ>(r[v], t);
-                    r[v] = _mm256_sub_ps(r[v], _mm256_and_ps(h, fired));
-                    acc[v] = _mm256_add_ps(acc[v], _mm256_and_ps(d, fired));
+                    let decoded = _mm256_and_ps(d, fired);
+                    let inhibition = if SAME_HD { decoded } else { _mm256_and_ps(h, fired) };
+                    r[v] = _mm256_sub_ps(r[v], inhibition);
+                    acc[v] = _mm256_add_ps(acc[v], decoded);
                     let fired = _mm256_castps_si256(fired);
                     tally[v] = if WORDS {
                         let bit = _mm256_set1_epi32((1u32 << i) as i32);
