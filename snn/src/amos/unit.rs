@@ -878,7 +878,11 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
                     // `r ≥ t` (false for NaN, as the scalar comparison).
                     let fired = _mm256_cmp_ps::<_CMP_GE_OQ>(r[v], t);
                     let decoded = _mm256_and_ps(d, fired);
-                    let inhibition = if SAME_HD { decoded } else { _mm256_and_ps(h, fired) };
+                    let inhibition = if SAME_HD {
+                        decoded
+                    } else {
+                        _mm256_and_ps(h, fired)
+                    };
                     r[v] = _mm256_sub_ps(r[v], inhibition);
                     acc[v] = _mm256_add_ps(acc[v], decoded);
                     let fired = _mm256_castps_si256(fired);
@@ -894,7 +898,11 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
             let mut counts = [_mm256_setzero_si256(); V];
             for v in 0..V {
                 _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), _mm256_add_ps(o, acc[v]));
-                counts[v] = if WORDS { popcount_avx2(tally[v]) } else { tally[v] };
+                counts[v] = if WORDS {
+                    popcount_avx2(tally[v])
+                } else {
+                    tally[v]
+                };
                 lane_spikes = _mm256_add_epi32(lane_spikes, counts[v]);
                 if let Some(fan) = fan {
                     let f = _mm256_loadu_si256(fan.as_ptr().add(8 * v).cast());
