@@ -827,7 +827,7 @@ const AVX2_BLOCK: usize = 32;
 /// runs from +0 over the fired neurons, ascending, as [`AmosUnit::decode`]'s: adding +0 where
 /// a neuron is silent changes nothing, as the sum is never −0 (it starts at +0, and `a + b`
 /// is −0 only when both are). Gathering outputs from a decode table and counting bits instead
-/// cost twice as much on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
+/// cost 40% more on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
 /// kept too (for `z`) and counted by bit count. With `SAME_HD` (the caller checked that
 /// h_i = d_i bit for bit for every neuron but the last, whose inhibition is never read, as
 /// in the closed forms) one masked value serves both. The
