@@ -830,9 +830,9 @@ const AVX2_BLOCK: usize = 32;
 /// cost 40% more on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
 /// kept too (for `z`) and counted by bit count. With `SAME_HD` (the caller checked that
 /// h_i = d_i bit for bit for every neuron but the last, whose inhibition is never read, as
-/// in the closed forms) one masked value serves both. The
-/// floating-point operations are the definition's, so the bits are the same. `x.len()` is a
-/// multiple of [`AVX2_BLOCK`]; `fanout` as in [`UnitKernel::eval_counted`].
+/// in the closed forms) one masked value serves both. The floating-point operations are the
+/// definition's, so the bits are the same. `x.len()` is a multiple of [`AVX2_BLOCK`];
+/// `fanout` as in [`UnitKernel::eval_counted`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
