@@ -355,9 +355,10 @@ impl SpikingNetwork {
 
     /// Where the group tail of a per-image run of `nodes` on `images` images starts: after
     /// the last node whose output is large ([`GROUP_TAIL_MIN_VALUE`]), if at least two images
-    /// go to each thread and the tail's weights are large ([`GROUP_TAIL_MIN_WEIGHTS`]). The tail runs on groups of images (one group per thread) instead
-    /// of image by image: its outputs are small, and its weights, large, are then read once
-    /// per group instead of once per image. The kernels compute each image the same way
+    /// go to each thread and the tail's weights are large ([`GROUP_TAIL_MIN_WEIGHTS`]). The
+    /// tail runs on groups of images (at most [`GROUP_IMAGES`]) instead of image by image: its
+    /// outputs are small, and its weights, large, are then read once per group instead of
+    /// once per image. The kernels compute each image the same way
     /// alone or in a group, so the results are the same.
     fn group_tail(&self, nodes: &Range<usize>, images: usize) -> Option<usize> {
         if images / self.engine.threads().max(1) < 2 {

@@ -155,6 +155,9 @@ pub struct UnitKernel {
     unit: AmosUnit,
     /// `h_j` when every row of h agrees on column j and all c_i are equal.
     residual: Option<(f32, Vec<f32>)>,
+    /// A residual unit whose inhibition is what it decodes (every closed form): h_j = d_j
+    /// bit for bit for every neuron but the last, whose inhibition nobody reads.
+    decodes_as_inhibits: bool,
     /// For K ≤ [`DECODE_TABLE_MAX_K`]: the output of every spike pattern, computed by
     /// [`AmosUnit::decode`] itself, so a lookup replaces K conditional additions and gives
     /// the same bits. Always [`DECODE_TABLE_LEN`] long (patterns past 2^K never occur), so
@@ -177,6 +180,10 @@ impl UnitKernel {
     pub fn new(unit: AmosUnit) -> Self {
         let k = unit.k();
         let residual = residual_form(&unit);
+        let decodes_as_inhibits = residual.as_ref().is_some_and(|(_, h)| {
+            let inhibiting = k.saturating_sub(1);
+            (h[..inhibiting].iter().zip(&unit.d)).all(|(h, d)| h.to_bits() == d.to_bits())
+        });
         let table = (k <= DECODE_TABLE_MAX_K).then(|| {
             let mut table = Box::new([f32::NAN; DECODE_TABLE_LEN]);
             for (z, y) in table.iter_mut().enumerate().take(1 << k) {
@@ -197,6 +204,7 @@ impl UnitKernel {
         UnitKernel {
             unit,
             residual,
+            decodes_as_inhibits,
             table,
             inhibited_by,
             intervals,
@@ -304,6 +312,7 @@ impl UnitKernel {
             d: &self.unit.d,
             o: self.unit.o,
             table: self.table.as_deref(),
+            decodes_as_inhibits: self.decodes_as_inhibits,
         })
     }
 
@@ -587,6 +596,8 @@ struct Residual<'a> {
     d: &'a [f32],
     o: f32,
     table: Option<&'a [f32; DECODE_TABLE_LEN]>,
+    /// See [`UnitKernel`]'s field of the name.
+    decodes_as_inhibits: bool,
 }
 
 /// Which code runs a residual unit's whole blocks (the rest, and units with more than 32
@@ -673,12 +684,7 @@ fn residual_by(
             ResidualPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: AVX2 was detected.
                 let (s, o) = unsafe {
-                    // The closed forms inhibit by what they decode (h_j = d_j; the last
-                    // neuron's inhibition reaches no one).
-                    let inhibiting = u.t.len().saturating_sub(1);
-                    let same = (u.h[..inhibiting].iter().zip(u.d))
-                        .all(|(h, d)| h.to_bits() == d.to_bits());
-                    match (words.is_some(), same) {
+                    match (words.is_some(), u.decodes_as_inhibits) {
                         (true, _) => residual_avx2::<true, false>(u, x, y, words, fanout),
                         (false, true) => residual_avx2::<false, true>(u, x, y, None, fanout),
                         (false, false) => residual_avx2::<false, false>(u, x, y, None, fanout),
@@ -828,9 +834,8 @@ const AVX2_BLOCK: usize = 32;
 /// a neuron is silent changes nothing, as the sum is never −0 (it starts at +0, and `a + b`
 /// is −0 only when both are). Gathering outputs from a decode table and counting bits instead
 /// cost 40% more on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
-/// kept too (for `z`) and counted by bit count. With `SAME_HD` (the caller checked that
-/// h_i = d_i bit for bit for every neuron but the last, whose inhibition is never read, as
-/// in the closed forms) one masked value serves both. The floating-point operations are the
+/// kept too (for `z`) and counted by bit count. With `SAME_HD` (the unit's
+/// `decodes_as_inhibits`) one masked value serves both. The floating-point operations are the
 /// definition's, so the bits are the same. `x.len()` is a multiple of [`AVX2_BLOCK`];
 /// `fanout` as in [`UnitKernel::eval_counted`].
 #[cfg(target_arch = "x86_64")]
@@ -984,6 +989,7 @@ fn residual_eval<'a>(
         d,
         o,
         table,
+        ..
     } = u;
     let (mut spikes, mut synops) = (0u64, 0u64);
     for (b, (xs, ys)) in x.chunks(BLOCK).zip(y.chunks_mut(BLOCK)).enumerate() {
