@@ -10,6 +10,10 @@
 //! output tile of 6 rows × 64 columns (24 of the 32 AVX-512 registers) over a block of k,
 //! reading the operands where they lie, with no packing. On Lite0's pointwise shapes it runs
 //! closer to the core's peak than the crate's AVX2 kernels (`--example gemm_shapes`).
+//!
+//! Small planes (7×7: 49 columns) fill vectors along the columns badly, so there the kernels
+//! of [`matmul_bias_by_channels`] vectorise along the output channels instead, on AVX-512
+//! and on AVX2 machines alike, with the same chains and so the same bits.
 
 use gemm::Parallelism;
 
@@ -104,10 +108,11 @@ fn ours(
     false
 }
 
-/// A weight matrix `[m × k]` laid out by input (`[k × m]`, each row padded with zeros to
-/// whole tiles of [`by_channels::CHANNELS`]) for products with few columns, which
+/// A weight matrix `[m × k]` laid out by input for products with few columns, which
 /// [`matmul_bias_by_channels`] vectorises along the output channels instead of along the
-/// columns (a 7×7 plane is 49 columns: four vectors of 16 with 15 lanes idle).
+/// columns (a 7×7 plane is 49 columns: four vectors of 16 with 15 lanes idle). The channels
+/// are padded with zeros to whole tiles of the kernel that runs here, and stored in blocks
+/// of `tile` channels, each block `[k × tile]`, so that a tile's weights are read in order.
 #[derive(Clone, Debug, Default)]
 pub struct WeightsByInput {
     data: Vec<f32>,
@@ -115,16 +120,39 @@ pub struct WeightsByInput {
     depth: usize,
     /// `rows` rounded up to whole tiles.
     stride: usize,
+    /// Channels of a block: `stride` for the AVX-512 kernel (one block, `[k × stride]`),
+    /// [`by_channels::AVX2_CHANNELS`] for the AVX2 one.
+    tile: usize,
 }
 
 impl WeightsByInput {
-    /// `lhs` (`[rows × depth]`, row-major) transposed and padded.
+    /// `lhs` (`[rows × depth]`, row-major) laid out for the kernel that runs on this CPU.
     pub fn new(lhs: &[f32], rows: usize, depth: usize) -> WeightsByInput {
-        let stride = rows.div_ceil(by_channels::CHANNELS) * by_channels::CHANNELS;
+        Self::for_kernel(channel_kernel(), lhs, rows, depth)
+    }
+
+    /// `lhs` laid out for `kernel` (the AVX-512 layout where none runs).
+    fn for_kernel(
+        kernel: Option<ChannelKernel>,
+        lhs: &[f32],
+        rows: usize,
+        depth: usize,
+    ) -> WeightsByInput {
+        let (stride, tile) = match kernel {
+            Some(ChannelKernel::Avx2) => {
+                let stride = rows.div_ceil(by_channels::AVX2_CHANNELS) * by_channels::AVX2_CHANNELS;
+                (stride, by_channels::AVX2_CHANNELS)
+            }
+            _ => {
+                let stride = rows.div_ceil(by_channels::CHANNELS) * by_channels::CHANNELS;
+                (stride, stride)
+            }
+        };
         let mut data = vec![0.0f32; stride * depth];
         for (r, row) in lhs.chunks_exact(depth.max(1)).take(rows).enumerate() {
+            let block = r / tile * depth * tile + r % tile;
             for (d, &w) in row.iter().enumerate() {
-                data[d * stride + r] = w;
+                data[block + d * tile] = w;
             }
         }
         WeightsByInput {
@@ -132,8 +160,30 @@ impl WeightsByInput {
             rows,
             depth,
             stride,
+            tile,
         }
     }
+}
+
+/// The kernels vectorised along the channels ([`matmul_bias_by_channels`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChannelKernel {
+    /// Tiles of 48 channels × 7 columns, where the CPU has AVX-512F.
+    Avx512,
+    /// Tiles of 24 channels × 4 columns, where it has AVX2 and FMA.
+    Avx2,
+}
+
+/// The kernel vectorised along the channels that runs on this CPU, if any.
+fn channel_kernel() -> Option<ChannelKernel> {
+    if ours_available() {
+        return Some(ChannelKernel::Avx512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return Some(ChannelKernel::Avx2);
+    }
+    None
 }
 
 /// Whether [`matmul_bias_by_channels`] runs a product of `m × k` by `k × n` on this CPU and
@@ -141,15 +191,17 @@ impl WeightsByInput {
 /// plane) that fill vectors of 16 badly, and enough depth that writing the tiles across is
 /// paid for.
 pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
-    // The share of vector lanes that hold outputs, either way.
+    let (tile_rows, tile_columns) = match channel_kernel() {
+        Some(ChannelKernel::Avx512) => (by_channels::CHANNELS, by_channels::COLUMNS),
+        Some(ChannelKernel::Avx2) => (by_channels::AVX2_CHANNELS, by_channels::AVX2_COLUMNS),
+        None => return false,
+    };
+    // The share of vector lanes that hold outputs, either way (the crate's tiles are 16
+    // columns).
     let column_share = n as f64 / (16 * n.div_ceil(16)) as f64;
-    let (tile_rows, tile_columns) = (by_channels::CHANNELS, by_channels::COLUMNS);
     let channel_share = (m as f64 / (tile_rows * m.div_ceil(tile_rows)) as f64)
         * (n as f64 / (tile_columns * n.div_ceil(tile_columns)) as f64);
-    ours_available()
-        && tiled_block(m, n, k).is_some()
-        && k >= 64
-        && channel_share > column_share + 0.1
+    tiled_block(m, n, k).is_some() && k >= 64 && channel_share > column_share + 0.1
 }
 
 /// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input,
@@ -178,11 +230,17 @@ pub fn matmul_bias_by_channels(
         "weights laid out for another product"
     );
     #[cfg(target_arch = "x86_64")]
-    if ours_available()
-        && let Some(kc) = tiled_block(m, n, k)
-    {
-        // SAFETY: AVX-512F was detected; lengths asserted above.
-        unsafe { by_channels::matmul(m, n, k, kc, images, by_input, rhs, bias, dst) };
+    if let (Some(kernel), Some(kc)) = (channel_kernel(), tiled_block(m, n, k)) {
+        match kernel {
+            // SAFETY: AVX-512F was detected; lengths asserted above.
+            ChannelKernel::Avx512 => unsafe {
+                by_channels::matmul(m, n, k, kc, images, by_input, rhs, bias, dst)
+            },
+            // SAFETY: AVX2 and FMA were detected; lengths asserted above.
+            ChannelKernel::Avx2 => unsafe {
+                by_channels::matmul_avx2(m, n, k, kc, images, by_input, rhs, bias, dst)
+            },
+        }
         return;
     }
     if m * n > 0 {
@@ -543,6 +601,11 @@ mod by_channels {
     /// Inputs of the images that share each block of weights: at most this many bytes (a
     /// quarter of a Zen 4 core's L2), so that they stay in cache from block to block.
     const SHARED_INPUTS: usize = 256 << 10;
+    /// Output channels of an AVX2 tile: two vectors of 8.
+    pub(super) const AVX2_CHANNELS: usize = 16;
+    /// Columns of an AVX2 tile: 12 accumulators of the 16 registers, two for the weights,
+    /// one for the input and one to spare (with 24 × 4, one accumulator spilled).
+    pub(super) const AVX2_COLUMNS: usize = 6;
 
     /// `dst = bias + lhs · rhs` with `lhs` laid out by input, for `images` products one after
     /// another in `rhs` and `dst`: per tile of 48 channels × 7 columns, 21 vectors of chains
@@ -572,6 +635,7 @@ mod by_channels {
         assert!(rhs.len() >= images * k * n && dst.len() >= images * m * n);
         assert!(bias.len() >= m && n > 0);
         assert!(w.rows == m && w.depth == k && w.data.len() >= w.stride * k && kc > 0);
+        assert!(w.tile == w.stride, "weights laid out for another kernel");
         let together = (SHARED_INPUTS / (4 * k * n).max(1)).max(1);
         // SAFETY: loads of `w` stay in its padded rows (c0 + 48 ≤ stride); of `rhs` at column
         // min(p, n − 1) of rows < k of an image < images; of `bias` under the mask of
@@ -658,6 +722,206 @@ mod by_channels {
                     for (p, t) in tile.iter().take(columns).enumerate() {
                         *row.add(p) = t[c];
                     }
+                }
+            }
+        }
+    }
+
+    /// [`matmul`] on AVX2: tiles of 16 channels × 6 columns, 12 vectors of chains
+    /// `acc = fma(w, x, acc)` from zero over each block of `kc`, added to the running result
+    /// (from the bias) after each block, which is then written across. A few images at a
+    /// time go through each block of 16 channels' weights, their inputs packed beforehand
+    /// tile by tile (`[tile][k][6]`), so that both operands are read in order.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `rhs`, `dst` and `bias` hold at least `images·k·n`,
+    /// `images·m·n` and `m`, and `w` is laid out for `m × k`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul_avx2(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        images: usize,
+        w: &super::WeightsByInput,
+        rhs: &[f32],
+        bias: &[f32],
+        dst: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        const P: usize = AVX2_COLUMNS;
+        assert!(rhs.len() >= images * k * n && dst.len() >= images * m * n);
+        assert!(bias.len() >= m && n > 0);
+        assert!(w.rows == m && w.depth == k && w.data.len() >= w.stride * k && kc > 0);
+        assert!(
+            w.tile == AVX2_CHANNELS,
+            "weights laid out for another kernel"
+        );
+        let tiles = n.div_ceil(P);
+        let per_image = tiles * k * P;
+        let together = (SHARED_INPUTS / (4 * per_image).max(1)).clamp(1, images.max(1));
+        let mut packed = vec![0.0f32; together * per_image];
+        for first in (0..images).step_by(together) {
+            let group = together.min(images - first);
+            for (image, packed) in packed.chunks_exact_mut(per_image).take(group).enumerate() {
+                let x = &rhs[(first + image) * k * n..][..k * n];
+                for (tile, packed) in packed.chunks_exact_mut(k * P).enumerate() {
+                    let p0 = tile * P;
+                    let rows = packed.chunks_exact_mut(P).zip(x.chunks_exact(n));
+                    if p0 + P <= n {
+                        rows.for_each(|(row, x)| row.copy_from_slice(&x[p0..p0 + P]));
+                        continue;
+                    }
+                    // The last tile, partial: its last column repeated.
+                    for (row, x) in rows {
+                        for (p, y) in row.iter_mut().enumerate() {
+                            *y = x[(p0 + p).min(n - 1)];
+                        }
+                    }
+                }
+            }
+            // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
+            // packed inputs are `group` images of `tiles` tiles of `k × 6`; stores only at
+            // channels < m and columns < n of an image < images.
+            unsafe {
+                for c0 in (0..m).step_by(AVX2_CHANNELS) {
+                    let mut padded = [0.0f32; AVX2_CHANNELS];
+                    let channels = AVX2_CHANNELS.min(m - c0);
+                    padded[..channels].copy_from_slice(&bias[c0..c0 + channels]);
+                    let b: [__m256; AVX2_CHANNELS / 8] =
+                        std::array::from_fn(|v| _mm256_loadu_ps(padded.as_ptr().add(8 * v)));
+                    let block = w.data.as_ptr().add(c0 * k);
+                    for image in 0..group {
+                        let x = packed.as_ptr().add(image * per_image);
+                        let dst = dst.as_mut_ptr().add((first + image) * m * n + c0 * n);
+                        slab_avx2(n, k, kc, channels, block, x, b, dst);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One block of 16 channels (`channels` of them real) of one image: [`matmul_avx2`]'s
+    /// tiles along the row. `block` is the block's weights (`k × 16`), `x` the image's
+    /// packed inputs, `dst` the block's first channel's output row.
+    ///
+    /// # Safety
+    /// As [`matmul_avx2`], for one image's packed inputs and the block's `channels` rows of
+    /// `dst`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn slab_avx2(
+        n: usize,
+        k: usize,
+        kc: usize,
+        channels: usize,
+        block: *const f32,
+        x: *const f32,
+        b: [std::arch::x86_64::__m256; AVX2_CHANNELS / 8],
+        dst: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        const V: usize = AVX2_CHANNELS / 8;
+        const P: usize = AVX2_COLUMNS;
+        // SAFETY: as the caller's.
+        unsafe {
+            for (tile, p0) in (0..n).step_by(P).enumerate() {
+                let x = x.add(tile * k * P);
+                let mut out = [b; P];
+                let mut k0 = 0;
+                while k0 < k {
+                    let depth = kc.min(k - k0);
+                    let mut acc = [[_mm256_setzero_ps(); V]; P];
+                    for d in k0..k0 + depth {
+                        let row = block.add(d * AVX2_CHANNELS);
+                        let wv: [__m256; V] =
+                            std::array::from_fn(|v| _mm256_loadu_ps(row.add(8 * v)));
+                        let x = x.add(d * P);
+                        for (p, acc) in acc.iter_mut().enumerate() {
+                            let xb = _mm256_broadcast_ss(&*x.add(p));
+                            for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                                *acc = _mm256_fmadd_ps(wv, xb, *acc);
+                            }
+                        }
+                    }
+                    for (out, acc) in out.iter_mut().zip(&acc) {
+                        for (out, &acc) in out.iter_mut().zip(acc) {
+                            *out = _mm256_add_ps(*out, acc);
+                        }
+                    }
+                    k0 += depth;
+                }
+                let columns = P.min(n - p0);
+                if columns == P && channels == AVX2_CHANNELS {
+                    store_transposed(&out, dst.add(p0), n);
+                    continue;
+                }
+                let mut tile = [[0.0f32; AVX2_CHANNELS]; P];
+                for (t, out) in tile.iter_mut().zip(&out) {
+                    for (v, &o) in out.iter().enumerate() {
+                        _mm256_storeu_ps(t.as_mut_ptr().add(8 * v), o);
+                    }
+                }
+                for c in 0..channels {
+                    let row = dst.add(c * n + p0);
+                    for (p, t) in tile.iter().take(columns).enumerate() {
+                        *row.add(p) = t[c];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a whole tile, `out[p][v]` holding channels 8v..8v+8 of column p, as 16 rows of
+    /// 6 columns from `dst` (rows `n` apart): per vector of channels, columns 0..4 as a 4 × 8
+    /// block transposed in registers, columns 4 and 5 as pairs.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `dst` has 16 rows of 6 columns at `n` apart.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store_transposed(
+        out: &[[std::arch::x86_64::__m256; AVX2_CHANNELS / 8]; AVX2_COLUMNS],
+        dst: *mut f32,
+        n: usize,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: as the caller's.
+        unsafe {
+            for v in 0..AVX2_CHANNELS / 8 {
+                let row = |c: usize| dst.add((8 * v + c) * n);
+                let [a0, a1, a2, a3, a4, a5] = out.map(|column| column[v]);
+                // Per 128-bit half: t0 = (a0₀ a1₀ a0₁ a1₁), t1 = (a0₂ a1₂ a0₃ a1₃), …
+                let t0 = _mm256_unpacklo_ps(a0, a1);
+                let t1 = _mm256_unpackhi_ps(a0, a1);
+                let t2 = _mm256_unpacklo_ps(a2, a3);
+                let t3 = _mm256_unpackhi_ps(a2, a3);
+                // Channel c (and c + 4 in the upper half): its columns 0..4.
+                let quads = [
+                    _mm256_shuffle_ps::<0x44>(t0, t2),
+                    _mm256_shuffle_ps::<0xEE>(t0, t2),
+                    _mm256_shuffle_ps::<0x44>(t1, t3),
+                    _mm256_shuffle_ps::<0xEE>(t1, t3),
+                ];
+                // Channels (c, c + 1) and (c + 4, c + 5): their columns 4 and 5.
+                let pairs = [_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5)];
+                for (c, q) in quads.into_iter().enumerate() {
+                    _mm_storeu_ps(row(c), _mm256_castps256_ps128(q));
+                    _mm_storeu_ps(row(c + 4), _mm256_extractf128_ps::<1>(q));
+                }
+                for (i, pair) in pairs.into_iter().enumerate() {
+                    // As 64-bit lanes: each a channel's two columns.
+                    let low = _mm_castps_pd(_mm256_castps256_ps128(pair));
+                    let high = _mm_castps_pd(_mm256_extractf128_ps::<1>(pair));
+                    _mm_storel_pd(row(2 * i).add(4).cast(), low);
+                    _mm_storeh_pd(row(2 * i + 1).add(4).cast(), low);
+                    _mm_storel_pd(row(2 * i + 4).add(4).cast(), high);
+                    _mm_storeh_pd(row(2 * i + 5).add(4).cast(), high);
                 }
             }
         }
@@ -799,6 +1063,63 @@ mod tests {
             }
         }
         assert!(by_channels_chosen);
+    }
+
+    /// The AVX2 kernel vectorised along the channels against the `gemm` crate, bit for bit
+    /// (one image and three sharing the weights), on shapes with partial tiles of channels
+    /// and columns, k in one block and in several, values whose sums depend on their order,
+    /// signed zeros, infinities and NaN. Runs wherever the CPU has AVX2 and FMA, AVX-512
+    /// or not.
+    #[test]
+    fn avx2_channel_kernel_gives_the_gemm_crates_bits() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
+            {
+                eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+                return;
+            }
+            let mut value = values(23);
+            // (m, n, k): 7×7 with k in three blocks; whole tiles; channels and columns past
+            // whole tiles; 14×14; one column.
+            let shapes = [
+                (100, 49, 1100),
+                (192, 49, 96),
+                (32, 48, 64),
+                (50, 33, 70),
+                (17, 196, 300),
+                (40, 7, 130),
+            ];
+            for (case, &(m, n, k)) in shapes.iter().enumerate() {
+                let Some(kc) = tiled_block(m, n, k) else {
+                    panic!("m {m} n {n} k {k}: the crate takes another path");
+                };
+                let special = case % 2 == 1;
+                let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
+                let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
+                let rhs: Vec<f32> = (0..3 * k * n).map(|_| value(special)).collect();
+                let mut theirs = Vec::new();
+                for image in rhs.chunks(k * n) {
+                    let mut alone: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
+                    gemm_crate(m, n, k, &lhs, image, &mut alone, Parallelism::None);
+                    theirs.extend(alone);
+                }
+                let w = WeightsByInput::for_kernel(Some(ChannelKernel::Avx2), &lhs, m, k);
+                for images in [1, 3] {
+                    let mut ours = vec![f32::NAN; images * m * n];
+                    // SAFETY: AVX2 and FMA were detected above; the operands have the
+                    // product's sizes.
+                    unsafe {
+                        by_channels::matmul_avx2(m, n, k, kc, images, &w, &rhs, &bias, &mut ours)
+                    };
+                    assert!(
+                        same(&ours, &theirs[..images * m * n]),
+                        "m {m} n {n} k {k}, {images} images: not the crate's bits"
+                    );
+                }
+            }
+        }
     }
 
     /// Several rows at once by our kernel, each with the bits of the `gemm` crate's product
