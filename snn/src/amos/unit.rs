@@ -313,6 +313,7 @@ impl UnitKernel {
             o: self.unit.o,
             table: self.table.as_deref(),
             decodes_as_inhibits: self.decodes_as_inhibits,
+            lowest_threshold: self.unit.t.iter().copied().fold(f32::INFINITY, f32::min),
         })
     }
 
@@ -518,6 +519,11 @@ mod tests {
             {
                 xs[100 + 71 * i] = v;
             }
+            // A block below the least threshold but for one input at it: the one neuron
+            // with that threshold fires, so the block is not silent.
+            let lowest = unit.t.iter().copied().fold(f32::INFINITY, f32::min);
+            xs[64..96].fill(-1.0);
+            xs[70] = lowest;
             // Inputs exactly at thresholds (the first neuron compares x itself), and next to
             // them, where `≥` and `>` differ.
             for (i, &t) in unit.t.iter().enumerate() {
@@ -598,6 +604,9 @@ struct Residual<'a> {
     table: Option<&'a [f32; DECODE_TABLE_LEN]>,
     /// See [`UnitKernel`]'s field of the name.
     decodes_as_inhibits: bool,
+    /// The least threshold: a potential below it fires no neuron (nothing is subtracted
+    /// before the first spike), so the unit is silent there.
+    lowest_threshold: f32,
 }
 
 /// Which code runs a residual unit's whole blocks (the rest, and units with more than 32
@@ -856,6 +865,7 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
     // or `fanout` whose bounds were checked (asserts above, `get` below).
     unsafe {
         let (c, o) = (_mm256_set1_ps(u.c), _mm256_set1_ps(u.o));
+        let lowest = _mm256_set1_ps(u.lowest_threshold);
         // Spikes per lane (at most 32 per block: flushed long before u32 overflows).
         let mut lane_spikes = _mm256_setzero_si256();
         let mut spikes = 0u64;
@@ -872,8 +882,28 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
             .enumerate()
         {
             let first = b * AVX2_BLOCK;
+            if b % (1 << 20) == (1 << 20) - 1 {
+                spikes += flush(lane_spikes);
+                lane_spikes = _mm256_setzero_si256();
+            }
             let mut r: [__m256; V] =
                 std::array::from_fn(|v| _mm256_mul_ps(c, _mm256_loadu_ps(xs.as_ptr().add(8 * v))));
+            // A block whose every potential is below the least threshold (or NaN) fires no
+            // neuron: each output is `o + (+0)`, as the neuron loop would leave it, and there
+            // are no spikes (after a ReLU-like gate's negative inputs, a common case).
+            let any = r.iter().fold(_mm256_setzero_ps(), |any, &r| {
+                _mm256_or_ps(any, _mm256_cmp_ps::<_CMP_GE_OQ>(r, lowest))
+            });
+            if _mm256_movemask_ps(any) == 0 {
+                let silent = _mm256_add_ps(o, _mm256_setzero_ps());
+                for v in 0..V {
+                    _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), silent);
+                }
+                if let Some(z) = z.as_deref_mut() {
+                    z[first..first + AVX2_BLOCK].fill(0);
+                }
+                continue;
+            }
             let mut acc = [_mm256_setzero_ps(); V];
             // Without `WORDS`: minus the spikes per lane; with: the spike bits.
             let mut tally = [_mm256_setzero_si256(); V];
@@ -933,10 +963,6 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
                     _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), count);
                 }
                 synops_tail += partial_synops(&lanes, &fanout[first..]);
-            }
-            if b % (1 << 20) == (1 << 20) - 1 {
-                spikes += flush(lane_spikes);
-                lane_spikes = _mm256_setzero_si256();
             }
         }
         spikes += flush(lane_spikes);
