@@ -61,6 +61,84 @@ pub fn matmul_bias(
     gemm_crate(m, n, k, lhs, rhs, dst, par);
 }
 
+/// Bytes of output a column block of [`matmul_bias_columns`] aims at: well inside a core's
+/// L2 (512 KiB on Zen 3), so that an epilogue reads the block back from there.
+const COLUMN_BLOCK_BYTES: usize = 192 << 10;
+
+/// The columns per block in which [`matmul_bias_columns`] may compute `bias + lhs[m×k] ·
+/// rhs[k×n]` with the bits of the whole product, for an epilogue to run on each block while
+/// it is in cache (the last block takes the remainder too); `None` where blocks would not
+/// help (a narrow product) or would change the bits. Each output of the `gemm` crate's
+/// product is one chain of fused multiply-adds per block of `kc` along k, and `kc` depends
+/// on the shape: blocks are allowed only where k fits in one block of `kc` both for the
+/// whole product and for each block's, so that every output is a single chain either way.
+/// Not where our AVX-512 kernel runs (it takes whole row-major products).
+pub fn column_block(m: usize, n: usize, k: usize) -> Option<usize> {
+    if ours_available() || m == 0 {
+        return None;
+    }
+    let width = (COLUMN_BLOCK_BYTES / (4 * m)).next_multiple_of(32).max(256);
+    if n < 2 * width {
+        return None;
+    }
+    let last = width + n % width;
+    let single = |n: usize| tiled_block(m, n, k).is_some_and(|kc| k <= kc);
+    (single(n) && single(width) && single(last)).then_some(width)
+}
+
+/// The columns `columns` of `dst[m×n] = bias[m] + lhs[m×k] · rhs[k×n]` (all row-major), by
+/// the `gemm` crate on one thread, reading and writing the column block where it lies. With
+/// the block widths of [`column_block`], each output has the bits of [`matmul_bias`]'s.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bias_columns(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+    columns: std::ops::Range<usize>,
+) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m);
+    assert!(columns.start <= columns.end && columns.end <= n);
+    if m == 0 || columns.is_empty() {
+        return;
+    }
+    for (row, &b) in dst.chunks_exact_mut(n).zip(bias).take(m) {
+        row[columns.clone()].fill(b);
+    }
+    if k == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every access in bounds: rows < m of `dst` and columns
+    // < k of `lhs` from their starts, rows < k of `rhs` from column `columns.start`, each
+    // `columns.len()` wide at stride n; `dst` does not alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            columns.len(),
+            k,
+            dst.as_mut_ptr().add(columns.start),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr().add(columns.start),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
 /// The product by our kernel, where it runs (see [`ours_available`] and [`tiled_block`]);
 /// whether it did.
 #[allow(clippy::too_many_arguments)]
