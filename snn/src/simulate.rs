@@ -444,7 +444,7 @@ impl SpikingNetwork {
                 Op::Activation(a) => Some(a),
                 _ => None,
             };
-            let epilogue = move |_: usize, _: usize, y: &mut [f32]| {
+            let epilogue = move |_: usize, y: &mut [f32]| {
                 if let Some(a) = activation {
                     a.apply_in_place(y);
                 }
@@ -697,7 +697,7 @@ impl SpikingNetwork {
         let eval = |b: usize, dst: &mut [f32], z: Option<&mut [u64]>| -> (u64, u64) {
             let src = &x.data()[b * per..(b + 1) * per];
             let src2 = x2.as_ref().map(|t| t.image(b));
-            self.unit_image(u, 0, Some(src), src2, dst, z)
+            self.unit_image(u, Some(src), src2, dst, z)
         };
         let chunk = per.max(1);
         let per_image: Vec<(u64, u64)> = if record {
@@ -737,20 +737,13 @@ impl SpikingNetwork {
         let counts: Vec<Mutex<(u64, u64)>> = (0..n).map(|_| Mutex::new((0, 0))).collect();
         let mut words = vec![0u64; if record { n * per } else { 0 }];
         let slots: Vec<Mutex<&mut [u64]>> = words.chunks_mut(per).map(Mutex::new).collect();
-        // Called on each image's output whole or block by block: the counts add up.
-        let epilogue = |b: usize, at: usize, y: &mut [f32]| {
+        let epilogue = |b: usize, y: &mut [f32]| {
             let c = match slots.get(b) {
-                Some(slot) => {
-                    let mut words = lock(slot);
-                    let z = &mut words[at..at + y.len()];
-                    self.unit_image(u, at, None, None, y, Some(z))
-                }
-                None => self.unit_image(u, at, None, None, y, None),
+                Some(slot) => self.unit_image(u, None, None, y, Some(&mut lock(slot))),
+                None => self.unit_image(u, None, None, y, None),
             };
             if let Some(m) = counts.get(b) {
-                let mut total = lock(m);
-                total.0 += c.0;
-                total.1 += c.1;
+                *lock(m) = c;
             }
         };
         let out = conv.eval_fused(x, shape, threads, Some(&epilogue));
@@ -762,13 +755,12 @@ impl SpikingNetwork {
         (out, per_image, record.then_some(words))
     }
 
-    /// Placement `u` over one image's elements from element `at` on: `x` (with `None`, `y`'s
-    /// own values, in place), with second input `x2` for a two-input unit, decoded into `y`,
-    /// spike words into `z` when given. Returns their spikes and synaptic operations.
+    /// Placement `u` over one image's elements: `x` (with `None`, `y`'s own values, in
+    /// place), with second input `x2` for a two-input unit, decoded into `y`, spike words
+    /// into `z` when given. Returns the image's spikes and synaptic operations.
     fn unit_image(
         &self,
         u: usize,
-        at: usize,
         x: Option<&[f32]>,
         x2: Option<SecondInput<'_>>,
         y: &mut [f32],
@@ -777,10 +769,7 @@ impl SpikingNetwork {
         // Chunks small enough for the stack: a copy of the input when the unit rewrites its
         // input in place.
         const CHUNK: usize = 1024;
-        let unit = &self.kernels[u];
-        let fanout = self.fanout[u]
-            .get(at.min(self.fanout[u].len())..)
-            .unwrap_or_default();
+        let (unit, fanout) = (&self.kernels[u], &self.fanout[u]);
         if let (Some(x), Some(x2)) = (x, x2) {
             // Two inputs: most pairs repeat (see `eval_counted_memo`). A memo of this
             // placement's that no other thread is using, or a new one.

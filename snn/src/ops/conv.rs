@@ -10,18 +10,8 @@ use crate::tensor::Tensor;
 use std::sync::{Arc, OnceLock};
 
 /// Work fused into a convolution ([`Conv2d::eval_fused`]): called with an image's index in
-/// the batch, an offset into its `[C_out, OH, OW]` output and the freshly computed elements
-/// from there, which it rewrites in place. Every element of every image goes through it once:
-/// the whole output at once, or (a pointwise convolution over a large plane) block by block
-/// while each block is in cache, each block's rows a call.
-pub type Epilogue<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
-
-/// An [`Epilogue`] for one image: offset and elements.
-type ImageEpilogue<'a> = &'a dyn Fn(usize, &mut [f32]);
-
-/// Bytes of output an epilogue runs on at a time where a convolution can hand it over in
-/// blocks: well inside a core's L2 (512 KiB on Zen 3), so that it is read back from there.
-const EPILOGUE_BLOCK_BYTES: usize = 192 << 10;
+/// the batch and its freshly computed `[C_out, OH, OW]` output, which it rewrites in place.
+pub type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 
 /// A 2-D convolution over a `[C, H, W]` image, with any batch norm already folded in.
 #[derive(Clone, Debug, PartialEq)]
@@ -164,7 +154,7 @@ impl Conv2d {
             );
             if let Some(epilogue) = epilogue {
                 for (b, dst) in out.chunks_mut(out_len).enumerate() {
-                    epilogue(b, 0, dst);
+                    epilogue(b, dst);
                 }
             }
         } else if out_len > 0 {
@@ -172,16 +162,10 @@ impl Conv2d {
                 .zip(x.data().par_chunks(in_len.max(1)))
                 .enumerate()
                 .for_each(|(b, (dst, src))| {
-                    let per_image = epilogue.map(|e| move |at: usize, y: &mut [f32]| e(b, at, y));
-                    let per_image = per_image.as_ref().map(|e| e as ImageEpilogue<'_>);
-                    self.image(
-                        src,
-                        in_shape,
-                        dst,
-                        [out_shape[1], out_shape[2]],
-                        par,
-                        per_image,
-                    );
+                    self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par);
+                    if let Some(epilogue) = epilogue {
+                        epilogue(b, dst);
+                    }
                 });
         }
         make(batched(n, out_shape), out)
@@ -214,70 +198,8 @@ impl Conv2d {
         })
     }
 
-    /// Convolves one image into `dst` (`[C_out, OH, OW]`), overwriting it, and runs
-    /// `epilogue` (offset, elements) over all of it: block by block while each is in cache
-    /// where a pointwise product allows ([`matmul::column_block`]), else at the end.
-    fn image(
-        &self,
-        x: &[f32],
-        [c, h, w]: [usize; 3],
-        dst: &mut [f32],
-        [oh, ow]: [usize; 2],
-        par: Parallelism,
-        epilogue: Option<ImageEpilogue<'_>>,
-    ) {
-        let plane = oh * ow;
-        let m = self.out_channels();
-        let k = c * self.kernel()[0] * self.kernel()[1];
-        let blocks = (self.is_pointwise() && self.groups == 1 && [h, w] == [oh, ow])
-            .then(|| matmul::column_block(m, plane, k))
-            .flatten()
-            .filter(|_| matches!(par, Parallelism::None) && !matmul::prefers_channels(m, plane, k));
-        // Depthwise (one output per input channel) over a large plane: a few channels at a
-        // time, each group's epilogue while its planes are in cache. Channels are computed
-        // independently, so the same bits; groups of whole blocks of eight, so that each
-        // channel takes the same path of `depthwise` as in one call.
-        if let Some(epilogue) = epilogue
-            && self.is_depthwise()
-            && m == c
-        {
-            let group = (EPILOGUE_BLOCK_BYTES / (4 * plane).max(1)).next_multiple_of(8);
-            if group < c {
-                for first in (0..c).step_by(group) {
-                    let channels = first..(first + group).min(c);
-                    let out = &mut dst[channels.start * plane..channels.end * plane];
-                    self.depthwise_channels(x, [h, w], out, [oh, ow], channels.clone());
-                    epilogue(channels.start * plane, out);
-                }
-                return;
-            }
-        }
-        if let (Some(width), Some(epilogue)) = (blocks, epilogue) {
-            let mut start = 0;
-            while start < plane {
-                // The last block takes the remainder too (see `column_block`).
-                let end = if plane - start >= 2 * width {
-                    start + width
-                } else {
-                    plane
-                };
-                let (lhs, bias) = (self.weight.data(), &self.bias);
-                matmul::matmul_bias_columns(m, plane, k, lhs, x, bias, dst, start..end);
-                for (r, row) in dst.chunks_exact_mut(plane).enumerate() {
-                    epilogue(r * plane + start, &mut row[start..end]);
-                }
-                start = end;
-            }
-            return;
-        }
-        self.image_whole(x, [c, h, w], dst, [oh, ow], par);
-        if let Some(epilogue) = epilogue {
-            epilogue(0, dst);
-        }
-    }
-
     /// Convolves one image into `dst` (`[C_out, OH, OW]`), overwriting it.
-    fn image_whole(
+    fn image(
         &self,
         x: &[f32],
         [c, h, w]: [usize; 3],
@@ -354,37 +276,15 @@ impl Conv2d {
     /// Depthwise (channel multiplier m = C_out / C_in) by direct accumulation
     /// ([`super::depthwise`]).
     fn depthwise(&self, x: &[f32], [_, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2]) {
-        let geometry = self.depthwise_geometry([h, w], [oh, ow]);
-        depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst);
-    }
-
-    /// [`Conv2d::depthwise`] of the output channels `channels` alone, into `dst` (theirs),
-    /// for a convolution with one output per input channel.
-    fn depthwise_channels(
-        &self,
-        x: &[f32],
-        [h, w]: [usize; 2],
-        dst: &mut [f32],
-        [oh, ow]: [usize; 2],
-        channels: std::ops::Range<usize>,
-    ) {
-        let geometry = self.depthwise_geometry([h, w], [oh, ow]);
-        let taps = self.kernel()[0] * self.kernel()[1];
-        let planes = &x[channels.start * h * w..channels.end * h * w];
-        let weight = &self.weight.data()[channels.start * taps..channels.end * taps];
-        let bias = &self.bias[channels];
-        depthwise::depthwise(&geometry, planes, weight, bias, dst);
-    }
-
-    fn depthwise_geometry(&self, input: [usize; 2], output: [usize; 2]) -> depthwise::Geometry {
-        depthwise::Geometry {
+        let geometry = depthwise::Geometry {
             kernel: self.kernel(),
             stride: self.stride,
             dilation: self.dilation,
             pads: [self.pads[0], self.pads[1]],
-            input,
-            output,
-        }
+            input: [h, w],
+            output: [oh, ow],
+        };
+        depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst);
     }
 }
 
