@@ -4,12 +4,14 @@
 //! ONNX Runtime runs from its Python package (`pip install -r tests/requirements.txt`), as
 //! a child process given the ONNX file and the normalised batch as `.npy`; it runs with
 //! `intra_op_num_threads` = our thread count and sequential execution. Each side does one
-//! warm-up run and then `runs` timed runs of the whole batch; throughput is images over the
-//! median time.
+//! warm-up run; then ONNX Runtime, our ANN mode and our SNN mode run the whole batch in turn,
+//! `runs` times (the child times one run per request), so that a machine whose speed drifts
+//! during the benchmark slows all three alike. Throughput is images over the median time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use amos_snn::ops::{GateKind, Op, OpClass};
@@ -133,62 +135,117 @@ fn median(seconds: &[f64]) -> f64 {
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Seconds of one warm-up and then `runs` timed calls of `f`.
-fn time_runs<E>(runs: usize, mut f: impl FnMut() -> Result<(), E>) -> Result<Vec<f64>, E> {
-    f()?;
-    (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f().map(|()| start.elapsed().as_secs_f64())
-        })
-        .collect()
+/// The pause after each timed run: a thread pool spins a while for more work after a run
+/// (ONNX Runtime's took about a sixth off our ANN run that followed it at once on a 2-core
+/// machine), and the next run must not share the cores with it.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Seconds of one call of `f`.
+fn time_once<E>(f: impl FnOnce() -> Result<(), E>) -> Result<f64, E> {
+    let start = Instant::now();
+    f().map(|()| start.elapsed().as_secs_f64())
 }
 
-/// Times ONNX Runtime on `onnx` with the batch `input` (NCHW, normalised).
-fn ort_seconds(
-    onnx: &Path,
-    input: &amos_snn::Tensor,
-    threads: usize,
-    runs: usize,
-) -> Result<(Vec<f64>, String), ConvertError> {
-    let bench_err = ConvertError::Bench;
-    let npy = std::env::temp_dir().join(format!("amos-bench-{}.npy", std::process::id()));
-    let shape: Vec<u64> = input.shape().iter().map(|&d| d as u64).collect();
-    let write = || -> std::io::Result<()> {
-        let file = std::io::BufWriter::new(std::fs::File::create(&npy)?);
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(file)
-            .begin_nd()?;
-        w.extend(input.data().iter().copied())?;
-        w.finish()
-    };
-    write().map_err(|e| bench_err(format!("writing {}: {e}", npy.display())))?;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(ORT_SCRIPT)
-        .arg(onnx)
-        .arg(&npy)
-        .arg(threads.to_string())
-        .arg(runs.to_string())
-        .output();
-    let _ = std::fs::remove_file(&npy);
-    let out = out.map_err(|e| bench_err(format!("cannot run python3: {e}")))?;
-    if !out.status.success() {
-        return Err(bench_err(format!(
-            "python3 failed (is onnxruntime installed? pip install -r tests/requirements.txt): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// ONNX Runtime on a model and a batch, in a Python process that times one run of the batch
+/// per request (`ort_bench.py`), after its own warm-up.
+struct OrtRunner {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    version: String,
+    /// The batch's file, removed on drop.
+    npy: PathBuf,
+}
+
+impl OrtRunner {
+    /// Starts ONNX Runtime on `onnx` with the batch `input` (NCHW, normalised) and waits for
+    /// its warm-up.
+    fn start(onnx: &Path, input: &amos_snn::Tensor, threads: usize) -> Result<Self, ConvertError> {
+        let bench_err = ConvertError::Bench;
+        let npy = std::env::temp_dir().join(format!("amos-bench-{}.npy", std::process::id()));
+        let shape: Vec<u64> = input.shape().iter().map(|&d| d as u64).collect();
+        let write = || -> std::io::Result<()> {
+            let file = std::io::BufWriter::new(std::fs::File::create(&npy)?);
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(file)
+                .begin_nd()?;
+            w.extend(input.data().iter().copied())?;
+            w.finish()
+        };
+        write().map_err(|e| bench_err(format!("writing {}: {e}", npy.display())))?;
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(ORT_SCRIPT)
+            .arg(onnx)
+            .arg(&npy)
+            .arg(threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_file(&npy);
+                return Err(bench_err(format!("cannot run python3: {e}")));
+            }
+        };
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = std::fs::remove_file(&npy);
+            return Err(bench_err("python3's pipes were not opened".into()));
+        };
+        let mut runner = OrtRunner {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            version: String::new(),
+            npy,
+        };
+        let ready = runner.line()?;
+        let v: serde_json::Value = serde_json::from_str(&ready)
+            .map_err(|e| bench_err(format!("unexpected output {ready:?} ({e})")))?;
+        runner.version = v["version"].as_str().unwrap_or("?").to_string();
+        Ok(runner)
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| bench_err(format!("unexpected output ({e})")))?;
-    let seconds = v["seconds"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_f64()).collect::<Vec<_>>())
-        .filter(|s| s.len() == runs)
-        .ok_or_else(|| bench_err("no timings in its output".into()))?;
-    Ok((seconds, v["version"].as_str().unwrap_or("?").to_string()))
+
+    /// The next line ONNX Runtime's process prints; at its end, an error with what it wrote
+    /// to stderr.
+    fn line(&mut self) -> Result<String, ConvertError> {
+        let mut line = String::new();
+        let read = self.stdout.read_line(&mut line);
+        if matches!(read, Ok(n) if n > 0) {
+            return Ok(line.trim().to_string());
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        Err(ConvertError::Bench(format!(
+            "python3 failed (is onnxruntime installed? pip install -r tests/requirements.txt): {}",
+            stderr.trim()
+        )))
+    }
+
+    /// Seconds of one run of the batch.
+    fn run(&mut self) -> Result<f64, ConvertError> {
+        writeln!(self.stdin, "run")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| ConvertError::Bench(format!("writing to python3: {e}")))?;
+        let line = self.line()?;
+        line.parse()
+            .map_err(|e| ConvertError::Bench(format!("unexpected timing {line:?} ({e})")))
+    }
+}
+
+impl Drop for OrtRunner {
+    fn drop(&mut self) {
+        // Closing stdin ends the script; kill it in case it hangs.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.npy);
+    }
 }
 
 /// Benchmarks `net` (with `threads` engine threads) on `images` (HWC u8 at the model's input
@@ -204,9 +261,21 @@ pub fn bench(
     let runs = runs.max(1);
     let threads = net.engine().threads();
     let input = net.normalise(&refs)?;
-    let (ort, ort_version) = ort_seconds(onnx, &input, threads, runs)?;
-    let ann = time_runs(runs, || net.run_ann(&refs).map(drop))?;
-    let snn = time_runs(runs, || net.run_snn(&refs).map(drop))?;
+    let mut ort_runner = OrtRunner::start(onnx, &input, threads)?;
+    // Warm-ups (ONNX Runtime's ran at its start), then the three in turn, run by run.
+    net.run_ann(&refs)?;
+    net.run_snn(&refs)?;
+    let (mut ort, mut ann, mut snn) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ort.push(ort_runner.run()?);
+        std::thread::sleep(SETTLE);
+        ann.push(time_once(|| net.run_ann(&refs).map(drop))?);
+        std::thread::sleep(SETTLE);
+        snn.push(time_once(|| net.run_snn(&refs).map(drop))?);
+        std::thread::sleep(SETTLE);
+    }
+    let ort_version = ort_runner.version.clone();
+    drop(ort_runner);
     let ips = |s: &[f64]| images.len() as f64 / median(s);
     let (ort_ips, ann_ips, snn_ips) = (ips(&ort), ips(&ann), ips(&snn));
     Ok(BenchReport {
