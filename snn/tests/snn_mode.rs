@@ -416,3 +416,99 @@ fn same_bits_alone_and_in_batches(m: &ConvertedModel, imgs: &[Vec<u8>]) {
     assert_eq!(whole.0, bits(&observed.logits));
     assert_eq!(whole.1, observed.stats);
 }
+
+/// input [3, 56, 56] → pointwise conv 3→32 → relu (unit 0) → depthwise 3×3 → relu (unit 1)
+/// → GAP → linear: both kinds of convolution that the large layers of an EfficientNet are,
+/// over planes larger than a core's L1, each with its unit fused into it.
+fn model_with_large_planes() -> ConvertedModel {
+    let side = 56;
+    let mut m = model_sized(side, 32, 5);
+    let mut g = Graph::new("input", vec![3, side, side]);
+    let c1 = g
+        .add_node("pw", Op::Conv(conv(3, 32, 1, 1, 0, 7)), vec![g.input], "c1")
+        .unwrap();
+    let r1 = g
+        .add_node("relu1", Op::Activation(Activation::Relu), vec![c1], "r1")
+        .unwrap();
+    let mut dw = conv(1, 32, 3, 1, 1, 9);
+    dw.groups = 32;
+    let c2 = g.add_node("dw", Op::Conv(dw), vec![r1], "c2").unwrap();
+    let r2 = g
+        .add_node("relu2", Op::Activation(Activation::Relu), vec![c2], "r2")
+        .unwrap();
+    let p = g.add_node("gap", Op::GlobalAvgPool, vec![r2], "p").unwrap();
+    let f = g
+        .add_node(
+            "flat",
+            Op::Reshape(amos_snn::ops::Reshape { shape: vec![32] }),
+            vec![p],
+            "f",
+        )
+        .unwrap();
+    let w = (0..32 * 5).map(|i| (i % 20) as f32 / 10.0 - 1.0).collect();
+    g.add_node(
+        "fc",
+        Op::Linear(Linear {
+            weight: Tensor::new(vec![32, 5], w).unwrap(),
+            bias: vec![0.0; 5],
+        }),
+        vec![f],
+        "out",
+    )
+    .unwrap();
+    m.units[1].node = 3;
+    m.graph = g;
+    m
+}
+
+#[test]
+fn units_fused_into_large_pointwise_and_depthwise_layers_give_bit_identical_results() {
+    let m = model_with_large_planes();
+    let net = SpikingNetwork::new(&m, 2).unwrap();
+    let imgs: Vec<Vec<u8>> = (0..3u32)
+        .map(|b| {
+            (0..3 * 56 * 56u32)
+                .map(|i| ((i * 37 + b * 101 + i / 91) % 256) as u8)
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    // Each unit's spike words from its inputs by the definition, in an observed run (which
+    // never fuses).
+    let mut words: Vec<Vec<u64>> = vec![Vec::new(); 2];
+    let unfused = net
+        .run_snn_observed(&refs, None, &mut |u, inputs, _| {
+            let unit = &m.unit_params[m.units[u].params].unit;
+            words[u] = inputs[0]
+                .data()
+                .iter()
+                .map(|&x| unit.eval(x, 0.0).0)
+                .collect();
+        })
+        .unwrap();
+    assert!(
+        words.iter().all(|w| w.iter().any(|&w| w != 0)),
+        "units never fire"
+    );
+    let fused = net.run_snn(&refs).unwrap();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&fused.logits), bits(&unfused.logits));
+    assert_eq!(fused.stats, unfused.stats);
+    let r2 = m.graph.nodes[3].output;
+    let stage = net
+        .run_snn_stage(StageSpec {
+            nodes: 0..4,
+            inputs: vec![(m.graph.input, net.normalise(&refs).unwrap())],
+            images: Some(&refs),
+            keep: &[r2],
+            record: &[0, 1],
+        })
+        .unwrap();
+    // (Not `assert_eq!`: a failure would print 2 × 3 × 100 352 words.)
+    let expected = vec![(0, words[0].clone()), (1, words[1].clone())];
+    assert!(stage.spikes == expected, "recorded spike words differ");
+    // ANN mode: the activations fused, against the engine alone.
+    let ann = net.run_ann(&refs).unwrap();
+    let plain = net.engine().run(net.normalise(&refs).unwrap()).unwrap();
+    assert_eq!(bits(&ann), bits(&plain));
+}
