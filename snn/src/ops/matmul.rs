@@ -1081,8 +1081,8 @@ mod tests {
                 return;
             }
             let mut value = values(23);
-            // (m, n, k): 7×7 with k in three blocks; whole tiles; channels and columns past
-            // whole tiles; 14×14; one column.
+            // (m, n, k): 7×7 with k in three blocks; 7×7; whole tiles; channels and columns
+            // past whole tiles; 14×14; fewer columns than a tile.
             let shapes = [
                 (100, 49, 1100),
                 (192, 49, 96),
