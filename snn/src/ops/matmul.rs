@@ -170,7 +170,7 @@ impl WeightsByInput {
 enum ChannelKernel {
     /// Tiles of 48 channels × 7 columns, where the CPU has AVX-512F.
     Avx512,
-    /// Tiles of 24 channels × 4 columns, where it has AVX2 and FMA.
+    /// Tiles of 16 channels × 6 columns, where it has AVX2 and FMA.
     Avx2,
 }
 
