@@ -241,7 +241,7 @@ impl OrtRunner {
 
 impl Drop for OrtRunner {
     fn drop(&mut self) {
-        // Closing stdin ends the script; kill it in case it hangs.
+        // Between runs the script only waits on stdin: stopping it loses nothing.
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.npy);
