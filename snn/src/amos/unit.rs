@@ -158,6 +158,9 @@ pub struct UnitKernel {
     /// A residual unit whose inhibition is what it decodes (every closed form): h_j = d_j
     /// bit for bit for every neuron but the last, whose inhibition nobody reads.
     decodes_as_inhibits: bool,
+    /// The least threshold: a potential below it fires no neuron (nothing is subtracted
+    /// before the first spike), so the unit is silent there.
+    lowest_threshold: f32,
     /// For K ≤ [`DECODE_TABLE_MAX_K`]: the output of every spike pattern, computed by
     /// [`AmosUnit::decode`] itself, so a lookup replaces K conditional additions and gives
     /// the same bits. Always [`DECODE_TABLE_LEN`] long (patterns past 2^K never occur), so
@@ -184,6 +187,7 @@ impl UnitKernel {
             let inhibiting = k.saturating_sub(1);
             (h[..inhibiting].iter().zip(&unit.d)).all(|(h, d)| h.to_bits() == d.to_bits())
         });
+        let lowest_threshold = unit.t.iter().copied().fold(f32::INFINITY, f32::min);
         let table = (k <= DECODE_TABLE_MAX_K).then(|| {
             let mut table = Box::new([f32::NAN; DECODE_TABLE_LEN]);
             for (z, y) in table.iter_mut().enumerate().take(1 << k) {
@@ -205,6 +209,7 @@ impl UnitKernel {
             unit,
             residual,
             decodes_as_inhibits,
+            lowest_threshold,
             table,
             inhibited_by,
             intervals,
@@ -313,7 +318,7 @@ impl UnitKernel {
             o: self.unit.o,
             table: self.table.as_deref(),
             decodes_as_inhibits: self.decodes_as_inhibits,
-            lowest_threshold: self.unit.t.iter().copied().fold(f32::INFINITY, f32::min),
+            lowest_threshold: self.lowest_threshold,
         })
     }
 
@@ -602,10 +607,8 @@ struct Residual<'a> {
     d: &'a [f32],
     o: f32,
     table: Option<&'a [f32; DECODE_TABLE_LEN]>,
-    /// See [`UnitKernel`]'s field of the name.
+    /// See [`UnitKernel`]'s fields of the names.
     decodes_as_inhibits: bool,
-    /// The least threshold: a potential below it fires no neuron (nothing is subtracted
-    /// before the first spike), so the unit is silent there.
     lowest_threshold: f32,
 }
 
