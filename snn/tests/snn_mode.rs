@@ -292,44 +292,56 @@ fn identity_unit_encodes_a_residual_sum_at_a_boundary() {
 
 #[test]
 fn a_unit_fused_into_its_convolution_gives_bit_identical_results() {
-    // conv1 → relu1 is fused (conv1's output has no other reader); observed runs never fuse.
-    let m = model();
-    let net = SpikingNetwork::new(&m, 2).unwrap();
+    // conv1 → relu1 is fused (conv1's output has no other reader).
     let imgs = images();
+    fused_runs_give_the_unfused_bits(&model(), &imgs, 2, &[0]);
+}
+
+/// Fused runs of `m` on `imgs` against an observed run (which never fuses): SNN logits and
+/// statistics bit for bit; the spike words of the units in `recorded`, recorded by a stage
+/// of nodes `0..stage_end` that sends node `stage_end − 1`'s output on, against each unit's
+/// definition on its observed inputs; ANN mode (activations fused) against the engine
+/// alone. Returns those units' words.
+fn fused_runs_give_the_unfused_bits(
+    m: &ConvertedModel,
+    imgs: &[Vec<u8>],
+    stage_end: usize,
+    recorded: &[usize],
+) -> Vec<(usize, Vec<u64>)> {
+    let net = SpikingNetwork::new(m, 2).unwrap();
     let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
-    let mut words: Vec<u64> = Vec::new();
+    let mut words: Vec<(usize, Vec<u64>)> = Vec::new();
     let unfused = net
         .run_snn_observed(&refs, None, &mut |u, inputs, _| {
-            if u == 0 {
-                let unit = &m.unit_params[m.units[0].params].unit;
-                words = inputs[0]
-                    .data()
-                    .iter()
-                    .map(|&x| unit.eval(x, 0.0).0)
-                    .collect();
+            if recorded.contains(&u) {
+                let unit = &m.unit_params[m.units[u].params].unit;
+                let w = inputs[0].data().iter().map(|&x| unit.eval(x, 0.0).0);
+                words.push((u, w.collect()));
             }
         })
         .unwrap();
+    words.sort_by_key(|(u, _)| *u);
     let fused = net.run_snn(&refs).unwrap();
     let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&fused.logits), bits(&unfused.logits));
     assert_eq!(fused.stats, unfused.stats);
-    // A stage that sends relu1's spikes on records them through the fused path too.
-    let r1 = m.graph.nodes[1].output;
+    // A stage that sends the units' spikes on records them through the fused path too.
+    let sent = m.graph.nodes[stage_end - 1].output;
     let stage = net
         .run_snn_stage(StageSpec {
-            nodes: 0..2,
+            nodes: 0..stage_end,
             inputs: vec![(m.graph.input, net.normalise(&refs).unwrap())],
             images: Some(&refs),
-            keep: &[r1],
-            record: &[0],
+            keep: &[sent],
+            record: recorded,
         })
         .unwrap();
-    assert_eq!(stage.spikes, vec![(0, words)]);
-    // ANN mode: the activation fused into the convolution, against the engine alone.
+    // (Not `assert_eq!`: a failure would print every word.)
+    assert!(stage.spikes == words, "recorded spike words differ");
     let ann = net.run_ann(&refs).unwrap();
     let plain = net.engine().run(net.normalise(&refs).unwrap()).unwrap();
     assert_eq!(bits(&ann), bits(&plain));
+    words
 }
 
 #[test]
@@ -463,8 +475,6 @@ fn model_with_large_planes() -> ConvertedModel {
 
 #[test]
 fn units_fused_into_large_pointwise_and_depthwise_layers_give_bit_identical_results() {
-    let m = model_with_large_planes();
-    let net = SpikingNetwork::new(&m, 2).unwrap();
     let imgs: Vec<Vec<u8>> = (0..3u32)
         .map(|b| {
             (0..3 * 56 * 56u32)
@@ -472,43 +482,9 @@ fn units_fused_into_large_pointwise_and_depthwise_layers_give_bit_identical_resu
                 .collect()
         })
         .collect();
-    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
-    // Each unit's spike words from its inputs by the definition, in an observed run (which
-    // never fuses).
-    let mut words: Vec<Vec<u64>> = vec![Vec::new(); 2];
-    let unfused = net
-        .run_snn_observed(&refs, None, &mut |u, inputs, _| {
-            let unit = &m.unit_params[m.units[u].params].unit;
-            words[u] = inputs[0]
-                .data()
-                .iter()
-                .map(|&x| unit.eval(x, 0.0).0)
-                .collect();
-        })
-        .unwrap();
+    let words = fused_runs_give_the_unfused_bits(&model_with_large_planes(), &imgs, 4, &[0, 1]);
     assert!(
-        words.iter().all(|w| w.iter().any(|&w| w != 0)),
+        words.len() == 2 && words.iter().all(|(_, w)| w.iter().any(|&w| w != 0)),
         "units never fire"
     );
-    let fused = net.run_snn(&refs).unwrap();
-    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&fused.logits), bits(&unfused.logits));
-    assert_eq!(fused.stats, unfused.stats);
-    let r2 = m.graph.nodes[3].output;
-    let stage = net
-        .run_snn_stage(StageSpec {
-            nodes: 0..4,
-            inputs: vec![(m.graph.input, net.normalise(&refs).unwrap())],
-            images: Some(&refs),
-            keep: &[r2],
-            record: &[0, 1],
-        })
-        .unwrap();
-    // (Not `assert_eq!`: a failure would print 2 × 3 × 100 352 words.)
-    let expected = vec![(0, words[0].clone()), (1, words[1].clone())];
-    assert!(stage.spikes == expected, "recorded spike words differ");
-    // ANN mode: the activations fused, against the engine alone.
-    let ann = net.run_ann(&refs).unwrap();
-    let plain = net.engine().run(net.normalise(&refs).unwrap()).unwrap();
-    assert_eq!(bits(&ann), bits(&plain));
 }

@@ -968,6 +968,25 @@ mod tests {
                 .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
     }
 
+    /// `bias + lhs · image` by the `gemm` crate for each `k × n` image of `rhs`, one after
+    /// another: what the kernels vectorised along the channels must give.
+    fn crate_image_by_image(
+        m: usize,
+        n: usize,
+        k: usize,
+        lhs: &[f32],
+        rhs: &[f32],
+        bias: &[f32],
+    ) -> Vec<f32> {
+        let mut theirs = Vec::new();
+        for image in rhs.chunks(k * n) {
+            let mut alone: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
+            gemm_crate(m, n, k, lhs, image, &mut alone, Parallelism::None);
+            theirs.extend(alone);
+        }
+        theirs
+    }
+
     /// Our kernel against the `gemm` crate, bit for bit, on shapes with every edge (partial
     /// tiles of rows and of columns, k in one block and in several) and values whose sums
     /// depend on their order, signed zeros, infinities and NaN; accumulating into `dst` and
@@ -1039,12 +1058,7 @@ mod tests {
                 rhs.clone(),
             ]
             .concat();
-            let mut theirs3 = Vec::new();
-            for image in rhs3.chunks(k * n) {
-                let mut alone: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
-                gemm_crate(m, n, k, &lhs, image, &mut alone, Parallelism::None);
-                theirs3.extend(alone);
-            }
+            let theirs3 = crate_image_by_image(m, n, k, &lhs, &rhs3, &bias);
             let mut ours3 = vec![f32::NAN; 3 * m * n];
             matmul_bias_by_channels(m, n, k, 3, &lhs, &by_input, &rhs3, &bias, &mut ours3);
             assert!(
@@ -1099,12 +1113,7 @@ mod tests {
                 let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
                 let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
                 let rhs: Vec<f32> = (0..3 * k * n).map(|_| value(special)).collect();
-                let mut theirs = Vec::new();
-                for image in rhs.chunks(k * n) {
-                    let mut alone: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
-                    gemm_crate(m, n, k, &lhs, image, &mut alone, Parallelism::None);
-                    theirs.extend(alone);
-                }
+                let theirs = crate_image_by_image(m, n, k, &lhs, &rhs, &bias);
                 let w = WeightsByInput::for_kernel(Some(ChannelKernel::Avx2), &lhs, m, k);
                 for images in [1, 3] {
                     let mut ours = vec![f32::NAN; images * m * n];
