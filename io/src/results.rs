@@ -25,13 +25,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, FixedSizeListBuilder, Float32Builder, Float64Builder,
-    Int32Builder, ListBuilder, RecordBatch, StringBuilder, UInt32Builder, UInt64Builder,
+use arrow_array::builder::{
+    BooleanBuilder, FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder,
+    ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, Int32Type, Schema, SchemaRef, UInt32Type, UInt64Type,
-};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -61,7 +62,7 @@ pub enum ResultsError {
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
+    Arrow(#[from] arrow_schema::ArrowError),
     /// A file that is Parquet but not in this schema.
     #[error("not an amos results file: {0}")]
     Schema(String),

@@ -265,14 +265,16 @@ fn malformed_shards_are_errors_naming_them() {
     fs::remove_file(&path).unwrap();
 
     // Parquet without an image column.
-    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
-        arrow::datatypes::Field::new("label", arrow::datatypes::DataType::Int64, false),
-    ]));
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "label",
+        arrow_schema::DataType::Int64,
+        false,
+    )]));
     let file = fs::File::create(dir.path().join("x.parquet")).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
-    let batch = arrow::record_batch::RecordBatch::try_new(
+    let batch = arrow_array::RecordBatch::try_new(
         schema,
-        vec![std::sync::Arc::new(arrow::array::Int64Array::from(vec![
+        vec![std::sync::Arc::new(arrow_array::Int64Array::from(vec![
             1, 2,
         ]))],
     )
@@ -292,4 +294,51 @@ fn malformed_shards_are_errors_naming_them() {
         e.contains("x.parquet") && e.contains("not a Parquet file"),
         "{e}"
     );
+}
+
+/// Writes one Parquet shard `x.parquet` in `dir` with a binary image column and a label
+/// column `labels` of its own Arrow type.
+fn parquet_with_labels(dir: &Path, labels: arrow_array::ArrayRef) {
+    use std::sync::Arc;
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("image", arrow_schema::DataType::Binary, true),
+        arrow_schema::Field::new("label", labels.data_type().clone(), true),
+    ]));
+    let images = arrow_array::BinaryArray::from_iter_values((0..labels.len()).map(|_| b"x"));
+    let file = fs::File::create(dir.join("x.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+    let batch = arrow_array::RecordBatch::try_new(schema, vec![Arc::new(images), labels]).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn labels_of_every_integer_type_read_and_others_are_errors() {
+    use arrow_array::{Float32Array, Int8Array, Int32Array, UInt8Array, UInt64Array};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let labels = |ds: &Dataset| ds.entries.iter().map(|e| e.label).collect::<Vec<_>>();
+    parquet_with_labels(dir.path(), Arc::new(UInt8Array::from(vec![3, 200])));
+    assert_eq!(
+        labels(&Dataset::open(dir.path(), None).unwrap()),
+        [Some(3), Some(200)]
+    );
+    parquet_with_labels(dir.path(), Arc::new(Int8Array::from(vec![-1, 7])));
+    assert_eq!(
+        labels(&Dataset::open(dir.path(), None).unwrap()),
+        [None, Some(7)]
+    );
+    let with_null = Int32Array::from(vec![Some(999), None, Some(i32::MAX)]);
+    parquet_with_labels(dir.path(), Arc::new(with_null));
+    assert_eq!(
+        labels(&Dataset::open(dir.path(), None).unwrap()),
+        [Some(999), None, Some(i32::MAX)]
+    );
+    let huge = UInt64Array::from(vec![1, u64::MAX]);
+    parquet_with_labels(dir.path(), Arc::new(huge));
+    let e = Dataset::open(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("x.parquet") && e.contains("too large"), "{e}");
+    parquet_with_labels(dir.path(), Arc::new(Float32Array::from(vec![1.0])));
+    let e = Dataset::open(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("x.parquet") && e.contains("integer"), "{e}");
 }

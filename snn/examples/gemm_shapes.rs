@@ -9,7 +9,7 @@
 use amos_snn::ops::matmul::{
     WeightsByInput, gemm_crate, matmul, matmul_bias_by_channels, prefers_channels,
 };
-use gemm::Parallelism;
+use gemm_common::Parallelism;
 use std::time::Instant;
 
 /// (out channels m, in channels k, pixels n) of Lite0's pointwise convolutions at 224×224.

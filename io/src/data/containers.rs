@@ -26,8 +26,11 @@ use std::io::{Read, Seek};
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, LargeBinaryArray, StructArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow_array::cast::AsArray;
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, BinaryArray, LargeBinaryArray, StructArray,
+};
+use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -230,19 +233,47 @@ fn find_columns(schema: &Schema, name: &str) -> Result<ParquetColumns, DataError
     Ok(ParquetColumns { image, label })
 }
 
-/// The labels of one record batch's label column: negative means unlabelled.
+/// The labels of one record batch's label column (any integer type): negative or null means
+/// unlabelled.
 fn labels_of(column: &ArrayRef, name: &str) -> Result<Vec<Option<i32>>, DataError> {
-    let cast = arrow::compute::cast(column, &DataType::Int64)
-        .map_err(|e| container_error(name, format!("label column: {e}")))?;
-    let values = cast.as_primitive::<arrow::datatypes::Int64Type>();
-    (0..values.len())
-        .map(|i| {
-            if values.is_null(i) || values.value(i) < 0 {
-                return Ok(None);
-            }
-            i32::try_from(values.value(i)).map(Some).map_err(|_| {
-                container_error(name, format!("label {} is too large", values.value(i)))
-            })
+    use arrow_array::types::{
+        Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    };
+    /// The column's values widened to `i128`, which holds every Arrow integer.
+    fn widened<T: ArrowPrimitiveType>(column: &ArrayRef) -> Vec<Option<i128>>
+    where
+        T::Native: Into<i128>,
+    {
+        column
+            .as_primitive::<T>()
+            .iter()
+            .map(|v| v.map(Into::into))
+            .collect()
+    }
+    let values = match column.data_type() {
+        DataType::Int8 => widened::<Int8Type>(column),
+        DataType::Int16 => widened::<Int16Type>(column),
+        DataType::Int32 => widened::<Int32Type>(column),
+        DataType::Int64 => widened::<Int64Type>(column),
+        DataType::UInt8 => widened::<UInt8Type>(column),
+        DataType::UInt16 => widened::<UInt16Type>(column),
+        DataType::UInt32 => widened::<UInt32Type>(column),
+        DataType::UInt64 => widened::<UInt64Type>(column),
+        other => {
+            return Err(container_error(
+                name,
+                format!("label column is {other}, expected an integer type"),
+            ));
+        }
+    };
+    values
+        .into_iter()
+        .map(|v| match v {
+            None => Ok(None),
+            Some(v) if v < 0 => Ok(None),
+            Some(v) => i32::try_from(v)
+                .map(Some)
+                .map_err(|_| container_error(name, format!("label {v} is too large"))),
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! 2-D convolution: general (im2col + GEMM), pointwise (GEMM on the input itself) and
 //! depthwise (direct loops).
 
-use gemm::Parallelism;
+use gemm_common::Parallelism;
 use rayon::prelude::*;
 
 use super::matmul::{self, WeightsByInput, matmul_bias, matmul_bias_by_channels};

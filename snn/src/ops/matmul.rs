@@ -15,7 +15,7 @@
 //! of [`matmul_bias_by_channels`] vectorise along the output channels instead, on AVX-512
 //! and on AVX2 machines alike, with the same chains and so the same bits.
 
-use gemm::Parallelism;
+use gemm_common::Parallelism;
 
 /// The `gemm` crate's f32 micro-kernel on x86-64 with FMA: 16 rows (two AVX vectors) by 6
 /// columns, after it transposes our row-major product to its column-major one.
@@ -292,7 +292,7 @@ pub fn rows_times_matrix(
     }
 }
 
-/// [`matmul`] by the `gemm` crate, whatever the CPU (for comparisons).
+/// [`matmul`] by the `gemm` crate's kernels, whatever the CPU (for comparisons).
 pub fn gemm_crate(
     m: usize,
     n: usize,
@@ -306,30 +306,27 @@ pub fn gemm_crate(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
+    // The f32 kernels of the `gemm` crate, called as its generic `gemm::gemm` calls them
+    // (depending on `gemm-f32` alone spares building its f16, f64 and complex kernels): the
+    // micro-kernel prefers a column-major destination, so a row-major product of more than
+    // one column runs transposed, `dstᵀ = rhsᵀ·lhsᵀ`.
+    let gemm = gemm_f32::gemm::f32::get_gemm_fn();
+    let (dst, lhs, rhs) = (dst.as_mut_ptr(), lhs.as_ptr(), rhs.as_ptr());
+    let (ni, ki) = (n as isize, k as isize);
     // SAFETY: the asserts above keep every access of the row-major operands in bounds;
     // `dst` does not alias `lhs` or `rhs` (distinct borrows).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
-        )
+        if n > 1 {
+            gemm(
+                n, m, k, dst, ni, 1, true, rhs, ni, 1, lhs, ki, 1, 1.0, 1.0, false, false, false,
+                par,
+            )
+        } else {
+            gemm(
+                m, n, k, dst, 1, ni, true, lhs, 1, ki, rhs, 1, ni, 1.0, 1.0, false, false, false,
+                par,
+            )
+        }
     }
 }
 
