@@ -127,9 +127,14 @@ fn model_sized(side: usize, wide: usize, classes: usize) -> ConvertedModel {
 }
 
 fn images() -> Vec<Vec<u8>> {
+    images_sized(5)
+}
+
+/// Three `side × side` RGB images.
+fn images_sized(side: u32) -> Vec<Vec<u8>> {
     (0..3u32)
         .map(|b| {
-            (0..75u32)
+            (0..3 * side * side)
                 .map(|i| ((i * 37 + b * 101) % 256) as u8)
                 .collect()
         })
@@ -165,9 +170,25 @@ fn conv_synops(c: &Conv2d, spikes: &[u32], [cin, h, w]: [usize; 3]) -> u64 {
 
 #[test]
 fn units_match_reference_evaluation_and_synops_match_brute_force() {
-    let m = model();
+    check_units_and_synops(5, 3);
+}
+
+/// Planes whose fanouts repeat channel after channel: kept for one period (32 planes of 7 × 7
+/// elements, then 1024 + 544 elements a chunk; one plane of 40 × 40; one of 75 × 75, not a
+/// multiple of the kernels' blocks) and still counted element by element.
+#[test]
+fn synops_of_periodic_fanouts_match_brute_force() {
+    for (side, wide) in [(7, 40), (40, 8), (75, 2)] {
+        check_units_and_synops(side, wide);
+    }
+}
+
+/// [`model_sized`] on `side × side` images with `wide` channels: every unit output equals
+/// the unit's own evaluation, and spikes and synaptic operations the brute-force counts.
+fn check_units_and_synops(side: usize, wide: usize) {
+    let m = model_sized(side, wide, 5);
     let net = SpikingNetwork::new(&m, 2).unwrap();
-    let imgs = images();
+    let imgs = images_sized(side as u32);
     let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
     // Per unit and image: spikes per element, recomputed from the unit's inputs.
     let mut recorded: Vec<Vec<Vec<u32>>> = vec![Vec::new(); 2];
@@ -207,23 +228,28 @@ fn units_match_reference_evaluation_and_synops_match_brute_force() {
         assert_eq!(st.unit_spikes, vec![s0 as u32, s1 as u32]);
         assert_eq!(st.spikes, s0 + s1);
         // Unit 0 feeds conv2 and conv3; unit 1 feeds the global average (one synapse each).
-        let expected = conv_synops(c2, &recorded[0][b], [3, 5, 5])
-            + conv_synops(c3, &recorded[0][b], [3, 5, 5])
+        let expected = conv_synops(c2, &recorded[0][b], [wide, side, side])
+            + conv_synops(c3, &recorded[0][b], [wide, side, side])
             + s1;
-        assert_eq!(st.synops, expected, "image {b}");
+        assert_eq!(st.synops, expected, "side {side}, image {b}");
         // Input layer: the set bits of every pixel channel, into conv1.
         let img = &imgs[b];
-        let mut bits = vec![0u32; 75];
+        let plane = side * side;
+        let mut bits = vec![0u32; 3 * plane];
         for (i, px) in img.chunks(3).enumerate() {
             for c in 0..3 {
-                bits[c * 25 + i] = px[c].count_ones();
+                bits[c * plane + i] = px[c].count_ones();
             }
         }
         assert_eq!(st.input_spikes, bits.iter().map(|&x| x as u64).sum::<u64>());
-        assert_eq!(st.input_synops, conv_synops(c1, &bits, [3, 5, 5]));
+        assert_eq!(st.input_synops, conv_synops(c1, &bits, [3, side, side]));
     }
-    assert_eq!(net.neurons(), 6 * (3 * 25) + 6 * (4 * 9));
-    assert_eq!(net.input_neurons(), 8 * 75);
+    let out_side = side.div_ceil(2);
+    assert_eq!(
+        net.neurons(),
+        (6 * wide * side * side + 6 * 4 * out_side * out_side) as u64
+    );
+    assert_eq!(net.input_neurons(), 8 * 3 * (side * side) as u64);
 }
 
 #[test]
