@@ -148,9 +148,11 @@ impl Engine {
     }
 
     /// [`Engine::run_nodes`] for a caller that fuses some nodes into their producers: each
-    /// node marked in `forwarded` (indexed by node) is not evaluated; its output is its first
-    /// input, passed on as is, because `replace` already applied it when it computed that
-    /// input (an activation or unit fused into the convolution before it). Each kernel
+    /// node marked in `forwarded` (indexed by node) is not evaluated; its output is the
+    /// output of the node before it, passed on as is, because `replace` already applied it
+    /// when it computed that node (an activation or unit fused into the convolution before
+    /// it, or the residual addition after it). `replace` gets such a producer's own inputs
+    /// followed by the forwarded node's other inputs (the residual). Each kernel
     /// splits its work over at most `threads` threads (1 when the caller already runs
     /// several batches in parallel); the results do not depend on it.
     pub fn run_nodes_fused(
@@ -235,8 +237,13 @@ impl Engine {
             let node = &g.nodes[i];
             let start = profiling.then(std::time::Instant::now);
             let out = if forwarded.get(i).copied().unwrap_or(false) {
-                // Moved when this node is its last reader, which fusion arranges.
-                let src = node.inputs[0];
+                // The producer's output, moved when this node is its last reader, which
+                // fusion arranges.
+                let src = i
+                    .checked_sub(1)
+                    .map(|p| g.nodes[p].output)
+                    .filter(|v| node.inputs.contains(v))
+                    .unwrap_or(node.inputs[0]);
                 let moved = (self.last_use[src] == i && !keep.contains(&src))
                     .then(|| values[src].take())
                     .flatten();
@@ -246,9 +253,18 @@ impl Engine {
                         .unwrap_or_else(|| crate::ops::unreachable_shape())
                 })
             } else {
+                // With the other inputs of the node fused into this one, if any.
+                let fused_next = g
+                    .nodes
+                    .get(i + 1)
+                    .filter(|_| forwarded.get(i + 1).copied().unwrap_or(false));
+                let extra = fused_next
+                    .into_iter()
+                    .flat_map(|n| n.inputs.iter().filter(|&&v| v != node.output));
                 let inputs: Vec<&Tensor> = node
                     .inputs
                     .iter()
+                    .chain(extra)
                     .map(|&v| {
                         values[v]
                             .as_ref()
@@ -257,7 +273,10 @@ impl Engine {
                     .collect();
                 match replace(i, &inputs) {
                     Some(t) => t,
-                    None => node.op.eval(&inputs, &g.values[node.output].shape, threads),
+                    None => {
+                        let own = &inputs[..node.inputs.len()];
+                        node.op.eval(own, &g.values[node.output].shape, threads)
+                    }
                 }
             };
             values[node.output] = Some(out);

@@ -25,7 +25,7 @@ use crate::engine::Engine;
 use crate::error::{EngineError, GraphError};
 use crate::graph::{Graph, ValueId};
 use crate::model::ConvertedModel;
-use crate::ops::{Conv2d, Op, OpClass};
+use crate::ops::{BinaryKind, Conv2d, Op, OpClass};
 use crate::tensor::Tensor;
 
 /// Bits per input pixel channel.
@@ -96,6 +96,11 @@ pub struct SpikingNetwork {
     /// (its unit, or in ANN mode its activation, rewrites each image's output in place
     /// while it is in cache), and the gate node passes the result on.
     fused: Vec<Option<usize>>,
+    /// By node: whether it is a convolution whose output only the next node reads, and that
+    /// node the addition of a runtime tensor of the same shape (a residual connection). The
+    /// addition is fused into the convolution in both modes (each image's sum made while its
+    /// output is in cache, as ONNX Runtime fuses it), the adding node passing the result on.
+    residual_add: Vec<bool>,
     mean: [f32; 3],
     std: [f32; 3],
 }
@@ -158,6 +163,26 @@ impl SpikingNetwork {
                 fused[producer] = Some(u);
             }
         }
+        let residual_add = (0..graph.nodes.len())
+            .map(|producer| {
+                let (conv, Some(add)) = (&graph.nodes[producer], graph.nodes.get(producer + 1))
+                else {
+                    return false;
+                };
+                let &[a, b] = add.inputs.as_slice() else {
+                    return false;
+                };
+                let is_add = matches!(&add.op,
+                    Op::Binary(op) if op.kind == BinaryKind::Add && op.constant.is_none());
+                let shape = |v: ValueId| &graph.values[v].shape;
+                matches!(conv.op, Op::Conv(_))
+                    && is_add
+                    && uses[conv.output] == 1
+                    && (a == conv.output) != (b == conv.output)
+                    && shape(a) == shape(b)
+                    && shape(add.output) == shape(a)
+            })
+            .collect();
         Ok(SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
@@ -169,6 +194,7 @@ impl SpikingNetwork {
             input_fanout,
             input_elements: elements(graph.input),
             fused,
+            residual_add,
             mean: model.preprocess.mean,
             std: model.preprocess.std,
         })
@@ -438,6 +464,9 @@ impl SpikingNetwork {
         let forwarded = self.forwarded(&nodes, keep);
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
             let (conv, shape) = self.fused_conv(node, &forwarded)?;
+            if let Some(residual) = self.fused_residual(node, inputs) {
+                return Some(conv.eval_fused(inputs[0], shape, threads, Some(&residual)));
+            }
             let activation = match graph.nodes[node + 1].op {
                 Op::Activation(a) => Some(a),
                 _ => None,
@@ -475,8 +504,9 @@ impl SpikingNetwork {
             .install(|| parts.into_par_iter().map(|p| run(p, inner)).collect())
     }
 
-    /// The convolution at `node` and its per-image output shape, when the gate after it is
-    /// fused into it in this run (`forwarded` from [`SpikingNetwork::forwarded`]).
+    /// The convolution at `node` and its per-image output shape, when the node after it (a
+    /// gate or a residual addition) is fused into it in this run (`forwarded` from
+    /// [`SpikingNetwork::forwarded`]).
     fn fused_conv(&self, node: usize, forwarded: &[bool]) -> Option<(&Conv2d, &[usize])> {
         if !forwarded.get(node + 1).copied().unwrap_or(false) {
             return None;
@@ -488,13 +518,32 @@ impl SpikingNetwork {
         }
     }
 
+    /// The epilogue adding the residual to convolution `node`'s output, image by image, when
+    /// the addition after it is fused into it (`inputs`: the convolution's, then the
+    /// residual, as the engine passes them): the same sums as the addition's.
+    fn fused_residual<'a>(
+        &self,
+        node: usize,
+        inputs: &[&'a Tensor],
+    ) -> Option<impl Fn(usize, &mut [f32]) + Sync + 'a> {
+        let residual = *inputs.get(1).filter(|_| self.residual_add[node])?;
+        let per = residual.data().len() / residual.shape().first().copied()?.max(1);
+        Some(move |b: usize, y: &mut [f32]| {
+            let other = residual
+                .data()
+                .get(b * per..(b + 1) * per)
+                .unwrap_or_default();
+            y.iter_mut().zip(other).for_each(|(y, &r)| *y += r);
+        })
+    }
+
     /// By node, whether it is fused into its producer in a run of `nodes` that returns `keep`:
     /// both in the range, and the producer's output not returned.
     fn forwarded(&self, nodes: &Range<usize>, keep: &[ValueId]) -> Vec<bool> {
         let graph = self.engine.graph();
         let mut forwarded = vec![false; graph.nodes.len()];
         for producer in nodes.clone() {
-            if self.fused[producer].is_some()
+            if (self.fused[producer].is_some() || self.residual_add[producer])
                 && nodes.contains(&(producer + 1))
                 && !keep.contains(&graph.nodes[producer].output)
             {
@@ -640,6 +689,12 @@ impl SpikingNetwork {
             Vec::new()
         };
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
+            if let (Some((conv, shape)), Some(residual)) = (
+                self.fused_conv(node, &forwarded),
+                self.fused_residual(node, inputs),
+            ) {
+                return Some(conv.eval_fused(inputs[0], shape, threads, Some(&residual)));
+            }
             let fused = self.fused[node].zip(self.fused_conv(node, &forwarded));
             let (u, (out, per_image, words)) = match fused {
                 Some((u, (conv, shape))) => (

@@ -323,6 +323,23 @@ fn a_unit_fused_into_its_convolution_gives_bit_identical_results() {
     fused_runs_give_the_unfused_bits(&model(), &imgs, 2, &[0]);
 }
 
+#[test]
+fn a_residual_addition_fused_into_its_convolution_gives_bit_identical_results() {
+    // conv3 → add (conv3's output its second operand, then its first) is fused; the stage
+    // that ends at conv3 sends conv3's output on, which keeps the addition apart.
+    let imgs = images();
+    let mut m = model();
+    assert_eq!(
+        m.graph.nodes[4].inputs,
+        [2, 3].map(|n| m.graph.nodes[n].output)
+    );
+    for _ in 0..2 {
+        fused_runs_give_the_unfused_bits(&m, &imgs, 4, &[0]);
+        fused_runs_give_the_unfused_bits(&m, &imgs, 5, &[0]);
+        m.graph.nodes[4].inputs.reverse();
+    }
+}
+
 /// Fused runs of `m` on `imgs` against an observed run (which never fuses): SNN logits and
 /// statistics bit for bit; the spike words of the units in `recorded`, recorded by a stage
 /// of nodes `0..stage_end` that sends node `stage_end − 1`'s output on, against each unit's
