@@ -187,9 +187,13 @@ fn channel_kernel() -> Option<ChannelKernel> {
 }
 
 /// Whether [`matmul_bias_by_channels`] runs a product of `m × k` by `k × n` on this CPU and
-/// fills a tenth more of its vector lanes than [`matmul_bias`] would: few columns (a small
-/// plane) that fill vectors of 16 badly, and enough depth that writing the tiles across is
-/// paid for.
+/// either fills a tenth more of its vector lanes than [`matmul_bias`] would (few columns, a
+/// small plane, that fill vectors of 16 badly, and enough depth that writing the tiles
+/// across is paid for) or, with AVX2, fills all of them on a plane of at most 14 × 14: its
+/// 16-channel tiles whole (at least 64 channels). On Lite0's 14×14 products the AVX2 kernel
+/// ran level with the crate to 27% faster (one thread, `--example gemm_shapes`, two
+/// sittings); on 28×28 and 56×56 planes it won in one sitting and lost in the other, and in
+/// the network those did better with the crate (README, session 12).
 pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
     let (tile_rows, tile_columns) = match channel_kernel() {
         Some(ChannelKernel::Avx512) => (by_channels::CHANNELS, by_channels::COLUMNS),
@@ -201,7 +205,12 @@ pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
     let column_share = n as f64 / (16 * n.div_ceil(16)) as f64;
     let channel_share = (m as f64 / (tile_rows * m.div_ceil(tile_rows)) as f64)
         * (n as f64 / (tile_columns * n.div_ceil(tile_columns)) as f64);
-    tiled_block(m, n, k).is_some() && k >= 64 && channel_share > column_share + 0.1
+    let fuller = k >= 64 && channel_share > column_share + 0.1;
+    let whole_avx2_tiles = channel_kernel() == Some(ChannelKernel::Avx2)
+        && m.is_multiple_of(by_channels::AVX2_CHANNELS)
+        && m >= 64
+        && n <= 14 * 14;
+    tiled_block(m, n, k).is_some() && (fuller || whole_avx2_tiles)
 }
 
 /// [`matmul_bias`] vectorised along the output channels, with the weights laid out by input,
