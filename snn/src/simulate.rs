@@ -463,10 +463,10 @@ impl SpikingNetwork {
         let graph = self.engine.graph();
         let forwarded = self.forwarded(&nodes, keep);
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
-            let (conv, shape) = self.fused_conv(node, &forwarded)?;
-            if let Some(residual) = self.fused_residual(node, inputs) {
-                return Some(conv.eval_fused(inputs[0], shape, threads, Some(&residual)));
+            if let Some(out) = self.run_with_residual(node, inputs, &forwarded, threads) {
+                return Some(out);
             }
+            let (conv, shape) = self.fused_conv(node, &forwarded)?;
             let activation = match graph.nodes[node + 1].op {
                 Op::Activation(a) => Some(a),
                 _ => None,
@@ -518,23 +518,27 @@ impl SpikingNetwork {
         }
     }
 
-    /// The epilogue adding the residual to convolution `node`'s output, image by image, when
-    /// the addition after it is fused into it (`inputs`: the convolution's, then the
-    /// residual, as the engine passes them): the same sums as the addition's.
-    fn fused_residual<'a>(
+    /// Convolution `node` with the residual addition after it fused in, when it is in this
+    /// run (`inputs`: the convolution's, then the residual, as the engine passes them): each
+    /// image's residual added to its output as it is computed, the addition's own sums.
+    fn run_with_residual(
         &self,
         node: usize,
-        inputs: &[&'a Tensor],
-    ) -> Option<impl Fn(usize, &mut [f32]) + Sync + 'a> {
+        inputs: &[&Tensor],
+        forwarded: &[bool],
+        threads: usize,
+    ) -> Option<Tensor> {
         let residual = *inputs.get(1).filter(|_| self.residual_add[node])?;
+        let (conv, shape) = self.fused_conv(node, forwarded)?;
         let per = residual.data().len() / residual.shape().first().copied()?.max(1);
-        Some(move |b: usize, y: &mut [f32]| {
+        let add = |b: usize, y: &mut [f32]| {
             let other = residual
                 .data()
                 .get(b * per..(b + 1) * per)
                 .unwrap_or_default();
             y.iter_mut().zip(other).for_each(|(y, &r)| *y += r);
-        })
+        };
+        Some(conv.eval_fused(inputs[0], shape, threads, Some(&add)))
     }
 
     /// By node, whether it is fused into its producer in a run of `nodes` that returns `keep`:
@@ -689,11 +693,8 @@ impl SpikingNetwork {
             Vec::new()
         };
         let mut replace = |node: usize, inputs: &[&Tensor]| -> Option<Tensor> {
-            if let (Some((conv, shape)), Some(residual)) = (
-                self.fused_conv(node, &forwarded),
-                self.fused_residual(node, inputs),
-            ) {
-                return Some(conv.eval_fused(inputs[0], shape, threads, Some(&residual)));
+            if let Some(out) = self.run_with_residual(node, inputs, &forwarded, threads) {
+                return Some(out);
             }
             let fused = self.fused[node].zip(self.fused_conv(node, &forwarded));
             let (u, (out, per_image, words)) = match fused {
