@@ -52,6 +52,11 @@ impl Grid {
     /// The grid over `buckets` buckets spanning the finite `bounds`.
     fn new(bounds: &[f32], buckets: usize) -> Option<Grid> {
         let (&lo, &hi) = (bounds.first()?, bounds.last()?);
+        Grid::over(lo, hi, bounds, buckets)
+    }
+
+    /// The grid over `buckets` buckets spanning [lo, hi], for the finite `bounds`.
+    fn over(lo: f32, hi: f32, bounds: &[f32], buckets: usize) -> Option<Grid> {
         let scale = buckets as f32 / (hi - lo);
         if !(scale.is_finite() && scale > 0.0) || bounds.len() > u16::MAX as usize {
             return None;
@@ -64,24 +69,34 @@ impl Grid {
             mask: buckets - 1,
             steps: 0,
         };
+        for (b, (first, last)) in grid.spans(bounds).into_iter().enumerate() {
+            grid.start[b] = first as u16;
+            grid.steps = grid.steps.max(last.saturating_sub(first));
+        }
+        grid.start[buckets] = grid.start[buckets - 1];
+        Some(grid)
+    }
+
+    /// Per bucket, its first and last interval.
+    fn spans(&self, bounds: &[f32]) -> Vec<(u32, u32)> {
+        let buckets = self.mask + 1;
         // With `prev` the float just below: a bound β is at or below every input of bucket b
         // iff b(prev β) < b, and at or below some input of it iff b(β) ≤ b. So the bucket's
         // intervals run from #{β : b(prev β) < b} to #{β : b(β) ≤ b}.
         let mut below = vec![0u32; buckets + 1];
         let mut upto = vec![0u32; buckets + 1];
         for &b in bounds {
-            below[grid.bucket(b.next_down()) + 1] += 1;
-            upto[grid.bucket(b)] += 1;
+            below[self.bucket(b.next_down()) + 1] += 1;
+            upto[self.bucket(b)] += 1;
         }
         let (mut first, mut last) = (0u32, 0u32);
-        for b in 0..buckets {
-            first += below[b];
-            last += upto[b];
-            grid.start[b] = first as u16;
-            grid.steps = grid.steps.max(last.saturating_sub(first));
-        }
-        grid.start[buckets] = grid.start[buckets - 1];
-        Some(grid)
+        (0..buckets)
+            .map(|b| {
+                first += below[b];
+                last += upto[b];
+                (first, last)
+            })
+            .collect()
     }
 
     /// The grid with the fewest steps (the smaller on a tie) over the finite `bounds`.
@@ -100,6 +115,75 @@ impl Grid {
     }
 }
 
+/// Buckets of a [`Cells`] grid: 8-byte cells, 128 KiB (L2).
+const CELL_BUCKETS: usize = 16384;
+
+/// A grid whose bucket is, for most inputs, the whole answer: per bucket its first
+/// interval and the bounds inside it, and where there are none (most buckets), that
+/// interval's output and spike count. One read instead of the grid's walk and the table
+/// reads after it; inputs in a bucket with bounds inside take the walk. Plain loads, as
+/// AVX2 gathers cost more than a load per lane on the machines measured (README, engine
+/// performance).
+#[derive(Clone, Debug)]
+struct Cells {
+    grid: Grid,
+    cells: Vec<Cell>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    /// The output of interval `start` (meaningful where `inside` is 0).
+    output: f32,
+    /// The bucket's first interval.
+    start: u16,
+    /// Bounds inside the bucket: comparisons to find the interval from `start`.
+    inside: u8,
+    /// The spikes of interval `start` (meaningful where `inside` is 0).
+    spikes: u8,
+}
+
+impl Cells {
+    /// The cells of [`CELL_BUCKETS`] buckets over the finite `bounds`, if every bucket has
+    /// at most 255 bounds inside and every interval at most 255 spikes.
+    fn new(bounds: &[f32], outputs: &[f32], spikes: &[u32]) -> Option<Cells> {
+        // Buckets to spare past each end, so that the inputs below the first bound and above
+        // the last (clamped into the end buckets) find no bound inside.
+        let (&first, &last) = (bounds.first()?, bounds.last()?);
+        let width = (last - first) / (CELL_BUCKETS - 4) as f32;
+        let lo = first - 1.5 * width;
+        let grid = Grid::over(lo, lo + width * CELL_BUCKETS as f32, bounds, CELL_BUCKETS)?;
+        let cells = grid
+            .spans(bounds)
+            .into_iter()
+            .map(|(first, last)| {
+                let start = first as usize;
+                Some(Cell {
+                    output: outputs[start],
+                    start: first as u16,
+                    inside: u8::try_from(last.saturating_sub(first)).ok()?,
+                    spikes: u8::try_from(spikes[start]).ok()?,
+                })
+            })
+            .collect::<Option<Vec<Cell>>>()?;
+        Some(Cells { grid, cells })
+    }
+
+    /// The interval of a finite input, its output and its spikes (any input gives some
+    /// interval): as [`Intervals::locate`], the walk from the bucket's first interval.
+    #[inline(always)]
+    fn find(&self, t: &Intervals, bucket: usize, x: f32) -> (u32, f32, u32) {
+        let cell = self.cells[bucket];
+        if cell.inside == 0 {
+            return (cell.start as u32, cell.output, cell.spikes as u32);
+        }
+        let mut j = cell.start as usize;
+        for _ in 0..cell.inside {
+            j += (t.bounds[j] <= x) as usize;
+        }
+        (j as u32, t.outputs[j], t.spikes[j])
+    }
+}
+
 /// The spike pattern and output of a one-input unit on each interval of its input.
 #[derive(Clone, Debug)]
 pub struct Intervals {
@@ -112,6 +196,8 @@ pub struct Intervals {
     outputs: Vec<f32>,
     /// Finds an input's interval in [`Grid::steps`] comparisons, where the bounds allow.
     grid: Option<Grid>,
+    /// Finds most inputs' results in one read.
+    cells: Option<Cells>,
     /// The search in vector registers, for at most 256 intervals.
     tree: Option<IntervalTree>,
 }
@@ -217,8 +303,10 @@ impl Intervals {
         let words: Vec<u64> = found.iter().map(|&(_, w)| w).collect();
         let spikes: Vec<u32> = words.iter().map(|w| w.count_ones()).collect();
         let outputs: Vec<f32> = words.iter().map(|&w| unit.decode(w)).collect();
+        let cells = Cells::new(&bounds[..found.len() - 1], &outputs, &spikes);
         let table = Intervals {
             grid,
+            cells,
             tree: IntervalTree::new(&bounds, &outputs, &spikes),
             bounds,
             spikes,
@@ -325,7 +413,101 @@ fn eval_by(
         );
         return (spikes + tail_spikes, synops + tail_synops);
     }
+    #[cfg(target_arch = "x86_64")]
+    if lookup == Lookup::Cells
+        && let Some(cells) = &t.cells
+        && std::arch::is_x86_feature_detected!("avx2")
+    {
+        let whole = x.len() / BLOCK * BLOCK;
+        let words = z.as_deref_mut().map(|z| &mut z[..whole]);
+        // SAFETY: AVX2 was detected just above.
+        let (spikes, synops) =
+            unsafe { cells_avx2(t, cells, unit, &x[..whole], &mut y[..whole], words, fanout) };
+        let (tail_spikes, tail_synops) = search(
+            t,
+            Lookup::Cells,
+            unit,
+            &x[whole..],
+            &mut y[whole..],
+            z.map(|z| &mut z[whole..]),
+            fanout.get(whole..).unwrap_or_default(),
+        );
+        return (spikes + tail_spikes, synops + tail_synops);
+    }
     search(t, lookup, unit, x, y, z, fanout)
+}
+
+/// Whole blocks of inputs by their [`Cells`]: the buckets in vector lanes (the operations of
+/// [`Grid::bucket`]), then one read per input ([`Cells::find`]). A block with an input that
+/// is not finite, or that the fanout ends inside, goes to [`search`]. `x.len()` is a
+/// multiple of [`BLOCK`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn cells_avx2(
+    t: &Intervals,
+    cells: &Cells,
+    unit: &AmosUnit,
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    const V: usize = BLOCK / 8;
+    assert!(x.len().is_multiple_of(BLOCK) && y.len() == x.len());
+    assert!(z.as_ref().is_none_or(|z| z.len() == x.len()));
+    let grid = &cells.grid;
+    let (mut spikes, mut synops) = (0u64, 0u64);
+    // SAFETY: AVX2 is enabled; every load and store is inside a block of `x` or inside a
+    // local array (asserts above).
+    unsafe {
+        let (lo, scale) = (_mm256_set1_ps(grid.lo), _mm256_set1_ps(grid.scale));
+        let (top, zero) = (_mm256_set1_ps(grid.top), _mm256_setzero_ps());
+        let bucket_mask = _mm256_set1_epi32(grid.mask as i32);
+        for (b, (xs, ys)) in x
+            .chunks_exact(BLOCK)
+            .zip(y.chunks_exact_mut(BLOCK))
+            .enumerate()
+        {
+            let first = b * BLOCK;
+            let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.as_ptr().add(8 * v)));
+            // x − x is 0 exactly for finite x (NaN for ±∞ and NaN).
+            let finite = xv.iter().fold(true, |all, &v| {
+                let same = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_sub_ps(v, v), zero);
+                all & (_mm256_movemask_ps(same) == 0xFF)
+            });
+            let fan = fanout.get(first..first + BLOCK);
+            if !finite || (fan.is_none() && first < fanout.len()) {
+                let words = z.as_deref_mut().map(|z| &mut z[first..first + BLOCK]);
+                let fan = &fanout[first.min(fanout.len())..];
+                let (s, o) = search(t, Lookup::Cells, unit, xs, ys, words, fan);
+                spikes += s;
+                synops += o;
+                continue;
+            }
+            let mut bucket = [0u32; BLOCK];
+            for (v, &xv) in xv.iter().enumerate() {
+                let scaled = _mm256_mul_ps(_mm256_sub_ps(xv, lo), scale);
+                let clamped = _mm256_min_ps(_mm256_max_ps(scaled, zero), top);
+                let b = _mm256_and_si256(_mm256_cvttps_epi32(clamped), bucket_mask);
+                _mm256_storeu_si256(bucket.as_mut_ptr().add(8 * v).cast(), b);
+            }
+            let mut j = [0u32; BLOCK];
+            let fan = fan.unwrap_or(&[0; BLOCK]);
+            for e in 0..BLOCK {
+                let count;
+                (j[e], ys[e], count) = cells.find(t, bucket[e] as usize, xs[e]);
+                spikes += count as u64;
+                synops += count as u64 * fan[e] as u64;
+            }
+            if let Some(z) = z.as_deref_mut() {
+                for (w, &j) in z[first..first + BLOCK].iter_mut().zip(&j) {
+                    *w = t.words[j as usize];
+                }
+            }
+        }
+    }
+    (spikes, synops)
 }
 
 /// Elements per block of [`tree_avx512`]: eight vectors (eight walks side by side).
@@ -429,6 +611,9 @@ enum Lookup {
     /// The [`Tree`] walk in AVX-512 registers (where the unit has a tree and the CPU
     /// AVX-512F and VBMI); otherwise as `GridAvx2`.
     TreeAvx512,
+    /// The [`Cells`], whole blocks in AVX2 lanes where the CPU has it (where the unit has
+    /// cells; otherwise as `GridAvx2`).
+    Cells,
     /// The grid with AVX2 gathers (where the unit has a grid and the CPU AVX2).
     GridAvx2,
     /// The grid, element by element.
@@ -444,7 +629,7 @@ impl Lookup {
         }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            return Lookup::GridAvx2;
+            return Lookup::Cells;
         }
         Lookup::Grid
     }
@@ -533,10 +718,15 @@ fn search(
     let mask = size - 1;
     let last = t.words.len() - 1;
     let (mut spikes, mut synops) = (0u64, 0u64);
+    let cells = t.cells.as_ref().filter(|_| lookup == Lookup::Cells);
     let grid = t.grid.as_ref().filter(|_| lookup != Lookup::Binary);
     #[cfg(target_arch = "x86_64")]
-    let avx2 = grid.is_some()
-        && matches!(lookup, Lookup::GridAvx2 | Lookup::TreeAvx512)
+    let avx2 = cells.is_none()
+        && grid.is_some()
+        && matches!(
+            lookup,
+            Lookup::GridAvx2 | Lookup::TreeAvx512 | Lookup::Cells
+        )
         && std::arch::is_x86_feature_detected!("avx2");
     #[cfg(not(target_arch = "x86_64"))]
     let avx2 = false;
@@ -548,37 +738,48 @@ fn search(
         // 32-bit positions: twice as many per vector as `usize`.
         let mut j = [0u32; BLOCK];
         let mut counts = [0u32; BLOCK];
-        match grid {
-            #[cfg(target_arch = "x86_64")]
-            Some(grid) if avx2 => {
-                let mut out = [0.0f32; BLOCK];
-                // SAFETY: AVX2 was detected just above.
-                unsafe { grid_avx2(t, grid, &xin, &mut j, &mut out, &mut counts) };
-                ys.copy_from_slice(&out[..n]);
+        if let Some(cells) = cells {
+            // Buckets first, in a loop that vectorises; then one read each.
+            let mut bucket = [0u32; BLOCK];
+            for e in 0..BLOCK {
+                bucket[e] = cells.grid.bucket(xin[e]) as u32;
             }
-            Some(grid) => {
-                for e in 0..BLOCK {
-                    j[e] = grid.start[grid.bucket(xin[e])] as u32;
+            for e in 0..n {
+                (j[e], ys[e], counts[e]) = cells.find(t, bucket[e] as usize, xin[e]);
+            }
+        } else {
+            match grid {
+                #[cfg(target_arch = "x86_64")]
+                Some(grid) if avx2 => {
+                    let mut out = [0.0f32; BLOCK];
+                    // SAFETY: AVX2 was detected just above.
+                    unsafe { grid_avx2(t, grid, &xin, &mut j, &mut out, &mut counts) };
+                    ys.copy_from_slice(&out[..n]);
                 }
-                for _ in 0..grid.steps {
+                Some(grid) => {
                     for e in 0..BLOCK {
-                        let bound = t.bounds[j[e] as usize & mask];
-                        j[e] += (bound <= xin[e]) as u32;
+                        j[e] = grid.start[grid.bucket(xin[e])] as u32;
+                    }
+                    for _ in 0..grid.steps {
+                        for e in 0..BLOCK {
+                            let bound = t.bounds[j[e] as usize & mask];
+                            j[e] += (bound <= xin[e]) as u32;
+                        }
                     }
                 }
-            }
-            None => {
-                let mut half = size / 2;
-                while half > 0 {
-                    for e in 0..BLOCK {
-                        let bound = t.bounds[(j[e] as usize + half - 1) & mask];
-                        j[e] += if bound <= xin[e] { half as u32 } else { 0 };
+                None => {
+                    let mut half = size / 2;
+                    while half > 0 {
+                        for e in 0..BLOCK {
+                            let bound = t.bounds[(j[e] as usize + half - 1) & mask];
+                            j[e] += if bound <= xin[e] { half as u32 } else { 0 };
+                        }
+                        half /= 2;
                     }
-                    half /= 2;
                 }
             }
         }
-        if !avx2 {
+        if !avx2 && cells.is_none() {
             for e in 0..n {
                 let k = (j[e] as usize).min(last);
                 ys[e] = t.outputs[k];
@@ -650,7 +851,7 @@ mod tests {
         for k in [5, 7, 8] {
             units.push(closed_form::identity(k, -2.0, 7.0, Rounding::Nearest));
         }
-        let mut lookups = vec![Lookup::Grid, Lookup::Binary];
+        let mut lookups = vec![Lookup::Grid, Lookup::Binary, Lookup::Cells];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             lookups.push(Lookup::GridAvx2);
@@ -660,6 +861,7 @@ mod tests {
             lookups.push(Lookup::TreeAvx512);
         }
         let (mut tabulated, mut gridded, mut treed, mut most) = (0, 0, 0, 0);
+        let mut celled = 0;
         for (seed, unit) in units.iter().enumerate() {
             let Some(table) = Intervals::new(unit) else {
                 continue;
@@ -695,6 +897,14 @@ mod tests {
                     xs.extend([edge, edge.next_down(), edge.next_up()]);
                 }
             }
+            if let Some(cells) = &table.cells {
+                celled += 1;
+                let grid = &cells.grid;
+                for b in 0..=grid.mask {
+                    let edge = grid.lo + b as f32 / grid.scale;
+                    xs.extend([edge, edge.next_down(), edge.next_up()]);
+                }
+            }
             if let Some(tree) = &table.tree {
                 treed += 1;
                 most = most.max(table.len());
@@ -704,25 +914,39 @@ mod tests {
             }
             // Past the first half no fanout: blocks with a fanout, without, and one across.
             let fanout: Vec<u32> = (0..xs.len() as u32 / 2 + 7).map(|i| i % 5).collect();
-            for &lookup in &lookups {
+            // Each lookup as the units run it, and the portable cell lookup throughout.
+            let runs = lookups
+                .iter()
+                .map(|&l| (l, false))
+                .chain([(Lookup::Cells, true)]);
+            for (lookup, portable) in runs {
                 let (mut y, mut z) = (vec![0.0; xs.len()], vec![0; xs.len()]);
-                let counts = eval_by(&table, lookup, unit, &xs, &mut y, Some(&mut z), &fanout);
+                let counts = if portable {
+                    search(&table, lookup, unit, &xs, &mut y, Some(&mut z), &fanout)
+                } else {
+                    eval_by(&table, lookup, unit, &xs, &mut y, Some(&mut z), &fanout)
+                };
                 let (mut spikes, mut synops) = (0, 0);
                 for (e, &x) in xs.iter().enumerate() {
                     let (word, out) = unit.eval(x, 0.0);
                     assert_eq!(
                         (z[e], y[e].to_bits()),
                         (word, out.to_bits()),
-                        "K {k} at {x:e}, {lookup:?}"
+                        "K {k} at {x:e}, {lookup:?} (portable: {portable})"
                     );
                     spikes += word.count_ones() as u64;
                     synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
                 }
-                assert_eq!(counts, (spikes, synops), "{lookup:?}");
+                assert_eq!(
+                    counts,
+                    (spikes, synops),
+                    "{lookup:?} (portable: {portable})"
+                );
             }
         }
         assert!(tabulated >= 5, "only {tabulated} units tabulated");
         assert!(gridded >= 4, "only {gridded} units with a grid");
+        assert_eq!(celled, tabulated, "units without cells");
         assert!(treed >= 2, "only {treed} units with a tree");
         assert_eq!(most, tree::MAX_ENTRIES, "no tree of every level");
     }
