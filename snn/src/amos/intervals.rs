@@ -381,15 +381,16 @@ impl Intervals {
     }
 }
 
-/// [`Intervals::eval_counted`] by a given lookup: whole blocks by the register tree where
-/// that is the lookup, the rest (and every lookup else) by [`search`].
+/// [`Intervals::eval_counted`] by a given lookup: whole blocks by the register tree or the
+/// cells in AVX2 lanes where that is the lookup, the rest (and every lookup else) by
+/// [`search`].
 fn eval_by(
     t: &Intervals,
     lookup: Lookup,
     unit: &AmosUnit,
     x: &[f32],
     y: &mut [f32],
-    mut z: Option<&mut [u64]>,
+    z: Option<&mut [u64]>,
     fanout: &[u32],
 ) -> (u64, u64) {
     #[cfg(target_arch = "x86_64")]
@@ -397,44 +398,53 @@ fn eval_by(
         && let Some(tree) = &t.tree
         && tree::available()
     {
-        let whole = x.len() / TREE_BLOCK * TREE_BLOCK;
-        let words = z.as_deref_mut().map(|z| &mut z[..whole]);
-        // SAFETY: AVX-512F and VBMI were detected just above.
-        let (spikes, synops) =
-            unsafe { tree_avx512(t, tree, unit, &x[..whole], &mut y[..whole], words, fanout) };
-        let (tail_spikes, tail_synops) = search(
-            t,
-            Lookup::GridAvx2,
-            unit,
-            &x[whole..],
-            &mut y[whole..],
-            z.map(|z| &mut z[whole..]),
-            fanout.get(whole..).unwrap_or_default(),
-        );
-        return (spikes + tail_spikes, synops + tail_synops);
+        let kernel = |x: &[f32], y: &mut [f32], words: Option<&mut [u64]>| {
+            // SAFETY: AVX-512F and VBMI were detected just above.
+            unsafe { tree_avx512(t, tree, unit, x, y, words, fanout) }
+        };
+        return blocks_then_search(t, unit, x, y, z, fanout, TREE_BLOCK, kernel);
     }
     #[cfg(target_arch = "x86_64")]
     if lookup == Lookup::Cells
         && let Some(cells) = &t.cells
         && std::arch::is_x86_feature_detected!("avx2")
     {
-        let whole = x.len() / BLOCK * BLOCK;
-        let words = z.as_deref_mut().map(|z| &mut z[..whole]);
-        // SAFETY: AVX2 was detected just above.
-        let (spikes, synops) =
-            unsafe { cells_avx2(t, cells, unit, &x[..whole], &mut y[..whole], words, fanout) };
-        let (tail_spikes, tail_synops) = search(
-            t,
-            Lookup::Cells,
-            unit,
-            &x[whole..],
-            &mut y[whole..],
-            z.map(|z| &mut z[whole..]),
-            fanout.get(whole..).unwrap_or_default(),
-        );
-        return (spikes + tail_spikes, synops + tail_synops);
+        let kernel = |x: &[f32], y: &mut [f32], words: Option<&mut [u64]>| {
+            // SAFETY: AVX2 was detected just above.
+            unsafe { cells_avx2(t, cells, unit, x, y, words, fanout) }
+        };
+        return blocks_then_search(t, unit, x, y, z, fanout, BLOCK, kernel);
     }
     search(t, lookup, unit, x, y, z, fanout)
+}
+
+/// `kernel` over the front of the inputs, whole blocks of `block` elements, then the rest
+/// by [`search`] (the cells, or the grid where the unit has none); the counts summed.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn blocks_then_search(
+    t: &Intervals,
+    unit: &AmosUnit,
+    x: &[f32],
+    y: &mut [f32],
+    mut z: Option<&mut [u64]>,
+    fanout: &[u32],
+    block: usize,
+    kernel: impl FnOnce(&[f32], &mut [f32], Option<&mut [u64]>) -> (u64, u64),
+) -> (u64, u64) {
+    let whole = x.len() / block * block;
+    let words = z.as_deref_mut().map(|z| &mut z[..whole]);
+    let (spikes, synops) = kernel(&x[..whole], &mut y[..whole], words);
+    let (tail_spikes, tail_synops) = search(
+        t,
+        Lookup::Cells,
+        unit,
+        &x[whole..],
+        &mut y[whole..],
+        z.map(|z| &mut z[whole..]),
+        fanout.get(whole..).unwrap_or_default(),
+    );
+    (spikes + tail_spikes, synops + tail_synops)
 }
 
 /// Whole blocks of inputs by their [`Cells`]: the buckets in vector lanes (the operations of
