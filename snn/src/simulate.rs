@@ -15,8 +15,9 @@
 //! which are already spike-coded).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -77,7 +78,7 @@ pub struct SpikingNetwork {
     /// Parameters of each placement.
     units: Vec<AmosUnit>,
     /// The same, prepared for evaluation.
-    kernels: Vec<UnitKernel>,
+    kernels: Vec<Arc<UnitKernel>>,
     /// Per placement, the pair memos of its two-input unit, one per thread at work, kept
     /// from image to image: an SE product's inputs are decoded unit outputs, a few hundred
     /// levels times a few dozen, so after the first images nearly every pair is known.
@@ -186,7 +187,7 @@ impl SpikingNetwork {
         Ok(SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
-            kernels: units.iter().cloned().map(UnitKernel::new).collect(),
+            kernels: shared_kernels(&units),
             memos: units.iter().map(|_| Mutex::new(Vec::new())).collect(),
             units,
             fanout,
@@ -852,6 +853,30 @@ impl SpikingNetwork {
     }
 }
 
+/// One kernel per distinct unit: the placements of one unit (every swish of a network, say)
+/// share its tables, built once and kept in cache from one layer to the next.
+fn shared_kernels(units: &[AmosUnit]) -> Vec<Arc<UnitKernel>> {
+    let mut built: HashMap<Vec<u32>, Arc<UnitKernel>> = HashMap::new();
+    let mut kernel = |unit: &AmosUnit| {
+        let entry = built.entry(unit_bits(unit));
+        entry
+            .or_insert_with(|| Arc::new(UnitKernel::new(unit.clone())))
+            .clone()
+    };
+    units.iter().map(&mut kernel).collect()
+}
+
+/// A unit's parameters, bit for bit (neuron counts first: they delimit the rest).
+fn unit_bits(unit: &AmosUnit) -> Vec<u32> {
+    let second = unit.c2.as_deref().unwrap_or_default();
+    let counts = [unit.c.len(), second.len()].map(|n| n as u32);
+    let params = [&unit.c[..], second, &unit.t, &unit.h, &unit.d, &[unit.o]];
+    counts
+        .into_iter()
+        .chain(params.into_iter().flatten().map(|v| v.to_bits()))
+        .collect()
+}
+
 /// Locks a mutex that a panicking thread may have poisoned (its data is still whole).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -1381,6 +1406,31 @@ mod tests {
 
     /// Kept periodic or per element, a fanout's chunks cover every element once, in order,
     /// none longer than asked, with the element's own fanout.
+    #[test]
+    fn placements_of_one_unit_share_its_kernel() {
+        use crate::amos::closed_form::{self, Rounding};
+        let relu6 = closed_form::relu6(10, Rounding::Nearest);
+        let mut signed_zero = relu6.clone();
+        signed_zero.o = -0.0; // equal as a float, not as parameters
+        let units = [
+            relu6.clone(),
+            closed_form::relu6(8, Rounding::Nearest),
+            relu6.clone(),
+            signed_zero,
+            AmosUnit::zeros(3, true),
+            AmosUnit::zeros(3, false),
+        ];
+        let kernels = shared_kernels(&units);
+        let same = |a: usize, b: usize| Arc::ptr_eq(&kernels[a], &kernels[b]);
+        assert!(same(0, 2));
+        for (a, b) in [(0, 1), (0, 3), (4, 5), (1, 3)] {
+            assert!(!same(a, b), "placements {a} and {b} share a kernel");
+        }
+        for (kernel, unit) in kernels.iter().zip(&units) {
+            assert_eq!(kernel.unit(), unit);
+        }
+    }
+
     #[test]
     fn fanout_chunks_give_every_elements_fanout() {
         let per_position = |shape: &[usize]| -> Vec<u32> {
