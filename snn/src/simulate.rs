@@ -857,13 +857,13 @@ impl SpikingNetwork {
 /// share its tables, built once and kept in cache from one layer to the next.
 fn shared_kernels(units: &[AmosUnit]) -> Vec<Arc<UnitKernel>> {
     let mut built: HashMap<Vec<u32>, Arc<UnitKernel>> = HashMap::new();
-    let mut kernel = |unit: &AmosUnit| {
-        let entry = built.entry(unit_bits(unit));
-        entry
-            .or_insert_with(|| Arc::new(UnitKernel::new(unit.clone())))
-            .clone()
-    };
-    units.iter().map(&mut kernel).collect()
+    units
+        .iter()
+        .map(|unit| {
+            let entry = built.entry(unit_bits(unit));
+            Arc::clone(entry.or_insert_with(|| Arc::new(UnitKernel::new(unit.clone()))))
+        })
+        .collect()
 }
 
 /// A unit's parameters, bit for bit (neuron counts first: they delimit the rest).
@@ -1404,8 +1404,6 @@ pub fn check_placements(model: &ConvertedModel) -> Result<(), GraphError> {
 mod tests {
     use super::*;
 
-    /// Kept periodic or per element, a fanout's chunks cover every element once, in order,
-    /// none longer than asked, with the element's own fanout.
     #[test]
     fn placements_of_one_unit_share_its_kernel() {
         use crate::amos::closed_form::{self, Rounding};
@@ -1431,6 +1429,8 @@ mod tests {
         }
     }
 
+    /// Kept periodic or per element, a fanout's chunks cover every element once, in order,
+    /// none longer than asked, with the element's own fanout.
     #[test]
     fn fanout_chunks_give_every_elements_fanout() {
         let per_position = |shape: &[usize]| -> Vec<u32> {
