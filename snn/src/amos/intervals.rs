@@ -337,6 +337,17 @@ impl Intervals {
         self.words.is_empty()
     }
 
+    /// The bounds, ascending: `bounds()[j]` is the least input of interval j + 1 (padded
+    /// with +∞ past the last).
+    pub(super) fn bounds(&self) -> &[f32] {
+        &self.bounds
+    }
+
+    /// The spike word of interval j.
+    pub(super) fn word(&self, j: usize) -> u64 {
+        self.words[j]
+    }
+
     /// Comparisons per input on the grid path, if the unit has a grid.
     pub fn grid_steps(&self) -> Option<u32> {
         self.grid.as_ref().map(|g| g.steps)

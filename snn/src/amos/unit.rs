@@ -14,6 +14,7 @@
 //! over the neurons that fired.
 
 use super::intervals::Intervals;
+use super::uniform::{self, Uniform};
 
 /// Most neurons a unit may have: spikes are carried as the bits of a `u64`.
 pub const MAX_NEURONS: usize = 64;
@@ -171,6 +172,8 @@ pub struct UnitKernel {
     inhibited_by: Vec<u64>,
     /// A one-input unit off the residual path: its spikes by interval of the input.
     intervals: Option<Intervals>,
+    /// A residual unit that is a uniform quantiser, where the CPU runs its kernel.
+    uniform: Option<Uniform>,
 }
 
 /// Largest K whose decoded outputs are tabulated (2^12 entries, 16 KiB: stays in L1).
@@ -205,6 +208,9 @@ impl UnitKernel {
         // The residual form needs no table reads, which cost more on the machines measured
         // (README, engine performance) even where the interval grid takes a single step.
         let intervals = residual.is_none().then(|| Intervals::new(&unit)).flatten();
+        let uniform = (residual.is_some() && ResidualPath::detect() == ResidualPath::Uniform)
+            .then(|| Uniform::new(&unit))
+            .flatten();
         UnitKernel {
             unit,
             residual,
@@ -213,6 +219,7 @@ impl UnitKernel {
             table,
             inhibited_by,
             intervals,
+            uniform,
         }
     }
 
@@ -319,6 +326,7 @@ impl UnitKernel {
             table: self.table.as_deref(),
             decodes_as_inhibits: self.decodes_as_inhibits,
             lowest_threshold: self.lowest_threshold,
+            uniform: self.uniform.as_ref(),
         })
     }
 
@@ -496,6 +504,7 @@ mod tests {
     fn every_residual_path_gives_the_definition() {
         use crate::amos::closed_form::{self, Rounding};
         let paths = [
+            ResidualPath::Uniform,
             ResidualPath::Avx512,
             ResidualPath::Avx2,
             ResidualPath::Portable,
@@ -508,6 +517,8 @@ mod tests {
         for unit in [
             closed_form::relu6(10, Rounding::Nearest),
             decoding_apart,
+            closed_form::identity(10, -3.3, 4.1, Rounding::Nearest),
+            closed_form::relu(6, 2.5, Rounding::Truncate),
             closed_form::identity(12, -3.3, 4.1, Rounding::Truncate),
             closed_form::relu6(20, Rounding::Nearest),
             closed_form::identity(32, -3.3, 4.1, Rounding::Nearest),
@@ -535,6 +546,25 @@ mod tests {
                 for (j, v) in [t, t.next_up(), t.next_down()].into_iter().enumerate() {
                     xs[900 + 37 * i + j] = v;
                 }
+            }
+            // Every bound of the unit's intervals and the float below it: where the uniform
+            // quantiser is within its margin and leaves the input to the definition.
+            if let Some(intervals) = Intervals::new(&unit) {
+                let bounds = &intervals.bounds()[..intervals.len() - 1];
+                for (e, &b) in bounds.iter().enumerate() {
+                    xs[2200 + 2 * e] = b;
+                    xs[2201 + 2 * e] = b.next_down();
+                }
+            }
+            // Every closed form of at most 10 neurons is a quantiser here (the kernel is
+            // built where the CPU runs it).
+            let quantiser_runs = ResidualPath::detect() == ResidualPath::Uniform;
+            assert_eq!(kernel.uniform.is_some(), quantiser_runs && unit.k() <= 10);
+            if let Some(q) = &kernel.uniform {
+                assert!(
+                    xs.iter().any(|&x| q.interval(x).is_none()),
+                    "inputs the quantiser leaves to the definition"
+                );
             }
             let partial: Vec<u32> = (0..1999).map(|i| i % 17 + 1).collect();
             let full: Vec<u32> = (0..n as u32)
@@ -610,6 +640,7 @@ struct Residual<'a> {
     /// See [`UnitKernel`]'s fields of the names.
     decodes_as_inhibits: bool,
     lowest_threshold: f32,
+    uniform: Option<&'a Uniform>,
 }
 
 /// Which code runs a residual unit's whole blocks (the rest, and units with more than 32
@@ -617,7 +648,12 @@ struct Residual<'a> {
 /// Each gives the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ResidualPath {
-    /// [`residual_avx512`]: 128 elements a block, spike decisions in mask registers.
+    /// [`uniform_avx512`] for a unit that is a uniform quantiser and whose spike words are
+    /// not kept, [`ResidualPath::Avx512`] else.
+    Uniform,
+    /// [`residual_avx512`]: 128 elements a block, spike decisions in mask registers. What
+    /// [`ResidualPath::Uniform`] runs where it does not apply; chosen by itself in tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     Avx512,
     /// [`residual_avx2`].
     Avx2,
@@ -633,7 +669,7 @@ impl ResidualPath {
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
             {
-                return ResidualPath::Avx512;
+                return ResidualPath::Uniform;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 return ResidualPath::Avx2;
@@ -648,7 +684,7 @@ impl ResidualPath {
         matches!(
             (self, ResidualPath::detect()),
             (ResidualPath::Portable, _)
-                | (_, ResidualPath::Avx512)
+                | (_, ResidualPath::Uniform)
                 | (ResidualPath::Avx2, ResidualPath::Avx2)
         )
     }
@@ -676,16 +712,28 @@ fn residual_by(
 ) -> (u64, u64) {
     let (mut spikes, mut synops, mut done) = (0, 0, 0);
     #[cfg(target_arch = "x86_64")]
-    if u.t.len() <= 32 {
+    if path == ResidualPath::Uniform
+        && z.is_none()
+        && let Some(q) = u.uniform
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+    {
+        (spikes, synops) = uniform::eval_avx512(q, x, y, fanout, |x, y, fanout| {
+            residual_eval(u, x, y, None, fanout)
+        });
+        done = x.len();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if u.t.len() <= 32 && done < x.len() {
         let block = match path {
-            ResidualPath::Avx512 => AVX512_BLOCK,
+            ResidualPath::Avx512 | ResidualPath::Uniform => AVX512_BLOCK,
             _ => AVX2_BLOCK,
         };
         let whole = x.len() / block * block;
         let words = z.as_deref_mut().map(|z| &mut z[..whole]);
         let (x, y) = (&x[..whole], &mut y[..whole]);
         (spikes, synops, done) = match path {
-            ResidualPath::Avx512
+            ResidualPath::Avx512 | ResidualPath::Uniform
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vpopcntdq") =>
             {
