@@ -60,7 +60,8 @@ fn by_channels((m, k, n): (usize, usize, usize)) -> f64 {
     let by_input = WeightsByInput::new(&lhs, m, k);
     let mut dst = vec![0.0f32; m * n];
     let reps = (200_000_000 / (m * n * k)).max(3);
-    let mut run = || matmul_bias_by_channels(m, n, k, 1, &lhs, &by_input, &rhs, &bias, &mut dst);
+    let mut run =
+        || matmul_bias_by_channels(m, n, k, 1, &lhs, &by_input, &rhs, &bias, &mut dst, None);
     run();
     let start = Instant::now();
     for _ in 0..reps {

@@ -472,12 +472,14 @@ impl SpikingNetwork {
                 Op::Activation(a) => Some(a),
                 _ => None,
             };
+            // ReLU and ReLU6 in the convolution's own stores; other gates after it.
+            let clamp = activation.and_then(|a| a.as_clamp());
             let epilogue = move |_: usize, y: &mut [f32]| {
-                if let Some(a) = activation {
+                if let Some(a) = activation.filter(|_| clamp.is_none()) {
                     a.apply_in_place(y);
                 }
             };
-            Some(conv.eval_fused(inputs[0], shape, threads, Some(&epilogue)))
+            Some(conv.eval_fused(inputs[0], shape, threads, clamp, Some(&epilogue)))
         };
         self.engine
             .run_nodes_fused(nodes, inputs, keep, &mut replace, &forwarded, threads)
@@ -539,7 +541,7 @@ impl SpikingNetwork {
                 .unwrap_or_default();
             y.iter_mut().zip(other).for_each(|(y, &r)| *y += r);
         };
-        Some(conv.eval_fused(inputs[0], shape, threads, Some(&add)))
+        Some(conv.eval_fused(inputs[0], shape, threads, None, Some(&add)))
     }
 
     /// By node, whether it is fused into its producer in a run of `nodes` that returns `keep`:
@@ -801,7 +803,7 @@ impl SpikingNetwork {
                 *lock(m) = c;
             }
         };
-        let out = conv.eval_fused(x, shape, threads, Some(&epilogue));
+        let out = conv.eval_fused(x, shape, threads, None, Some(&epilogue));
         drop(slots);
         let per_image = counts
             .into_iter()

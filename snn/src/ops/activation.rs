@@ -3,13 +3,14 @@
 use rayon::prelude::*;
 
 use super::GateKind;
+use super::matmul::Clamp;
 use crate::tensor::Tensor;
 
 /// An elementwise nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
-    /// `min(max(x, lo), hi)`; ReLU6 is `Clip { lo: 0, hi: 6 }`.
+    /// `min(max(x, lo), hi)` as [`Clamp`] computes it; ReLU6 is `Clip { lo: 0, hi: 6 }`.
     Clip {
         lo: f32,
         hi: f32,
@@ -67,12 +68,27 @@ impl Activation {
         }
     }
 
+    /// The activation as a [`Clamp`] the convolution kernels apply as they store, where it is
+    /// one: ReLU, and Clip with bounds that are not NaN. Those two are computed by the clamp
+    /// everywhere, so fused or not they give the same bits.
+    pub fn as_clamp(&self) -> Option<Clamp> {
+        match *self {
+            Activation::Relu => Some(Clamp::RELU),
+            Activation::Clip { lo, hi } => Clamp::new(lo, hi),
+            _ => None,
+        }
+    }
+
     /// The function itself, on one value.
     #[inline]
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
-            Activation::Relu => x.max(0.0),
-            Activation::Clip { lo, hi } => x.max(lo).min(hi),
+            Activation::Relu => Clamp::RELU.apply(x),
+            Activation::Clip { lo, hi } => match Clamp::new(lo, hi) {
+                Some(clamp) => clamp.apply(x),
+                // A NaN bound: no bound, as `max` and `min` take it.
+                None => x.max(lo).min(hi),
+            },
             Activation::Sigmoid => sigmoid(x),
             Activation::Swish => x * sigmoid(x),
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
@@ -109,8 +125,11 @@ impl Activation {
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn apply_in_place(activation: Activation, values: &mut [f32]) {
     match activation {
-        Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Clip { lo, hi } => values.iter_mut().for_each(|v| *v = v.max(lo).min(hi)),
+        Activation::Relu => values.iter_mut().for_each(|v| *v = Clamp::RELU.apply(*v)),
+        Activation::Clip { lo, hi } => match Clamp::new(lo, hi) {
+            Some(clamp) => values.iter_mut().for_each(|v| *v = clamp.apply(*v)),
+            None => values.iter_mut().for_each(|v| *v = activation.apply(*v)),
+        },
         Activation::HardSigmoid { alpha, beta } => values
             .iter_mut()
             .for_each(|v| *v = (alpha * *v + beta).clamp(0.0, 1.0)),
@@ -136,6 +155,66 @@ pub fn sigmoid(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ReLU and Clip are [`Clamp`]: a value inside the bounds is kept with its bits (a `-0`
+    /// under a bound of `+0` too), one outside becomes the bound it passed, NaN becomes the
+    /// lower bound; by value, by slice and as the clamp the convolutions fuse.
+    #[test]
+    fn relu_and_clip_are_the_clamp_by_its_definition() {
+        let values = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            3.0,
+            6.0,
+            6.0f32.next_up(),
+            6.0f32.next_down(),
+            -6.0,
+            f32::MAX,
+            -f32::MAX,
+            0.25,
+            -0.5,
+            -0.75,
+        ];
+        for (a, lo, hi) in [
+            (Activation::Relu, 0.0, f32::INFINITY),
+            (Activation::Clip { lo: 0.0, hi: 6.0 }, 0.0, 6.0),
+            (Activation::Clip { lo: -0.5, hi: 0.25 }, -0.5, 0.25),
+            (Activation::Clip { lo: -0.0, hi: 1.0 }, -0.0, 1.0),
+        ] {
+            let expected = |v: f32| match v {
+                v if v.is_nan() || v < lo => lo,
+                v if v > hi => hi,
+                v => v,
+            };
+            let Some(clamp) = a.as_clamp() else {
+                panic!("{a:?} is a clamp");
+            };
+            let mut all = values.to_vec();
+            clamp.apply_all(&mut all);
+            let mut in_place = values.to_vec();
+            a.apply_in_place(&mut in_place);
+            for ((&v, c), s) in values.iter().zip(&all).zip(&in_place) {
+                let bits = expected(v).to_bits();
+                assert_eq!(a.apply(v).to_bits(), bits, "{a:?} of {v}");
+                assert_eq!(c.to_bits(), bits, "{a:?} of {v}, as the clamp");
+                assert_eq!(s.to_bits(), bits, "{a:?} of {v}, in place");
+            }
+        }
+        assert!(Activation::Sigmoid.as_clamp().is_none());
+        // A NaN bound is no bound, as `max` and `min` take it; not a clamp.
+        let a = Activation::Clip {
+            lo: f32::NAN,
+            hi: 6.0,
+        };
+        assert!(a.as_clamp().is_none());
+        assert_eq!(a.apply(-3.0), -3.0);
+        assert_eq!(a.apply(7.0), 6.0);
+    }
 
     /// The slice loops are the per-value definition, bit for bit, on ordinary values,
     /// signed zeros, infinities and NaN.

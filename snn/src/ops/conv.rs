@@ -4,7 +4,7 @@
 use gemm_common::Parallelism;
 use rayon::prelude::*;
 
-use super::matmul::{self, WeightsByInput, matmul_bias, matmul_bias_by_channels};
+use super::matmul::{self, Clamp, WeightsByInput, matmul_bias, matmul_bias_by_channels};
 use super::{batch_and_len, batched, depthwise, make};
 use crate::tensor::Tensor;
 use std::sync::{Arc, OnceLock};
@@ -110,17 +110,19 @@ impl Conv2d {
     }
 
     pub(crate) fn eval(&self, x: &Tensor, out_shape: &[usize], threads: usize) -> Tensor {
-        self.eval_fused(x, out_shape, threads, None)
+        self.eval_fused(x, out_shape, threads, None, None)
     }
 
     /// Convolves a batch like the engine does, running `epilogue` on each image's output as
     /// soon as it is computed, while it is still in cache: a gate fused into the
-    /// convolution costs no extra trip through memory.
+    /// convolution costs no extra trip through memory. A `clamp` (ReLU, ReLU6) is applied
+    /// before the epilogue, by the kernels as they store their outputs where they can.
     pub fn eval_fused(
         &self,
         x: &Tensor,
         out_shape: &[usize],
         threads: usize,
+        clamp: Option<Clamp>,
         epilogue: Option<Epilogue<'_>>,
     ) -> Tensor {
         let (n, in_len) = batch_and_len(x);
@@ -151,6 +153,7 @@ impl Conv2d {
                 x.data(),
                 &self.bias,
                 &mut out,
+                clamp,
             );
             if let Some(epilogue) = epilogue {
                 for (b, dst) in out.chunks_mut(out_len).enumerate() {
@@ -162,7 +165,7 @@ impl Conv2d {
                 .zip(x.data().par_chunks(in_len.max(1)))
                 .enumerate()
                 .for_each(|(b, (dst, src))| {
-                    self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par);
+                    self.image(src, in_shape, dst, [out_shape[1], out_shape[2]], par, clamp);
                     if let Some(epilogue) = epilogue {
                         epilogue(b, dst);
                     }
@@ -198,7 +201,7 @@ impl Conv2d {
         })
     }
 
-    /// Convolves one image into `dst` (`[C_out, OH, OW]`), overwriting it.
+    /// Convolves one image into `dst` (`[C_out, OH, OW]`), overwriting it; then `clamp`.
     fn image(
         &self,
         x: &[f32],
@@ -206,9 +209,10 @@ impl Conv2d {
         dst: &mut [f32],
         [oh, ow]: [usize; 2],
         par: Parallelism,
+        clamp: Option<Clamp>,
     ) {
         if self.is_depthwise() {
-            return self.depthwise(x, [c, h, w], dst, [oh, ow]);
+            return self.depthwise(x, [c, h, w], dst, [oh, ow], clamp);
         }
         let plane = oh * ow;
         let [kh, kw] = self.kernel();
@@ -234,9 +238,9 @@ impl Conv2d {
             if g == 1 && matches!(par, Parallelism::None) && matmul::prefers_channels(og, plane, k)
             {
                 let by_input = self.by_input();
-                matmul_bias_by_channels(og, plane, k, 1, lhs, by_input, rhs, bias, out);
+                matmul_bias_by_channels(og, plane, k, 1, lhs, by_input, rhs, bias, out, clamp);
             } else {
-                matmul_bias(og, plane, k, lhs, rhs, bias, out, par);
+                matmul_bias(og, plane, k, lhs, rhs, bias, out, par, clamp);
             }
         }
     }
@@ -275,7 +279,14 @@ impl Conv2d {
 
     /// Depthwise (channel multiplier m = C_out / C_in) by direct accumulation
     /// ([`super::depthwise`]).
-    fn depthwise(&self, x: &[f32], [_, h, w]: [usize; 3], dst: &mut [f32], [oh, ow]: [usize; 2]) {
+    fn depthwise(
+        &self,
+        x: &[f32],
+        [_, h, w]: [usize; 3],
+        dst: &mut [f32],
+        [oh, ow]: [usize; 2],
+        clamp: Option<Clamp>,
+    ) {
         let geometry = depthwise::Geometry {
             kernel: self.kernel(),
             stride: self.stride,
@@ -284,7 +295,7 @@ impl Conv2d {
             input: [h, w],
             output: [oh, ow],
         };
-        depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst);
+        depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst, clamp);
     }
 }
 
@@ -450,6 +461,82 @@ mod tests {
                 got_bits, want_bits,
                 "case {c}x{m} {h}x{w} k{k} s{s} d{d} {pads:?}"
             );
+            // A ReLU or ReLU6 in the stores: the definition, clamped (a −0 output kept).
+            let clamp = if i % 2 == 0 {
+                Clamp::RELU
+            } else {
+                Clamp::new(0.0, 0.5).unwrap()
+            };
+            let got = conv.eval_fused(&x, &out_shape, 2, Some(clamp), None);
+            let got_bits: Vec<u32> = got.data().iter().map(|v| v.to_bits()).collect();
+            let want_bits: Vec<u32> = want.iter().map(|&v| clamp.apply(v).to_bits()).collect();
+            assert_eq!(
+                got_bits, want_bits,
+                "case {c}x{m} {h}x{w} k{k} s{s} d{d} {pads:?}, {clamp:?}"
+            );
+        }
+    }
+
+    /// Dense convolutions (1×1 and 3×3, by rows and by channels, one image and a batch, one
+    /// thread and two) with the clamp in their stores give the convolution's bits clamped.
+    #[test]
+    fn clamp_in_the_stores_is_the_convolution_clamped() {
+        let mut state = 7u64;
+        let mut rand = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        // (c_in, c_out, h, w, kernel, stride, pad); 7×7 with 96 channels by channels where
+        // the CPU runs that kernel.
+        let cases = [
+            (32, 96, 14, 14, 1, 1, 0),
+            (96, 96, 7, 7, 1, 1, 0),
+            (16, 24, 28, 28, 1, 1, 0),
+            (3, 32, 33, 33, 3, 2, 1),
+            (24, 20, 9, 9, 3, 1, 1),
+        ];
+        for (i, (ci, co, h, w, k, s, p)) in cases.into_iter().enumerate() {
+            let conv = Conv2d {
+                weight: Tensor::new(
+                    vec![co, ci, k, k],
+                    (0..co * ci * k * k).map(|_| rand()).collect(),
+                )
+                .unwrap(),
+                bias: (0..co).map(|_| rand() * 0.5).collect(),
+                stride: [s, s],
+                dilation: [1, 1],
+                pads: [p; 4],
+                groups: 1,
+                prepared: Default::default(),
+            };
+            let clamp = if i % 2 == 0 {
+                Clamp::new(0.0, 0.75).unwrap()
+            } else {
+                Clamp::RELU
+            };
+            for (batch, threads) in [(1, 1), (1, 2), (5, 1), (5, 2)] {
+                let x = Tensor::new(
+                    vec![batch, ci, h, w],
+                    (0..batch * ci * h * w).map(|_| rand()).collect(),
+                )
+                .unwrap();
+                let shape = conv.output_shape(&[ci, h, w]).unwrap();
+                let mut want = conv.eval(&x, &shape, threads).data().to_vec();
+                clamp.apply_all(&mut want);
+                let got = conv.eval_fused(&x, &shape, threads, Some(clamp), None);
+                let same = got
+                    .data()
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{ci}->{co} {h}x{w} k{k}, {batch} images, {threads} threads"
+                );
+                assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
+            }
         }
     }
 

@@ -20,6 +20,8 @@
 //! channel with a non-finite weight (where `w·0` is NaN) is computed by the definition
 //! throughout. The result is bit-identical to the definition (tests below).
 
+use super::matmul::Clamp;
+
 /// Output columns per tile: one AVX2 vector of f32.
 const LANES: usize = 8;
 
@@ -55,13 +57,15 @@ impl Geometry {
 }
 
 /// Convolves `planes` (`[C, H, W]`) with `m = out_channels / C` output channels per input
-/// channel into `dst` (`[C·m, OH, OW]`): `weight` is `[C·m, kH, kW]`.
+/// channel into `dst` (`[C·m, OH, OW]`): `weight` is `[C·m, kH, kW]`. Then `clamp`, plane by
+/// plane while each is in cache.
 pub(crate) fn depthwise(
     g: &Geometry,
     planes: &[f32],
     weight: &[f32],
     bias: &[f32],
     dst: &mut [f32],
+    clamp: Option<Clamp>,
 ) {
     let [h, w] = g.input;
     let [oh, ow] = g.output;
@@ -74,7 +78,7 @@ pub(crate) fn depthwise(
     if h * w == 0 {
         // No tap inside an empty image: the bias alone.
         for (out, &b) in dst.chunks_mut(oh * ow).zip(bias) {
-            out.fill(b);
+            out.fill(clamp.map_or(b, |c| c.apply(b)));
         }
         return;
     }
@@ -94,6 +98,7 @@ pub(crate) fn depthwise(
             bias,
             &mut dst[..blocked * oh * ow],
             blocked,
+            clamp,
         );
     }
     let (sw, phase_len) = (g.stride[1], g.phase_len());
@@ -108,20 +113,30 @@ pub(crate) fn depthwise(
         let plane = &planes[(oc / m) * h * w..(oc / m + 1) * h * w];
         if !wk.iter().all(|v| v.is_finite()) {
             channel_by_definition(g, plane, wk, b, out);
-            continue;
-        }
-        if oc % m == 0 {
-            pad_by_phase(g, plane, &mut padded);
-        }
-        if channel(&plan, &padded, wk, b, out) {
-            // An exact zero may have the other sign than the definition's: recompute it.
-            for (i, v) in out.iter_mut().enumerate() {
-                if *v == 0.0 {
-                    *v = pixel_by_definition(g, plane, wk, b, [i / ow, i % ow]);
+        } else {
+            if oc % m == 0 {
+                pad_by_phase(g, plane, &mut padded);
+            }
+            if channel(&plan, &padded, wk, b, out) {
+                // An exact zero may have the other sign than the definition's: recompute it.
+                for (i, v) in out.iter_mut().enumerate() {
+                    if *v == 0.0 {
+                        *v = pixel_by_definition(g, plane, wk, b, [i / ow, i % ow]);
+                    }
                 }
             }
         }
+        if let Some(clamp) = clamp {
+            clamp_plane(clamp, out);
+        }
     }
+}
+
+/// [`Clamp::apply_all`], compiled for AVX2 too and chosen at run time (the same operations,
+/// so the same bits).
+#[multiversion::multiversion(targets("x86_64+avx2"))]
+fn clamp_plane(clamp: Clamp, values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = clamp.apply(*v));
 }
 
 /// Writes `plane` into `padded`: padded row `y + pad_top`, column `x + pad_left`, stored at
@@ -315,6 +330,7 @@ fn by_channel_blocks(
     bias: &[f32],
     dst: &mut [f32],
     channels: usize,
+    clamp: Option<Clamp>,
 ) {
     let [h, w] = g.input;
     let [oh, ow] = g.output;
@@ -337,6 +353,9 @@ fn by_channel_blocks(
                 let plane = &planes[(c0 + l) * h * w..(c0 + l + 1) * h * w];
                 let wk = &wk[l * taps..(l + 1) * taps];
                 channel_by_definition(g, plane, wk, bias[c0 + l], out);
+            }
+            if let Some(clamp) = clamp {
+                clamp_plane(clamp, dst);
             }
             continue;
         }
@@ -365,6 +384,9 @@ fn by_channel_blocks(
                     }
                 }
             }
+        }
+        if let Some(clamp) = clamp {
+            clamp_plane(clamp, dst);
         }
     }
 }

@@ -22,6 +22,43 @@ use gemm_common::Parallelism;
 const GEMM_MR: usize = 16;
 const GEMM_NR: usize = 6;
 
+/// `min(max(v, lo), hi)`, applied to a product's outputs as they are stored: a ReLU (`hi` =
+/// +∞) or ReLU6 after a convolution in ANN mode, fused so that it costs no pass of its own.
+/// Spelled out rather than left to `f32::max`, whose sign of zero is unspecified: a value
+/// inside `[lo, hi]` is kept (so `-0` stays `-0` under `lo = +0`, as x86's `max` gives it),
+/// one outside becomes the bound it passed, and NaN becomes `lo`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clamp {
+    lo: f32,
+    hi: f32,
+}
+
+impl Clamp {
+    /// ReLU: `[0, +∞]`.
+    pub const RELU: Clamp = Clamp {
+        lo: 0.0,
+        hi: f32::INFINITY,
+    };
+
+    /// The clamp to `[lo, hi]`; none where a bound is NaN (no clamp, and the vector form
+    /// would differ from the scalar one).
+    pub fn new(lo: f32, hi: f32) -> Option<Clamp> {
+        (!lo.is_nan() && !hi.is_nan()).then_some(Clamp { lo, hi })
+    }
+
+    /// The clamp of one value.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        let v = if v >= self.lo { v } else { self.lo };
+        if v <= self.hi { v } else { self.hi }
+    }
+
+    /// The clamp of every value, in place.
+    pub fn apply_all(self, values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = self.apply(*v));
+    }
+}
+
 /// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major, on the threads `par` allows.
 pub fn matmul(
     m: usize,
@@ -33,13 +70,14 @@ pub fn matmul(
     par: Parallelism,
 ) {
     // Both check the operands' lengths.
-    if !ours(m, n, k, lhs, rhs, None, dst, par) {
+    if !ours(m, n, k, lhs, rhs, None, dst, par, None) {
         gemm_crate(m, n, k, lhs, rhs, dst, par);
     }
 }
 
 /// `dst[m×n] = bias[m] + lhs[m×k] · rhs[k×n]`, all row-major, each row's bias broadcast along
-/// it: as [`matmul`] into a `dst` holding the biases, without writing them first.
+/// it: as [`matmul`] into a `dst` holding the biases, without writing them first; then
+/// `clamp`, if given, on every output (in the kernel's last store where ours runs).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bias(
     m: usize,
@@ -50,15 +88,19 @@ pub fn matmul_bias(
     bias: &[f32],
     dst: &mut [f32],
     par: Parallelism,
+    clamp: Option<Clamp>,
 ) {
     assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && bias.len() >= m);
-    if m == 0 || n == 0 || ours(m, n, k, lhs, rhs, Some(bias), dst, par) {
+    if m == 0 || n == 0 || ours(m, n, k, lhs, rhs, Some(bias), dst, par, clamp) {
         return;
     }
     for (row, &b) in dst.chunks_exact_mut(n).zip(bias).take(m) {
         row.fill(b);
     }
     gemm_crate(m, n, k, lhs, rhs, dst, par);
+    if let Some(clamp) = clamp {
+        clamp.apply_all(&mut dst[..m * n]);
+    }
 }
 
 /// The product by our kernel, where it runs (see [`ours_available`] and [`tiled_block`]);
@@ -73,6 +115,7 @@ fn ours(
     bias: Option<&[f32]>,
     dst: &mut [f32],
     par: Parallelism,
+    clamp: Option<Clamp>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if ours_available()
@@ -88,7 +131,7 @@ fn ours(
         let band = m.div_ceil(threads.max(1)).div_ceil(avx512::ROWS) * avx512::ROWS;
         if threads <= 1 || band >= m {
             // SAFETY: AVX-512F was detected; the kernel asserts the operands' lengths.
-            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, bias, dst) };
+            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, bias, dst, clamp) };
             return true;
         }
         use rayon::prelude::*;
@@ -100,11 +143,11 @@ fn ours(
                 let rows = dst.len() / n;
                 let bias = bias.map(|b| &b[i * band..i * band + rows]);
                 // SAFETY: as above, for the band's rows.
-                unsafe { avx512::matmul(rows, n, k, kc, lhs, rhs, bias, dst) };
+                unsafe { avx512::matmul(rows, n, k, kc, lhs, rhs, bias, dst, clamp) };
             });
         return true;
     }
-    let _ = (m, n, k, lhs, rhs, bias, dst, par);
+    let _ = (m, n, k, lhs, rhs, bias, dst, par, clamp);
     false
 }
 
@@ -219,7 +262,7 @@ pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
 /// multiply-adds in the same blocks as one image alone by [`matmul_bias`], so the same bits;
 /// the images share each block of weights while it is in cache. Whether that pays is the
 /// caller's question ([`prefers_channels`]); where our kernels do not run, this is
-/// [`matmul_bias`] image by image.
+/// [`matmul_bias`] image by image. `clamp` as in [`matmul_bias`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bias_by_channels(
     m: usize,
@@ -231,6 +274,7 @@ pub fn matmul_bias_by_channels(
     rhs: &[f32],
     bias: &[f32],
     dst: &mut [f32],
+    clamp: Option<Clamp>,
 ) {
     assert!(lhs.len() >= m * k && bias.len() >= m);
     assert!(rhs.len() >= images * k * n && dst.len() >= images * m * n);
@@ -243,12 +287,15 @@ pub fn matmul_bias_by_channels(
         match kernel {
             // SAFETY: AVX-512F was detected; lengths asserted above.
             ChannelKernel::Avx512 => unsafe {
-                by_channels::matmul(m, n, k, kc, images, by_input, rhs, bias, dst)
+                by_channels::matmul(m, n, k, kc, images, by_input, rhs, bias, dst, clamp)
             },
             // SAFETY: AVX2 and FMA were detected; lengths asserted above.
-            ChannelKernel::Avx2 => unsafe {
-                by_channels::matmul_avx2(m, n, k, kc, images, by_input, rhs, bias, dst)
-            },
+            ChannelKernel::Avx2 => {
+                unsafe { by_channels::matmul_avx2(m, n, k, kc, images, by_input, rhs, bias, dst) };
+                if let Some(clamp) = clamp {
+                    clamp.apply_all(&mut dst[..images * m * n]);
+                }
+            }
         }
         return;
     }
@@ -258,7 +305,7 @@ pub fn matmul_bias_by_channels(
             .zip(rhs.chunks(k * n))
             .take(images)
         {
-            matmul_bias(m, n, k, lhs, rhs, bias, dst, Parallelism::None);
+            matmul_bias(m, n, k, lhs, rhs, bias, dst, Parallelism::None, clamp);
         }
     }
 }
@@ -385,7 +432,8 @@ mod avx512 {
 
     /// `dst += lhs · rhs` in blocks of `kc` along k, each block's products summed from zero
     /// by fused multiply-adds in ascending k and then added to `dst`; with `bias`, `dst` is
-    /// taken to hold each row's bias, which is read from `bias` instead.
+    /// taken to hold each row's bias, which is read from `bias` instead; `clamp` in the last
+    /// block's stores.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `lhs`, `rhs`, `dst` and `bias` hold at least `m·k`, `k·n`, `m·n`
@@ -401,6 +449,7 @@ mod avx512 {
         rhs: &[f32],
         bias: Option<&[f32]>,
         dst: &mut [f32],
+        clamp: Option<super::Clamp>,
     ) {
         assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && kc > 0);
         assert!(bias.is_none_or(|b| b.len() >= m));
@@ -425,6 +474,7 @@ mod avx512 {
                         bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
                         last,
                         chain_from_bias: false,
+                        clamp: clamp.filter(|_| k0 + depth == k),
                     };
                     t.run(rows, vectors);
                 }
@@ -489,10 +539,27 @@ mod avx512 {
                     bias: Some(bias.add(c0)),
                     last,
                     chain_from_bias: true,
+                    clamp: None,
                 };
                 t.run(tile_rows, vectors);
             }
         });
+    }
+
+    /// [`super::Clamp::apply`] in vector lanes, with the same bits: `vminps` returns its
+    /// second operand on a tie, and sees no NaN after the blend (the bounds are not NaN).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn clamp_avx512(v: __m512, clamp: Option<super::Clamp>) -> __m512 {
+        match clamp {
+            Some(c) => {
+                // `v >= lo ? v : lo` (NaN fails the ordered compare), then `hi < v ? hi : v`.
+                let lo = _mm512_set1_ps(c.lo);
+                let v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, lo), lo, v);
+                _mm512_min_ps(_mm512_set1_ps(c.hi), v)
+            }
+            None => v,
+        }
     }
 
     /// One output tile over one block of k.
@@ -512,6 +579,8 @@ mod avx512 {
         /// row; `dst_stride` is then the row length) and are stored as they end, instead of
         /// starting from zero and being added to `dst` or a bias per row.
         chain_from_bias: bool,
+        /// Applied to the sums as they are stored (the product's last block of k).
+        clamp: Option<super::Clamp>,
     }
 
     impl Tile {
@@ -590,7 +659,8 @@ mod avx512 {
                     for (v, &acc) in acc.iter().enumerate() {
                         let p = out.add(16 * v);
                         let old = bias.unwrap_or_else(|| _mm512_maskz_loadu_ps(mask(v), p));
-                        _mm512_mask_storeu_ps(p, mask(v), _mm512_add_ps(old, acc));
+                        let sum = _mm512_add_ps(old, acc);
+                        _mm512_mask_storeu_ps(p, mask(v), clamp_avx512(sum, self.clamp));
                     }
                 }
             }
@@ -635,6 +705,7 @@ mod by_channels {
         rhs: &[f32],
         bias: &[f32],
         dst: &mut [f32],
+        clamp: Option<super::Clamp>,
     ) {
         use std::arch::x86_64::*;
         const V: usize = CHANNELS / 16;
@@ -659,7 +730,7 @@ mod by_channels {
                     for image in first..images.min(first + together) {
                         let rhs = rhs.as_ptr().add(image * k * n);
                         let dst = dst.as_mut_ptr().add(image * m * n);
-                        slab(m, n, k, kc, c0, w, rhs, b, dst);
+                        slab(m, n, k, kc, c0, w, rhs, b, dst, clamp);
                     }
                 }
             }
@@ -684,6 +755,7 @@ mod by_channels {
         rhs: *const f32,
         b: [std::arch::x86_64::__m512; CHANNELS / 16],
         dst: *mut f32,
+        clamp: Option<super::Clamp>,
     ) {
         use std::arch::x86_64::*;
         const V: usize = CHANNELS / 16;
@@ -719,6 +791,7 @@ mod by_channels {
                 let mut tile = [[0.0f32; CHANNELS]; P];
                 for (t, out) in tile.iter_mut().zip(&out) {
                     for (v, &o) in out.iter().enumerate() {
+                        let o = super::avx512::clamp_avx512(o, clamp);
                         _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), o);
                     }
                 }
@@ -1043,18 +1116,63 @@ mod tests {
             // From the biases: as the crate into rows filled with them (`ours` starts dirty).
             let mut theirs: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
             gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
-            matmul_bias(m, n, k, &lhs, &rhs, &bias, &mut ours, Parallelism::None);
+            matmul_bias(
+                m,
+                n,
+                k,
+                &lhs,
+                &rhs,
+                &bias,
+                &mut ours,
+                Parallelism::None,
+                None,
+            );
             assert!(
                 same(&ours, &theirs),
                 "m {m} n {n} k {k}: with biases, not the crate's bits"
             );
+            // A clamp in the last stores: the crate's bits, clamped.
+            let clamp = match case % 3 {
+                0 => Clamp { lo: 0.0, hi: 6.0 },
+                1 => Clamp {
+                    lo: 0.0,
+                    hi: f32::INFINITY,
+                },
+                _ => Clamp { lo: -0.5, hi: 0.25 },
+            };
+            let mut clamped = theirs.clone();
+            clamp.apply_all(&mut clamped);
+            let mut ours_clamped = vec![f32::NAN; m * n];
+            let par = Parallelism::None;
+            matmul_bias(
+                m,
+                n,
+                k,
+                &lhs,
+                &rhs,
+                &bias,
+                &mut ours_clamped,
+                par,
+                Some(clamp),
+            );
+            assert!(
+                same(&ours_clamped, &clamped),
+                "m {m} n {n} k {k}: clamped, not the crate's bits clamped"
+            );
             // Vectorised along the channels: where it would run, and on every shape.
             let by_input = WeightsByInput::new(&lhs, m, k);
             ours.fill(f32::NAN);
-            matmul_bias_by_channels(m, n, k, 1, &lhs, &by_input, &rhs, &bias, &mut ours);
+            matmul_bias_by_channels(m, n, k, 1, &lhs, &by_input, &rhs, &bias, &mut ours, None);
             assert!(
                 same(&ours, &theirs),
                 "m {m} n {n} k {k}: by channels, not the crate's bits"
+            );
+            ours.fill(f32::NAN);
+            let (w, b) = (&by_input, &bias);
+            matmul_bias_by_channels(m, n, k, 1, &lhs, w, &rhs, b, &mut ours, Some(clamp));
+            assert!(
+                same(&ours, &clamped),
+                "m {m} n {n} k {k}: by channels, clamped, not the crate's bits clamped"
             );
             // Several images through the same weights: each as alone (the second image's
             // inputs are the first's reversed, the third's the first's again).
@@ -1066,7 +1184,7 @@ mod tests {
             .concat();
             let theirs3 = crate_image_by_image(m, n, k, &lhs, &rhs3, &bias);
             let mut ours3 = vec![f32::NAN; 3 * m * n];
-            matmul_bias_by_channels(m, n, k, 3, &lhs, &by_input, &rhs3, &bias, &mut ours3);
+            matmul_bias_by_channels(m, n, k, 3, &lhs, &by_input, &rhs3, &bias, &mut ours3, None);
             assert!(
                 same(&ours3, &theirs3),
                 "m {m} n {n} k {k}: three images by channels, not the crate's bits"
@@ -1075,14 +1193,73 @@ mod tests {
             if let Some(kc) = tiled_block(m, n, k) {
                 ours.fill(f32::NAN);
                 // SAFETY: AVX-512F was detected above; the operands have the product's sizes.
-                unsafe { by_channels::matmul(m, n, k, kc, 1, &by_input, &rhs, &bias, &mut ours) };
+                unsafe {
+                    by_channels::matmul(m, n, k, kc, 1, &by_input, &rhs, &bias, &mut ours, None)
+                };
                 assert!(
                     same(&ours, &theirs),
                     "m {m} n {n} k {k}: by channels, not the bits"
                 );
+                ours.fill(f32::NAN);
+                let (w, b) = (&by_input, &bias);
+                // SAFETY: as above.
+                unsafe { by_channels::matmul(m, n, k, kc, 1, w, &rhs, b, &mut ours, Some(clamp)) };
+                assert!(
+                    same(&ours, &clamped),
+                    "m {m} n {n} k {k}: by channels, clamped, not the bits clamped"
+                );
             }
         }
         assert!(by_channels_chosen);
+    }
+
+    /// The clamp in vector lanes is the scalar clamp, bit for bit, on NaN, infinities, zeros
+    /// of both signs and values at and beside the bounds, for bounds of either zero sign.
+    #[test]
+    fn vector_clamp_is_the_scalar_clamp() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !ours_available() {
+                eprintln!("no AVX-512: the scalar clamp alone runs here");
+                return;
+            }
+            let v = [
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                0.0,
+                -0.0,
+                1e-40,
+                -1e-40,
+                6.0,
+                6.0f32.next_up(),
+                6.0f32.next_down(),
+                -0.5,
+                -0.5f32.next_down(),
+                1.0,
+                f32::MAX,
+                -f32::MAX,
+                0.25,
+            ];
+            for clamp in [
+                Clamp::RELU,
+                Clamp { lo: 0.0, hi: 6.0 },
+                Clamp { lo: -0.0, hi: 0.0 },
+                Clamp { lo: -0.5, hi: -0.0 },
+            ] {
+                let mut lanes = [0.0f32; 16];
+                // SAFETY: AVX-512F was detected above; both arrays hold 16 values.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let x = _mm512_loadu_ps(v.as_ptr());
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), avx512::clamp_avx512(x, Some(clamp)));
+                }
+                for (&x, y) in v.iter().zip(lanes) {
+                    let scalar = clamp.apply(x);
+                    assert_eq!(y.to_bits(), scalar.to_bits(), "{clamp:?} of {x}");
+                }
+            }
+        }
     }
 
     /// The AVX2 kernel vectorised along the channels against the `gemm` crate, bit for bit
