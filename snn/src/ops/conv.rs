@@ -373,15 +373,20 @@ mod tests {
         out
     }
 
-    #[test]
-    fn depthwise_is_bit_identical_to_the_definition() {
-        let mut state = 3u64;
-        let mut rand = move || {
+    /// Seeded values uniform in [−1, 1).
+    fn uniform_values(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        }
+    }
+
+    #[test]
+    fn depthwise_is_bit_identical_to_the_definition() {
+        let mut rand = uniform_values(3);
         // (channels, multiplier, h, w, kernel, stride, dilation, pads t l b r)
         let cases = [
             (4, 1, 17, 29, 3, 1, 1, [1, 1, 1, 1]),
@@ -481,13 +486,7 @@ mod tests {
     /// thread and two) with the clamp in their stores give the convolution's bits clamped.
     #[test]
     fn clamp_in_the_stores_is_the_convolution_clamped() {
-        let mut state = 7u64;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rand = uniform_values(7);
         // (c_in, c_out, h, w, kernel, stride, pad); 7×7 with 96 channels by channels where
         // the CPU runs that kernel.
         let cases = [
