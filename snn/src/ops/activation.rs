@@ -3,7 +3,6 @@
 use rayon::prelude::*;
 
 use super::GateKind;
-use super::matmul::Clamp;
 use crate::tensor::Tensor;
 
 /// An elementwise nonlinearity.
@@ -138,6 +137,48 @@ fn apply_in_place(activation: Activation, values: &mut [f32]) {
             .for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
         Activation::Identity => {}
         a => values.iter_mut().for_each(|v| *v = a.apply(*v)),
+    }
+}
+
+/// `min(max(v, lo), hi)`, ReLU (`hi` = +∞) and ReLU6, which the convolution kernels
+/// also apply as they store their outputs in ANN mode (no pass of its own).
+/// Spelled out rather than left to `f32::max`, whose sign of zero is unspecified: a value
+/// inside `[lo, hi]` is kept (so `-0` stays `-0` under `lo = +0`, as x86's `max` gives it),
+/// one outside becomes the bound it passed, and NaN becomes `lo`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clamp {
+    lo: f32,
+    hi: f32,
+}
+
+impl Clamp {
+    /// ReLU: `[0, +∞]`.
+    pub const RELU: Clamp = Clamp {
+        lo: 0.0,
+        hi: f32::INFINITY,
+    };
+
+    /// The clamp to `[lo, hi]`; none where a bound is NaN (no clamp, and the vector form
+    /// would differ from the scalar one).
+    pub fn new(lo: f32, hi: f32) -> Option<Clamp> {
+        (!lo.is_nan() && !hi.is_nan()).then_some(Clamp { lo, hi })
+    }
+
+    /// `(lo, hi)`, neither NaN.
+    pub fn bounds(self) -> (f32, f32) {
+        (self.lo, self.hi)
+    }
+
+    /// The clamp of one value.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        let v = if v >= self.lo { v } else { self.lo };
+        if v <= self.hi { v } else { self.hi }
+    }
+
+    /// The clamp of every value, in place.
+    pub fn apply_all(self, values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = self.apply(*v));
     }
 }
 

@@ -4,7 +4,8 @@
 use gemm_common::Parallelism;
 use rayon::prelude::*;
 
-use super::matmul::{self, Clamp, WeightsByInput, matmul_bias, matmul_bias_by_channels};
+use super::activation::Clamp;
+use super::matmul::{self, WeightsByInput, matmul_bias, matmul_bias_by_channels};
 use super::{batch_and_len, batched, depthwise, make};
 use crate::tensor::Tensor;
 use std::sync::{Arc, OnceLock};

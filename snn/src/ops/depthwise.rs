@@ -20,7 +20,7 @@
 //! channel with a non-finite weight (where `w·0` is NaN) is computed by the definition
 //! throughout. The result is bit-identical to the definition (tests below).
 
-use super::matmul::Clamp;
+use super::activation::Clamp;
 
 /// Output columns per tile: one AVX2 vector of f32.
 const LANES: usize = 8;

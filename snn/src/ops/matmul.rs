@@ -17,47 +17,12 @@
 
 use gemm_common::Parallelism;
 
+use super::activation::Clamp;
+
 /// The `gemm` crate's f32 micro-kernel on x86-64 with FMA: 16 rows (two AVX vectors) by 6
 /// columns, after it transposes our row-major product to its column-major one.
 const GEMM_MR: usize = 16;
 const GEMM_NR: usize = 6;
-
-/// `min(max(v, lo), hi)`, applied to a product's outputs as they are stored: a ReLU (`hi` =
-/// +∞) or ReLU6 after a convolution in ANN mode, fused so that it costs no pass of its own.
-/// Spelled out rather than left to `f32::max`, whose sign of zero is unspecified: a value
-/// inside `[lo, hi]` is kept (so `-0` stays `-0` under `lo = +0`, as x86's `max` gives it),
-/// one outside becomes the bound it passed, and NaN becomes `lo`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Clamp {
-    lo: f32,
-    hi: f32,
-}
-
-impl Clamp {
-    /// ReLU: `[0, +∞]`.
-    pub const RELU: Clamp = Clamp {
-        lo: 0.0,
-        hi: f32::INFINITY,
-    };
-
-    /// The clamp to `[lo, hi]`; none where a bound is NaN (no clamp, and the vector form
-    /// would differ from the scalar one).
-    pub fn new(lo: f32, hi: f32) -> Option<Clamp> {
-        (!lo.is_nan() && !hi.is_nan()).then_some(Clamp { lo, hi })
-    }
-
-    /// The clamp of one value.
-    #[inline(always)]
-    pub fn apply(self, v: f32) -> f32 {
-        let v = if v >= self.lo { v } else { self.lo };
-        if v <= self.hi { v } else { self.hi }
-    }
-
-    /// The clamp of every value, in place.
-    pub fn apply_all(self, values: &mut [f32]) {
-        values.iter_mut().for_each(|v| *v = self.apply(*v));
-    }
-}
 
 /// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major, on the threads `par` allows.
 pub fn matmul(
@@ -554,9 +519,10 @@ mod avx512 {
         match clamp {
             Some(c) => {
                 // `v >= lo ? v : lo` (NaN fails the ordered compare), then `hi < v ? hi : v`.
-                let lo = _mm512_set1_ps(c.lo);
+                let (lo, hi) = c.bounds();
+                let lo = _mm512_set1_ps(lo);
                 let v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, lo), lo, v);
-                _mm512_min_ps(_mm512_set1_ps(c.hi), v)
+                _mm512_min_ps(_mm512_set1_ps(hi), v)
             }
             None => v,
         }
@@ -1133,12 +1099,9 @@ mod tests {
             );
             // A clamp in the last stores: the crate's bits, clamped.
             let clamp = match case % 3 {
-                0 => Clamp { lo: 0.0, hi: 6.0 },
-                1 => Clamp {
-                    lo: 0.0,
-                    hi: f32::INFINITY,
-                },
-                _ => Clamp { lo: -0.5, hi: 0.25 },
+                0 => Clamp::new(0.0, 6.0).unwrap(),
+                1 => Clamp::RELU,
+                _ => Clamp::new(-0.5, 0.25).unwrap(),
             };
             let mut clamped = theirs.clone();
             clamp.apply_all(&mut clamped);
@@ -1243,9 +1206,9 @@ mod tests {
             ];
             for clamp in [
                 Clamp::RELU,
-                Clamp { lo: 0.0, hi: 6.0 },
-                Clamp { lo: -0.0, hi: 0.0 },
-                Clamp { lo: -0.5, hi: -0.0 },
+                Clamp::new(0.0, 6.0).unwrap(),
+                Clamp::new(-0.0, 0.0).unwrap(),
+                Clamp::new(-0.5, -0.0).unwrap(),
             ] {
                 let mut lanes = [0.0f32; 16];
                 // SAFETY: AVX-512F was detected above; both arrays hold 16 values.
