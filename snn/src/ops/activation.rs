@@ -193,6 +193,28 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// Inputs that tell clamps apart: NaN, the infinities, zeros of both signs, subnormals, and
+/// values at and beside the bounds of ReLU, ReLU6 and the tests' other clips.
+#[cfg(test)]
+pub(crate) const CLAMP_PROBES: [f32; 16] = [
+    f32::NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    0.0,
+    -0.0,
+    1e-40,
+    -1e-40,
+    6.0,
+    6.0f32.next_up(),
+    6.0f32.next_down(),
+    -0.5,
+    (-0.5f32).next_down(),
+    0.25,
+    1.0,
+    f32::MAX,
+    -f32::MAX,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,25 +224,7 @@ mod tests {
     /// lower bound; by value, by slice and as the clamp the convolutions fuse.
     #[test]
     fn relu_and_clip_are_the_clamp_by_its_definition() {
-        let values = [
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            0.0,
-            -0.0,
-            1e-40,
-            -1e-40,
-            3.0,
-            6.0,
-            6.0f32.next_up(),
-            6.0f32.next_down(),
-            -6.0,
-            f32::MAX,
-            -f32::MAX,
-            0.25,
-            -0.5,
-            -0.75,
-        ];
+        let values = CLAMP_PROBES;
         for (a, lo, hi) in [
             (Activation::Relu, 0.0, f32::INFINITY),
             (Activation::Clip { lo: 0.0, hi: 6.0 }, 0.0, 6.0),

@@ -1186,24 +1186,7 @@ mod tests {
                 eprintln!("no AVX-512: the scalar clamp alone runs here");
                 return;
             }
-            let v = [
-                f32::NAN,
-                f32::INFINITY,
-                f32::NEG_INFINITY,
-                0.0,
-                -0.0,
-                1e-40,
-                -1e-40,
-                6.0,
-                6.0f32.next_up(),
-                6.0f32.next_down(),
-                -0.5,
-                -0.5f32.next_down(),
-                1.0,
-                f32::MAX,
-                -f32::MAX,
-                0.25,
-            ];
+            let v = crate::ops::activation::CLAMP_PROBES;
             for clamp in [
                 Clamp::RELU,
                 Clamp::new(0.0, 6.0).unwrap(),
