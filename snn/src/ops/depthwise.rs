@@ -127,16 +127,9 @@ pub(crate) fn depthwise(
             }
         }
         if let Some(clamp) = clamp {
-            clamp_plane(clamp, out);
+            clamp.apply_all(out);
         }
     }
-}
-
-/// [`Clamp::apply_all`], compiled for AVX2 too and chosen at run time (the same operations,
-/// so the same bits).
-#[multiversion::multiversion(targets("x86_64+avx2"))]
-fn clamp_plane(clamp: Clamp, values: &mut [f32]) {
-    values.iter_mut().for_each(|v| *v = clamp.apply(*v));
 }
 
 /// Writes `plane` into `padded`: padded row `y + pad_top`, column `x + pad_left`, stored at
@@ -355,7 +348,7 @@ fn by_channel_blocks(
                 channel_by_definition(g, plane, wk, bias[c0 + l], out);
             }
             if let Some(clamp) = clamp {
-                clamp_plane(clamp, dst);
+                clamp.apply_all(dst);
             }
             continue;
         }
@@ -386,7 +379,7 @@ fn by_channel_blocks(
             }
         }
         if let Some(clamp) = clamp {
-            clamp_plane(clamp, dst);
+            clamp.apply_all(dst);
         }
     }
 }
