@@ -412,8 +412,9 @@ mod tests {
             (10, 1, 7, 7, 5, 1, 1, [2, 2, 2, 2]),
             (3, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
             (17, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
+            (3, 2, 9, 9, 3, 1, 1, [1, 1, 1, 1]),
         ];
-        let (zero_cases, non_finite_cases) = (0..3, 3..5);
+        let (zero_cases, non_finite_cases) = (0..3, 3..6);
         let n_plain = cases.len();
         for (i, (c, m, h, w, k, s, d, pads)) in cases.into_iter().chain(special).enumerate() {
             let zeros = zero_cases.contains(&i.wrapping_sub(n_plain));
@@ -431,6 +432,11 @@ mod tests {
                 // Channels 0 and 1 of the first block; the next block is finite.
                 weight[0] = f32::INFINITY;
                 weight[k * k + 1] = f32::NAN;
+                if m == 2 {
+                    // Also the first of the two channels on input channel 1, not the second,
+                    // which must still see that plane (the fast path pads it for the first).
+                    weight[2 * k * k + 4] = f32::NEG_INFINITY;
+                }
             }
             let conv = Conv2d {
                 weight: Tensor::new(vec![c * m, 1, k, k], weight).unwrap(),

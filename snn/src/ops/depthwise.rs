@@ -13,7 +13,9 @@
 //!
 //! Small output planes (14×14 and less) go eight channels at a time instead
 //! ([`by_channel_blocks`]): the block's planes interleaved into one zero-padded copy, one
-//! output pixel of eight channels per vector, so no lane idles past a short row.
+//! output pixel of eight channels per vector, so no lane idles past a short row. With AVX2
+//! the interleaving and its inverse (which also applies the clamp) are 8 × 8 transposes in
+//! registers.
 //!
 //! A tap in the padding adds `w·0 = ±0`, which leaves every sum unchanged except the sign of
 //! an exact zero. So an output that comes out as ±0 is recomputed by the definition; a
@@ -104,6 +106,8 @@ pub(crate) fn depthwise(
     let (sw, phase_len) = (g.stride[1], g.phase_len());
     let mut padded = vec![0.0f32; g.padded_rows() * sw * phase_len];
     let plan = Plan::new(g);
+    // The input plane now in `padded`.
+    let mut padded_plane = None;
     for (oc, (out, (wk, &b))) in dst
         .chunks_mut(oh * ow)
         .zip(weight.chunks(taps).zip(bias))
@@ -113,16 +117,20 @@ pub(crate) fn depthwise(
         let plane = &planes[(oc / m) * h * w..(oc / m + 1) * h * w];
         if !wk.iter().all(|v| v.is_finite()) {
             channel_by_definition(g, plane, wk, b, out);
-        } else {
-            if oc % m == 0 {
-                pad_by_phase(g, plane, &mut padded);
+            if let Some(clamp) = clamp {
+                clamp.apply_all(out);
             }
-            if channel(&plan, &padded, wk, b, out) {
-                // An exact zero may have the other sign than the definition's: recompute it.
-                for (i, v) in out.iter_mut().enumerate() {
-                    if *v == 0.0 {
-                        *v = pixel_by_definition(g, plane, wk, b, [i / ow, i % ow]);
-                    }
+            continue;
+        }
+        if padded_plane != Some(oc / m) {
+            pad_by_phase(g, plane, &mut padded);
+            padded_plane = Some(oc / m);
+        }
+        if channel(&plan, &padded, wk, b, out) {
+            // An exact zero may have the other sign than the definition's: recompute it.
+            for (i, v) in out.iter_mut().enumerate() {
+                if *v == 0.0 {
+                    *v = pixel_by_definition(g, plane, wk, b, [i / ow, i % ow]);
                 }
             }
         }
@@ -352,20 +360,20 @@ fn by_channel_blocks(
             }
             continue;
         }
-        interleave(
-            &planes[c0 * h * w..(c0 + BLOCK) * h * w],
-            [h, w],
-            [pt, pl],
-            [rows, cols],
-            &mut padded,
-        );
-        for (t, lanes) in taps_by_channel.iter_mut().enumerate() {
-            for (l, v) in lanes.iter_mut().enumerate() {
-                *v = wk[l * taps + t];
-            }
+        let block_planes = &planes[c0 * h * w..(c0 + BLOCK) * h * w];
+        if !transposed::interleave(block_planes, [h, w], [pt, pl], [rows, cols], &mut padded) {
+            interleave(block_planes, [h, w], [pt, pl], [rows, cols], &mut padded);
+        }
+        // The block's weights tap by tap: a transpose as of one row of `taps` pixels.
+        if !transposed::interleave(wk, [1, taps], [0, 0], [1, taps], &mut taps_by_channel) {
+            interleave(wk, [1, taps], [0, 0], [1, taps], &mut taps_by_channel);
         }
         let b: [f32; BLOCK] = std::array::from_fn(|l| bias[c0 + l]);
         block(&geometry, &padded, &taps_by_channel, b, &mut out);
+        // The common case in one pass: no output ±0, every output clamped as it is stored.
+        if transposed::deinterleave_clamped(&out, dst, clamp) == Some(false) {
+            continue;
+        }
         deinterleave(&out, dst);
         for (l, plane_out) in dst.chunks_mut(oh * ow).enumerate() {
             if plane_out.contains(&0.0) {
@@ -553,5 +561,182 @@ fn channel_by_definition(g: &Geometry, plane: &[f32], wk: &[f32], bias: f32, out
     let ow = g.output[1];
     for (i, v) in out.iter_mut().enumerate() {
         *v = pixel_by_definition(g, plane, wk, bias, [i / ow, i % ow]);
+    }
+}
+
+/// [`interleave`] and [`deinterleave`] by 8 × 8 transposes in AVX2 registers, where the CPU
+/// has AVX2: eight values of each of the block's planes in, eight pixels out, and back. They
+/// move values without computing on them, so the bits are those of the scalar loops.
+mod transposed {
+    use super::{BLOCK, Clamp};
+
+    // A block is one AVX2 vector: the transposes are 8 × 8.
+    const _: () = assert!(BLOCK == 8);
+
+    /// [`super::interleave`]; whether it ran (`false`: no AVX2 here, nothing written).
+    pub(super) fn interleave(
+        planes: &[f32],
+        input: [usize; 2],
+        pads: [usize; 2],
+        size: [usize; 2],
+        padded: &mut [[f32; BLOCK]],
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected.
+            unsafe { avx2::interleave(planes, input, pads, size, padded) };
+            return true;
+        }
+        let _ = (planes, input, pads, size, padded);
+        false
+    }
+
+    /// [`super::deinterleave`] with `clamp` applied to every value stored, and whether some
+    /// value was ±0 before the clamp (the caller then redoes the block by the definition's
+    /// rules); `None` where there is no AVX2 (nothing written).
+    pub(super) fn deinterleave_clamped(
+        pixels: &[[f32; BLOCK]],
+        planes: &mut [f32],
+        clamp: Option<Clamp>,
+    ) -> Option<bool> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected.
+            return Some(unsafe { avx2::deinterleave_clamped(pixels, planes, clamp) });
+        }
+        let _ = (pixels, planes, clamp);
+        None
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use std::arch::x86_64::*;
+
+        use super::{BLOCK, Clamp};
+
+        /// Rows `r[0..8]` of an 8 × 8 matrix to its columns.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn transpose(r: [__m256; 8]) -> [__m256; 8] {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ]
+        }
+
+        /// [`super::super::interleave`]: the planes read eight pixels at a time in their
+        /// own order (row after row), each pixel stored where the scalar loop stores it.
+        ///
+        /// # Safety
+        /// The CPU has AVX2.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn interleave(
+            planes: &[f32],
+            [h, w]: [usize; 2],
+            [pt, pl]: [usize; 2],
+            [rows, cols]: [usize; 2],
+            padded: &mut [[f32; BLOCK]],
+        ) {
+            let plane = h * w;
+            assert!(planes.len() >= BLOCK * plane);
+            let width = w.min(cols.saturating_sub(pl));
+            let height = h.min(rows.saturating_sub(pt));
+            // Pixel (y, x) goes to (y + pt)·cols + x + pl if y < height and x < width.
+            let (mut y, mut x) = (0, 0);
+            let mut place = |v: [f32; BLOCK], padded: &mut [[f32; BLOCK]]| {
+                if y < height
+                    && x < width
+                    && let Some(p) = padded.get_mut((y + pt) * cols + x + pl)
+                {
+                    *p = v;
+                }
+                x += 1;
+                if x == w {
+                    (x, y) = (0, y + 1);
+                }
+            };
+            let whole = plane / 8 * 8;
+            for i0 in (0..whole).step_by(8) {
+                // SAFETY: i0 + 8 ≤ plane, and plane l ends at (l + 1)·plane ≤ planes.len().
+                let r: [__m256; 8] = std::array::from_fn(|l| unsafe {
+                    _mm256_loadu_ps(planes.as_ptr().add(l * plane + i0))
+                });
+                for v in transpose(r) {
+                    // SAFETY: __m256 and [f32; 8] are the same 32 bytes.
+                    place(
+                        unsafe { std::mem::transmute::<__m256, [f32; BLOCK]>(v) },
+                        padded,
+                    );
+                }
+            }
+            for i in whole..plane {
+                place(std::array::from_fn(|l| planes[l * plane + i]), padded);
+            }
+        }
+
+        /// [`super::deinterleave_clamped`].
+        ///
+        /// # Safety
+        /// The CPU has AVX2.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn deinterleave_clamped(
+            pixels: &[[f32; BLOCK]],
+            planes: &mut [f32],
+            clamp: Option<Clamp>,
+        ) -> bool {
+            let n = pixels.len();
+            assert!(planes.len() >= BLOCK * n);
+            let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
+            let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+            let mut zero = _mm256_setzero_ps();
+            let whole = n / 8 * 8;
+            for p0 in (0..whole).step_by(8) {
+                // SAFETY: p0 + 8 ≤ n pixels of BLOCK = 8 floats.
+                let r: [__m256; 8] =
+                    std::array::from_fn(|j| unsafe { _mm256_loadu_ps(pixels[p0 + j].as_ptr()) });
+                for (l, v) in transpose(r).into_iter().enumerate() {
+                    zero = _mm256_or_ps(zero, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, _mm256_setzero_ps()));
+                    // Clamp::apply: v ≥ lo ? v : lo, then v ≤ hi ? v : hi (NaN → lo).
+                    let v = if clamp.is_some() {
+                        let v = _mm256_blendv_ps(vlo, v, _mm256_cmp_ps::<_CMP_GE_OQ>(v, vlo));
+                        _mm256_blendv_ps(vhi, v, _mm256_cmp_ps::<_CMP_LE_OQ>(v, vhi))
+                    } else {
+                        v
+                    };
+                    // SAFETY: l·n + p0 + 8 ≤ BLOCK·n ≤ planes.len() (asserted).
+                    unsafe { _mm256_storeu_ps(planes.as_mut_ptr().add(l * n + p0), v) };
+                }
+            }
+            let mut any_zero = _mm256_movemask_ps(zero) != 0;
+            for (p, pixel) in pixels.iter().enumerate().skip(whole) {
+                for (l, &v) in pixel.iter().enumerate() {
+                    any_zero |= v == 0.0;
+                    planes[l * n + p] = clamp.map_or(v, |c| c.apply(v));
+                }
+            }
+            any_zero
+        }
     }
 }
