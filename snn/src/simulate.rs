@@ -517,8 +517,12 @@ impl SpikingNetwork {
                 .install(|| parts.into_iter().map(|p| run(p, threads)).collect());
         }
         let inner = (threads / parts.len()).max(1);
-        self.engine
-            .install(|| parts.into_par_iter().map(|p| run(p, inner)).collect())
+        self.engine.install(|| {
+            // An image per task, so that a thread done early takes the next image
+            // instead of idling while a slower one finishes a half of the batch.
+            let parts = parts.into_par_iter().with_max_len(1);
+            parts.map(|p| run(p, inner)).collect()
+        })
     }
 
     /// The convolution at `node` and its per-image output shape, when the node after it (a
@@ -830,7 +834,7 @@ impl SpikingNetwork {
         mut z: Option<&mut [u64]>,
     ) -> (u64, u64) {
         // Chunks small enough for the stack: a copy of the input when the unit rewrites its
-        // input in place.
+        // input in place and keeps its spike words.
         const CHUNK: usize = 1024;
         let (unit, fanout) = (&self.kernels[u], &self.fanout[u]);
         if let (Some(x), Some(x2)) = (x, x2) {
@@ -841,8 +845,18 @@ impl SpikingNetwork {
             lock(&self.memos[u]).push(memo);
             return counts;
         }
-        let mut input = [0.0f32; CHUNK];
         let (mut spikes, mut synops) = (0, 0);
+        if x.is_none() && z.is_none() {
+            // In place, without a copy of the inputs where the kernel allows: a period of
+            // the fanouts (or all of them) at a time.
+            for (r, fan) in fanout.chunks(y.len(), y.len().max(1)) {
+                let (s, o) = unit.eval_counted_in_place(&mut y[r], fan);
+                spikes += s;
+                synops += o;
+            }
+            return (spikes, synops);
+        }
+        let mut input = [0.0f32; CHUNK];
         for (r, fan) in fanout.chunks(y.len(), CHUNK) {
             let src: &[f32] = match x {
                 Some(x) => &x[r.clone()],

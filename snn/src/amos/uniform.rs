@@ -182,11 +182,13 @@ type Counts = (u64, u64);
 /// elements; the inputs it leaves undecided (within the margin of a bound), the block where
 /// `fanout` ends, and whatever is past the last whole block go to `definition`, which
 /// evaluates a run of elements with the fanouts given (of the same length or shorter, as
-/// [`super::UnitKernel::eval_counted`]'s). The CPU must have AVX-512F and VPOPCNTDQ.
+/// [`super::UnitKernel::eval_counted`]'s). With `x` `None`, the inputs are `y`'s own values,
+/// rewritten in place (each block read before it is written; `definition` gets copies).
+/// The CPU must have AVX-512F and VPOPCNTDQ.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn eval_avx512(
     q: &Uniform,
-    x: &[f32],
+    x: Option<&[f32]>,
     y: &mut [f32],
     fanout: &[u32],
     definition: impl Fn(&[f32], &mut [f32], &[u32]) -> Counts,
@@ -195,7 +197,12 @@ pub(super) fn eval_avx512(
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
     );
-    let whole = x.len() / BLOCK * BLOCK;
+    let len = y.len();
+    assert!(x.is_none_or(|x| x.len() == len));
+    // From here on `y` is only reached through `y_ptr` (and `x`, in place, through it too).
+    let y_ptr = y.as_mut_ptr();
+    let x_ptr = x.map_or(y_ptr.cast_const(), <[f32]>::as_ptr);
+    let whole = len / BLOCK * BLOCK;
     // Blocks with a fanout for every element, the one where the fanouts end, the rest.
     let covered = (fanout.len() / BLOCK * BLOCK).min(whole);
     let straddling = if covered < whole && fanout.len() > covered {
@@ -209,86 +216,126 @@ pub(super) fn eval_avx512(
     ]
     .into_iter()
     .map(|(from, to, fanout)| {
-        blocks(
-            q,
-            &x[from..to],
-            &mut y[from..to],
-            fanout,
-            |e, y: &mut [f32]| {
-                let fan = fanout.and_then(|f| f.get(e..e + 1)).unwrap_or_default();
-                definition(&x[from + e..from + e + 1], y, fan)
-            },
-        )
+        let undecided = |e: usize, x: f32, y: &mut [f32]| {
+            let fan = fanout.and_then(|f| f.get(e..e + 1)).unwrap_or_default();
+            definition(&[x], y, fan)
+        };
+        // SAFETY: from..to lies inside both operands (len each); the features were checked.
+        unsafe {
+            blocks(
+                q,
+                x_ptr.add(from),
+                y_ptr.add(from),
+                to - from,
+                fanout,
+                undecided,
+            )
+        }
     })
     .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    for (from, to) in [(covered, straddling), (whole, x.len())] {
+    for (from, to) in [(covered, straddling), (whole, len)] {
+        // At most a block: its inputs copied first, in case they are the outputs.
+        let mut input = [0.0f32; BLOCK];
+        let input = &mut input[..to - from];
+        // SAFETY: from..to lies inside both operands; the copy is made before `y` is
+        // written, and no reference to `y` is alive but the one made here.
+        let y = unsafe {
+            std::ptr::copy_nonoverlapping(x_ptr.add(from), input.as_mut_ptr(), to - from);
+            std::slice::from_raw_parts_mut(y_ptr.add(from), to - from)
+        };
         let fan = fanout.get(from.min(fanout.len())..).unwrap_or_default();
-        let (s, o) = definition(&x[from..to], &mut y[from..to], fan);
+        let (s, o) = definition(input, y, fan);
         counts = (counts.0 + s, counts.1 + o);
     }
     counts
 }
 
-/// Whole blocks by the kernel, restarted after each block that left inputs undecided, whose
-/// elements `undecided(e, &mut y[e..e + 1])` evaluates.
+/// Whole blocks of `len` elements (a multiple of [`BLOCK`]) by the kernel, restarted after
+/// each block that left inputs undecided, whose elements `undecided(e, x[e], &mut y[e..e +
+/// 1])` evaluates.
+///
+/// # Safety
+/// The CPU has AVX-512F and VPOPCNTDQ; `x` and `y` hold `len` values each (the same ones
+/// where the units run in place) and `fanout`, if given, as many.
 #[cfg(target_arch = "x86_64")]
-fn blocks(
+unsafe fn blocks(
     q: &Uniform,
-    x: &[f32],
-    y: &mut [f32],
+    x: *const f32,
+    y: *mut f32,
+    len: usize,
     fanout: Option<&[u32]>,
-    undecided: impl Fn(usize, &mut [f32]) -> Counts,
+    undecided: impl Fn(usize, f32, &mut [f32]) -> Counts,
 ) -> Counts {
     let (mut spikes, mut synops, mut from) = (0, 0, 0);
-    while from < x.len() {
+    while from < len {
         let fan = fanout.map(|f| &f[from..]);
-        // SAFETY: the caller checked AVX-512F and VPOPCNTDQ.
+        // SAFETY: the caller's guarantees, for the elements from `from` on.
         let (s, o, stop) = unsafe {
+            let (x, y, n) = (x.add(from), y.add(from), len - from);
             match q.k - q.k.min(TABLE_BITS) {
-                0 => with_rest::<0>(q, &x[from..], &mut y[from..], fan),
-                1 => with_rest::<1>(q, &x[from..], &mut y[from..], fan),
-                2 => with_rest::<2>(q, &x[from..], &mut y[from..], fan),
-                3 => with_rest::<3>(q, &x[from..], &mut y[from..], fan),
-                4 => with_rest::<4>(q, &x[from..], &mut y[from..], fan),
-                _ => with_rest::<5>(q, &x[from..], &mut y[from..], fan),
+                0 => with_rest::<0>(q, x, y, n, fan),
+                1 => with_rest::<1>(q, x, y, n, fan),
+                2 => with_rest::<2>(q, x, y, n, fan),
+                3 => with_rest::<3>(q, x, y, n, fan),
+                4 => with_rest::<4>(q, x, y, n, fan),
+                _ => with_rest::<5>(q, x, y, n, fan),
             }
         };
         spikes += s;
         synops += o;
-        let Some((block, lanes)) = stop else {
+        let Some(Stop {
+            block,
+            undecided: lanes,
+            inputs,
+        }) = stop
+        else {
             break;
         };
-        let block = from + block;
         for (v, &lanes) in lanes.iter().enumerate() {
             let mut left = lanes;
             while left != 0 {
-                let e = block + 16 * v + left.trailing_zeros() as usize;
-                let (s, o) = undecided(e, &mut y[e..e + 1]);
+                let lane = 16 * v + left.trailing_zeros() as usize;
+                let e = from + block + lane;
+                // SAFETY: e < len; no other reference to `y` is alive.
+                let y = unsafe { std::slice::from_raw_parts_mut(y.add(e), 1) };
+                let (s, o) = undecided(e, inputs[lane], y);
                 spikes += s;
                 synops += o;
                 left &= left - 1;
             }
         }
-        from = block + BLOCK;
+        from += block + BLOCK;
     }
     (spikes, synops)
 }
 
+/// Where [`quantise_avx512`] stopped: the block (its first element) with undecided lanes,
+/// those lanes per vector, and the block's inputs (which its outputs may have replaced).
+struct Stop {
+    block: usize,
+    undecided: [u16; V],
+    inputs: [f32; BLOCK],
+}
+
 /// [`quantise_avx512`] for a unit with `REST` neurons past the table, with or without
 /// fanouts.
+///
+/// # Safety
+/// As [`quantise_avx512`]'s.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vpopcntdq")]
 unsafe fn with_rest<const REST: usize>(
     q: &Uniform,
-    x: &[f32],
-    y: &mut [f32],
+    x: *const f32,
+    y: *mut f32,
+    len: usize,
     fanout: Option<&[u32]>,
-) -> (u64, u64, Option<(usize, [u16; V])>) {
-    // SAFETY: the same features are enabled.
+) -> (u64, u64, Option<Stop>) {
+    // SAFETY: the same features are enabled; the caller's guarantees.
     unsafe {
         match fanout {
-            Some(f) => quantise_avx512::<REST, true>(q, x, y, f),
-            None => quantise_avx512::<REST, false>(q, x, y, &[]),
+            Some(f) => quantise_avx512::<REST, true>(q, x, y, len, f),
+            None => quantise_avx512::<REST, false>(q, x, y, len, &[]),
         }
     }
 }
@@ -296,25 +343,32 @@ unsafe fn with_rest<const REST: usize>(
 /// The quantiser over whole blocks in AVX-512 lanes: `fma`, clamp, truncate, the fraction
 /// checked against the margin; the first five neurons' sum by one permutation of the prefix
 /// table, the `REST` others' `d_i` added under a bit test in neuron order, then `o +`;
-/// spikes by VPOPCNTD, synaptic operations with `fanout` (as long as `x`) where `FANOUT`.
-/// Stops after the first block with lanes within the margin, which are left out of the
-/// counts (their outputs here are not the unit's) and returned with the block's start.
-/// Nothing in the loop calls out, so its sums stay in registers.
+/// spikes by VPOPCNTD, synaptic operations with `fanout` (at least `len` long) where
+/// `FANOUT`. Stops after the first block with lanes within the margin, which are left out
+/// of the counts (their outputs here are not the unit's) and returned with the block's
+/// start and inputs. A block's inputs are all read before its outputs are written, so `x`
+/// may be `y`. Nothing in the loop calls out, so its sums stay in registers.
+///
+/// # Safety
+/// The CPU has AVX-512F and VPOPCNTDQ; `x` and `y` hold `len` values each (`len` a multiple
+/// of [`BLOCK`]), the same ones or apart, and nothing else refers to `y`'s.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vpopcntdq")]
 unsafe fn quantise_avx512<const REST: usize, const FANOUT: bool>(
     q: &Uniform,
-    x: &[f32],
-    y: &mut [f32],
+    x: *const f32,
+    y: *mut f32,
+    len: usize,
     fanout: &[u32],
-) -> (u64, u64, Option<(usize, [u16; V])>) {
+) -> (u64, u64, Option<Stop>) {
     use super::unit::synops_avx512;
     use std::arch::x86_64::*;
-    assert!(x.len().is_multiple_of(BLOCK) && y.len() == x.len());
-    assert!(!FANOUT || fanout.len() == x.len());
-    assert!(x.len() / BLOCK < 1 << 24 && q.k - q.k.min(TABLE_BITS) == REST);
+    assert!(len.is_multiple_of(BLOCK));
+    assert!(!FANOUT || fanout.len() >= len);
+    assert!(len / BLOCK < 1 << 24 && q.k - q.k.min(TABLE_BITS) == REST);
     // SAFETY: AVX-512F and VPOPCNTDQ are enabled; loads and stores stay inside a block of
-    // `x`, `y` or `fanout`, whose lengths were checked above, or of the 32-entry table.
+    // `x`, `y` (`len` each, the caller's word) or `fanout` (checked above), or of the
+    // 32-entry table.
     unsafe {
         let (scale, shift) = (_mm512_set1_ps(q.scale), _mm512_set1_ps(q.shift));
         let (half, top) = (_mm512_set1_ps(0.5), _mm512_set1_ps(q.top));
@@ -328,13 +382,14 @@ unsafe fn quantise_avx512<const REST: usize, const FANOUT: bool>(
         let mut lane_spikes = _mm512_setzero_si512();
         let mut synops = _mm512_setzero_si512();
         let mut stop = None;
-        for first in (0..x.len()).step_by(BLOCK) {
+        for first in (0..len).step_by(BLOCK) {
             let mut j = [_mm512_setzero_si512(); V];
             let mut acc = [_mm512_setzero_ps(); V];
             let mut decided = [0u16; V];
+            let inputs: [__m512; V] =
+                std::array::from_fn(|v| _mm512_loadu_ps(x.add(first + 16 * v)));
             for v in 0..V {
-                let t = _mm512_loadu_ps(x.as_ptr().add(first + 16 * v));
-                let t = _mm512_fmadd_ps(t, scale, shift);
+                let t = _mm512_fmadd_ps(inputs[v], scale, shift);
                 // NaN → 0.5: `max` returns its second operand when either is NaN.
                 let t = _mm512_min_ps(_mm512_max_ps(t, half), top);
                 j[v] = _mm512_cvttps_epi32(t);
@@ -353,7 +408,7 @@ unsafe fn quantise_avx512<const REST: usize, const FANOUT: bool>(
             }
             let mut block_synops = _mm512_setzero_si512();
             for v in 0..V {
-                _mm512_storeu_ps(y.as_mut_ptr().add(first + 16 * v), _mm512_add_ps(o, acc[v]));
+                _mm512_storeu_ps(y.add(first + 16 * v), _mm512_add_ps(o, acc[v]));
                 let count = _mm512_maskz_popcnt_epi32(decided[v], j[v]);
                 lane_spikes = _mm512_add_epi32(lane_spikes, count);
                 if FANOUT {
@@ -363,7 +418,15 @@ unsafe fn quantise_avx512<const REST: usize, const FANOUT: bool>(
             }
             synops = _mm512_add_epi64(synops, block_synops);
             if decided.iter().any(|&m| m != u16::MAX) {
-                stop = Some((first, decided.map(|m| !m)));
+                let mut saved = [0.0f32; BLOCK];
+                for (v, input) in inputs.iter().enumerate() {
+                    _mm512_storeu_ps(saved.as_mut_ptr().add(16 * v), *input);
+                }
+                stop = Some(Stop {
+                    block: first,
+                    undecided: decided.map(|m| !m),
+                    inputs: saved,
+                });
                 break;
             }
         }

@@ -307,6 +307,38 @@ impl UnitKernel {
         }
     }
 
+    /// [`UnitKernel::eval_counted`] of a one-input unit on `y`'s own values, rewritten in
+    /// place, without spike words. The quantiser of closed forms reads and writes the same
+    /// memory; the other kernels read a copy, a chunk at a time on the stack.
+    pub fn eval_counted_in_place(&self, y: &mut [f32], fanout: &[u32]) -> (u64, u64) {
+        #[cfg(target_arch = "x86_64")]
+        if self.intervals.is_none()
+            && let Some(u) = self.residual_parts()
+            && let Some(q) = u.uniform
+            && ResidualPath::detect() == ResidualPath::Uniform
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+        {
+            // As `residual_by` runs it, in place.
+            return uniform::eval_avx512(q, None, y, fanout, |x, y, fanout| {
+                residual_eval(u, x, y, None, fanout)
+            });
+        }
+        const CHUNK: usize = 1024;
+        let mut input = [0.0f32; CHUNK];
+        let (mut spikes, mut synops) = (0, 0);
+        for start in (0..y.len()).step_by(CHUNK) {
+            let r = start..(start + CHUNK).min(y.len());
+            let x = &mut input[..r.len()];
+            x.copy_from_slice(&y[r.clone()]);
+            let fan = fanout.get(r.start.min(fanout.len())..r.end.min(fanout.len()));
+            let (s, o) = self.eval_counted(x, None, &mut y[r], None, fan.unwrap_or_default());
+            spikes += s;
+            synops += o;
+        }
+        (spikes, synops)
+    }
+
     /// A two-input unit over pairs `(x[e], x2[e])`, every pair evaluated (see
     /// [`super::memo`] for the remembering caller).
     pub(super) fn eval_pairs(&self, x: &[f32], x2: &[f32], y: &mut [f32], z: &mut [u64]) {
@@ -592,6 +624,22 @@ mod tests {
                     assert_eq!(unkept, (spikes, synops), "{path:?}");
                 }
             }
+            // In place (the quantiser where it runs, a copy elsewhere): the same outputs
+            // and counts, on the whole run and on a run that ends mid-block.
+            for fanout in [&full[..], &partial[..], &[]] {
+                for len in [n, 1000] {
+                    let mut y = xs[..len].to_vec();
+                    let counts = kernel.eval_counted_in_place(&mut y, fanout);
+                    let (mut spikes, mut synops) = (0u64, 0u64);
+                    for (e, &x) in xs[..len].iter().enumerate() {
+                        let (word, out) = unit.eval(x, 0.0);
+                        assert_eq!(y[e].to_bits(), out.to_bits(), "in place, x = {x}");
+                        spikes += word.count_ones() as u64;
+                        synops += word.count_ones() as u64 * *fanout.get(e).unwrap_or(&0) as u64;
+                    }
+                    assert_eq!(counts, (spikes, synops), "in place, {len} elements");
+                }
+            }
         }
     }
 
@@ -718,7 +766,7 @@ fn residual_by(
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
     {
-        (spikes, synops) = uniform::eval_avx512(q, x, y, fanout, |x, y, fanout| {
+        (spikes, synops) = uniform::eval_avx512(q, Some(x), y, fanout, |x, y, fanout| {
             residual_eval(u, x, y, None, fanout)
         });
         done = x.len();
