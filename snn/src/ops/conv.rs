@@ -413,6 +413,9 @@ mod tests {
             (3, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
             (17, 1, 8, 8, 3, 1, 1, [1, 1, 1, 1]),
             (3, 2, 9, 9, 3, 1, 1, [1, 1, 1, 1]),
+            // Plain again (last, so the cases above keep their values): rows of 8, in tiles
+            // of 8 columns even where AVX-512 runs the other cases' rows in tiles of 16.
+            (2, 2, 30, 8, 3, 1, 1, [1, 1, 1, 1]),
         ];
         let (zero_cases, non_finite_cases) = (0..3, 3..6);
         let n_plain = cases.len();
