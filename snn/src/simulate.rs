@@ -252,30 +252,14 @@ impl SpikingNetwork {
 
     /// The normalised input batch `[N, C, H, W]` for HWC uint8 images.
     pub fn normalise(&self, images: &[&[u8]]) -> Result<Tensor, EngineError> {
-        let shape = self.engine.graph().input_shape().to_vec();
+        let shape = self.check_images(images)?;
         let per: usize = shape.iter().product();
-        let plane = per / 3;
-        if let Some(img) = images
-            .iter()
-            .find(|img| img.len() != per || shape.len() != 3 || shape[0] != 3)
-        {
-            return Err(EngineError::InputShape {
-                got: vec![img.len()],
-                expected: shape.clone(),
-            });
-        }
         let mut data = vec![0.0f32; images.len() * per];
         // Image by image on the engine's threads.
         self.engine.install(|| {
             data.par_chunks_mut(per.max(1))
                 .zip(images)
-                .for_each(|(out, img)| {
-                    for (i, px) in img.chunks_exact(3).enumerate() {
-                        for c in 0..3 {
-                            out[c * plane + i] = (px[c] as f32 - self.mean[c]) / self.std[c];
-                        }
-                    }
-                })
+                .for_each(|(out, img)| self.normalise_image(img, out))
         });
         let mut full = vec![images.len()];
         full.extend_from_slice(&shape);
@@ -285,15 +269,67 @@ impl SpikingNetwork {
         })
     }
 
+    /// Each image's normalised input `[1, C, H, W]`, in parallel: the parts of a batch run
+    /// image by image, without a batch tensor to split (whose fresh pages cost more than
+    /// the normalisation).
+    fn normalise_each(&self, images: &[&[u8]]) -> Result<Vec<Tensor>, EngineError> {
+        let shape = self.check_images(images)?;
+        let per: usize = shape.iter().product();
+        let mut one = vec![1];
+        one.extend_from_slice(&shape);
+        self.engine.install(|| {
+            images
+                .par_iter()
+                .map(|img| {
+                    let mut data = vec![0.0f32; per];
+                    self.normalise_image(img, &mut data);
+                    Tensor::new(one.clone(), data).map_err(|_| EngineError::InputShape {
+                        got: vec![img.len()],
+                        expected: shape.clone(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The graph's input shape `[3, H, W]`, if every image has its `3·H·W` bytes.
+    fn check_images(&self, images: &[&[u8]]) -> Result<Vec<usize>, EngineError> {
+        let shape = self.engine.graph().input_shape().to_vec();
+        let per: usize = shape.iter().product();
+        match images
+            .iter()
+            .find(|img| img.len() != per || shape.len() != 3 || shape[0] != 3)
+        {
+            Some(img) => Err(EngineError::InputShape {
+                got: vec![img.len()],
+                expected: shape,
+            }),
+            None => Ok(shape),
+        }
+    }
+
+    /// One HWC image into its normalised CHW input `out`.
+    fn normalise_image(&self, img: &[u8], out: &mut [f32]) {
+        let plane = out.len() / 3;
+        for (i, px) in img.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (px[c] as f32 - self.mean[c]) / self.std[c];
+            }
+        }
+    }
+
     /// ANN mode on HWC uint8 images.
     pub fn run_ann(&self, images: &[&[u8]]) -> Result<Tensor, EngineError> {
         let graph = self.engine.graph();
-        let input = self.normalise(images)?;
-        let mut values = self.run_ann_stage(
-            0..graph.nodes.len(),
-            vec![(graph.input, input)],
-            &[graph.output],
-        )?;
+        let (nodes, keep) = (0..graph.nodes.len(), [graph.output]);
+        let mut values = if images.len() >= 2 {
+            let parts = self.normalise_each(images)?;
+            let parts = parts.into_iter().map(|t| (vec![(graph.input, t)], None));
+            self.run_ann_parts(nodes, parts.collect(), &keep)?
+        } else {
+            let input = self.normalise(images)?;
+            self.run_ann_stage(nodes, vec![(graph.input, input)], &keep)?
+        };
         Ok(values
             .pop()
             .unwrap_or_else(|| crate::ops::unreachable_shape()))
@@ -335,20 +371,23 @@ impl SpikingNetwork {
         fuse: bool,
     ) -> Result<SnnOutput, EngineError> {
         let graph = self.engine.graph();
-        let input = self.normalise(images)?;
-        let output = graph.output;
-        let mut run = self.run_stage(
-            StageSpec {
-                nodes: 0..graph.nodes.len(),
+        let (nodes, keep) = (0..graph.nodes.len(), [graph.output]);
+        // Image by image, as `run_stage` would split the batch.
+        let mut run = if fuse && enabled.is_none() && images.len() >= 2 {
+            let parts = self.normalise_each(images)?.into_iter().enumerate();
+            let parts = parts.map(|(b, t)| (vec![(graph.input, t)], Some(&images[b..b + 1])));
+            self.run_stage_parts(parts.collect(), nodes, &keep, &[])?
+        } else {
+            let input = self.normalise(images)?;
+            let spec = StageSpec {
+                nodes,
                 inputs: vec![(graph.input, input)],
                 images: Some(images),
-                keep: &[output],
+                keep: &keep,
                 record: &[],
-            },
-            enabled,
-            observe,
-            fuse,
-        )?;
+            };
+            self.run_stage(spec, enabled, observe, fuse)?
+        };
         let logits = run
             .values
             .pop()
@@ -377,6 +416,16 @@ impl SpikingNetwork {
         let Some(parts) = split_batch(&inputs, None) else {
             return self.run_ann_batch(nodes, inputs, keep, self.engine.threads());
         };
+        self.run_ann_parts(nodes, parts, keep)
+    }
+
+    /// [`SpikingNetwork::run_ann_stage`] on a batch split image by image.
+    fn run_ann_parts(
+        &self,
+        nodes: Range<usize>,
+        parts: Vec<ImagePart<'_>>,
+        keep: &[ValueId],
+    ) -> Result<Vec<Tensor>, EngineError> {
         let tail = self.group_tail(&nodes, parts.len());
         let (head, head_keep) = self.head_of(&nodes, tail, keep);
         let runs = self.per_image(parts, |(inputs, _), threads| {
@@ -619,7 +668,17 @@ impl SpikingNetwork {
         let Some(parts) = parts else {
             return self.run_stage_batch(spec, enabled, observe, fuse, self.engine.threads());
         };
-        let (nodes, keep, record) = (spec.nodes, spec.keep, spec.record);
+        self.run_stage_parts(parts, spec.nodes, spec.keep, spec.record)
+    }
+
+    /// [`SpikingNetwork::run_stage`] on a batch split image by image, fused.
+    fn run_stage_parts(
+        &self,
+        parts: Vec<ImagePart<'_>>,
+        nodes: Range<usize>,
+        keep: &[ValueId],
+        record: &[usize],
+    ) -> Result<StageResult, EngineError> {
         let tail = self.group_tail(&nodes, parts.len());
         let (head, head_keep) = self.head_of(&nodes, tail, keep);
         let runs = self.per_image(parts, |(inputs, images), threads| {
