@@ -415,9 +415,10 @@ fn by_channel_blocks(
     let (rows, cols) = (geometry.rows, geometry.cols);
     // The padding around the image is never written: it stays zero for every block. Spare
     // pixels at the end for the tiles of rows narrower than a tile ([`block`]).
-    let mut padded = vec![[0.0f32; BLOCK]; rows * cols + PIXELS * g.stride[1]];
-    let mut taps_by_channel = vec![[0.0f32; BLOCK]; taps];
-    let mut out = vec![[0.0f32; BLOCK]; oh * ow];
+    let mut padded = AlignedPixels::new(rows * cols + PIXELS * g.stride[1]);
+    let mut taps_by_channel = AlignedPixels::new(taps);
+    let mut out = AlignedPixels::new(oh * ow);
+    let (padded, taps_by_channel, out) = (padded.pixels(), taps_by_channel.pixels(), out.pixels());
     for c0 in (0..channels).step_by(BLOCK) {
         let wk = &weight[c0 * taps..(c0 + BLOCK) * taps];
         let dst = &mut dst[c0 * oh * ow..(c0 + BLOCK) * oh * ow];
@@ -434,20 +435,20 @@ fn by_channel_blocks(
             continue;
         }
         let block_planes = &planes[c0 * h * w..(c0 + BLOCK) * h * w];
-        if !transposed::interleave(block_planes, [h, w], [pt, pl], [rows, cols], &mut padded) {
-            interleave(block_planes, [h, w], [pt, pl], [rows, cols], &mut padded);
+        if !transposed::interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded) {
+            interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded);
         }
         // The block's weights tap by tap: a transpose as of one row of `taps` pixels.
-        if !transposed::interleave(wk, [1, taps], [0, 0], [1, taps], &mut taps_by_channel) {
-            interleave(wk, [1, taps], [0, 0], [1, taps], &mut taps_by_channel);
+        if !transposed::interleave(wk, [1, taps], [0, 0], [1, taps], taps_by_channel) {
+            interleave(wk, [1, taps], [0, 0], [1, taps], taps_by_channel);
         }
         let b: [f32; BLOCK] = std::array::from_fn(|l| bias[c0 + l]);
-        block(&geometry, &padded, &taps_by_channel, b, &mut out);
+        block(&geometry, padded, taps_by_channel, b, out);
         // The common case in one pass: no output ±0, every output clamped as it is stored.
-        if transposed::deinterleave_clamped(&out, dst, clamp) == Some(false) {
+        if transposed::deinterleave_clamped(out, dst, clamp) == Some(false) {
             continue;
         }
-        deinterleave(&out, dst);
+        deinterleave(out, dst);
         for (l, plane_out) in dst.chunks_mut(oh * ow).enumerate() {
             if plane_out.contains(&0.0) {
                 let plane = &planes[(c0 + l) * h * w..(c0 + l + 1) * h * w];
@@ -462,6 +463,30 @@ fn by_channel_blocks(
         if let Some(clamp) = clamp {
             clamp.apply_all(dst);
         }
+    }
+}
+
+/// Zeroed pixels of a block's channels, each on a 32-byte boundary, so that no vector load
+/// or store of a pixel straddles two cache lines (half of them would, at the 16-byte
+/// alignment of an allocation of plain floats).
+struct AlignedPixels(Vec<AlignedPixel>);
+
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct AlignedPixel([f32; BLOCK]);
+
+// A pixel is its values and nothing more: a slice of them is a slice of `[f32; BLOCK]`.
+const _: () = assert!(std::mem::size_of::<AlignedPixel>() == std::mem::size_of::<[f32; BLOCK]>());
+
+impl AlignedPixels {
+    fn new(n: usize) -> AlignedPixels {
+        AlignedPixels(vec![AlignedPixel([0.0; BLOCK]); n])
+    }
+
+    fn pixels(&mut self) -> &mut [[f32; BLOCK]] {
+        // SAFETY: `AlignedPixel` is `repr(C)` around a `[f32; BLOCK]`, of the same size
+        // (asserted above), with a stricter alignment: the same values, read as arrays.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len()) }
     }
 }
 
