@@ -619,8 +619,14 @@ fn block_rows<const SW: usize>(
                     }
                 }
             }
-            let skip = ox0 - first;
-            out[oy * ow + ox0..oy * ow + ox0 + n].copy_from_slice(&acc[skip..skip + n]);
+            let at = oy * ow + ox0;
+            if n == PIXELS {
+                // A whole tile: a copy of known length, in registers rather than a call.
+                out[at..at + PIXELS].copy_from_slice(&acc);
+            } else {
+                let skip = ox0 - first;
+                out[at..at + n].copy_from_slice(&acc[skip..skip + n]);
+            }
         }
     }
 }
