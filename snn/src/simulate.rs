@@ -86,6 +86,9 @@ pub struct SpikingNetwork {
     /// Synapses per output element of each placement run here (none for placements
     /// outside [`SpikingNetwork::for_nodes`]'s range: a pipeline stage holds only its own).
     fanout: Vec<Fanout>,
+    /// Per placement, the one fanout of all its elements where they share one (the inputs
+    /// of a 1×1 convolution, of a global pool): the kernels then count spikes alone.
+    constant_fanout: Vec<Option<u32>>,
     /// Output elements per image of each placement.
     unit_elements: Vec<usize>,
     /// Synapses per input element, in the images' HWC byte order (empty when the range does
@@ -190,6 +193,11 @@ impl SpikingNetwork {
                     && shape(add.output) == shape(a)
             })
             .collect();
+        let constant_fanout = fanout
+            .iter()
+            .zip(&unit_elements)
+            .map(|(f, &n)| f.constant(n))
+            .collect();
         Ok(SpikingNetwork {
             engine: Engine::new(graph.clone(), threads)?,
             unit_of_node,
@@ -197,6 +205,7 @@ impl SpikingNetwork {
             memos: units.iter().map(|_| Mutex::new(Vec::new())).collect(),
             units,
             fanout,
+            constant_fanout,
             unit_elements,
             input_fanout,
             input_elements: elements(graph.input),
@@ -905,6 +914,12 @@ impl SpikingNetwork {
             return counts;
         }
         let (mut spikes, mut synops) = (0, 0);
+        if let (None, None, Some(fan)) = (x, &z, self.constant_fanout[u]) {
+            // In place, every element reaching `fan` synapses: spikes alone, then their
+            // synapses.
+            let (spikes, _) = unit.eval_counted_in_place(y, &[]);
+            return (spikes, spikes * u64::from(fan));
+        }
         if x.is_none() && z.is_none() {
             // In place, without a copy of the inputs where the kernel allows: a period of
             // the fanouts (or all of them) at a time.
@@ -1248,6 +1263,17 @@ impl Fanout {
         Fanout::Periodic(first.iter().copied().cycle().take(len).collect())
     }
 
+    /// The fanout of every one of `elements` elements, if they share one.
+    fn constant(&self, elements: usize) -> Option<u32> {
+        let f = match self {
+            Fanout::Periodic(p) => p,
+            Fanout::Each(f) if f.len() == elements => f,
+            Fanout::Each(_) => return None,
+        };
+        let first = *f.first()?;
+        f.iter().all(|&v| v == first).then_some(first)
+    }
+
     /// Mean synapses per element.
     fn mean(&self) -> f64 {
         // Whole periods of exact integer sums: the same ratio as over every element.
@@ -1530,6 +1556,22 @@ mod tests {
     /// Kept periodic or per element, a fanout's chunks cover every element once, in order,
     /// none longer than asked, with the element's own fanout.
     #[test]
+    fn a_fanout_shared_by_every_element_is_constant() {
+        for (shape, f) in [
+            (vec![8, 40, 40], vec![9; 12800]),
+            (vec![3, 5, 5], vec![4; 75]),
+        ] {
+            assert_eq!(
+                Fanout::compress(f.clone(), &shape).constant(f.len()),
+                Some(f[0])
+            );
+        }
+        // Kept per element and shorter than the elements: the last reach none.
+        assert_eq!(Fanout::Each(vec![2; 10]).constant(11), None);
+        assert_eq!(Fanout::Each(Vec::new()).constant(0), None);
+    }
+
+    #[test]
     fn fanout_chunks_give_every_elements_fanout() {
         let per_position = |shape: &[usize]| -> Vec<u32> {
             let plane: usize = shape[1..].iter().product();
@@ -1563,6 +1605,8 @@ mod tests {
             }
             assert_eq!(seen, f, "{shape:?}");
             assert_eq!(&fanout.each(f.len())[..], &f[..], "{shape:?}");
+            // None of these is one fanout for every element.
+            assert_eq!(fanout.constant(f.len()), None, "{shape:?}");
             let mean = f.iter().map(|&x| x as f64).sum::<f64>() / f.len() as f64;
             assert_eq!(fanout.mean(), mean, "{shape:?}");
         }
