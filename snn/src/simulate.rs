@@ -443,8 +443,8 @@ impl SpikingNetwork {
         let Some(split) = tail else {
             return Ok(join_values(runs));
         };
-        let groups = self.groups(runs, &head_keep);
-        let runs = self.per_image(groups, |inputs, threads| {
+        let runs = self.per_image(self.groups(runs), |group, threads| {
+            let inputs = join_group(group, &head_keep);
             self.run_ann_batch(split..nodes.end, inputs, keep, threads)
         })?;
         Ok(join_values(runs))
@@ -508,9 +508,10 @@ impl SpikingNetwork {
         (nodes.start..split, head_keep)
     }
 
-    /// Per-image runs' values (`ids`, in that order) joined into groups of consecutive images
-    /// (one per thread, at most [`GROUP_IMAGES`] each): the group tail's inputs.
-    fn groups(&self, runs: Vec<Vec<Tensor>>, ids: &[ValueId]) -> Vec<Vec<(ValueId, Tensor)>> {
+    /// Per-image runs' values split into groups of consecutive images (one per thread, at
+    /// most [`GROUP_IMAGES`] each): the group tail's inputs, once [`join_group`] has joined
+    /// them (in the group's own task, so that the groups' copies run in parallel).
+    fn groups(&self, runs: Vec<Vec<Tensor>>) -> Vec<Vec<Vec<Tensor>>> {
         let per_thread = runs.len().div_ceil(self.engine.threads().max(1));
         let per_group = per_thread.clamp(1, GROUP_IMAGES);
         let mut runs = runs.into_iter();
@@ -520,7 +521,7 @@ impl SpikingNetwork {
             if group.is_empty() {
                 return groups;
             }
-            groups.push(ids.iter().copied().zip(join_values(group)).collect());
+            groups.push(group);
         }
     }
 
@@ -711,11 +712,11 @@ impl SpikingNetwork {
             head_spikes.push(run.spikes);
             values.push(run.values);
         }
-        let groups = self.groups(values, &head_keep);
-        let runs = self.per_image(groups, |inputs, threads| {
+        let groups = self.groups(values);
+        let runs = self.per_image(groups, |group, threads| {
             let spec = StageSpec {
                 nodes: split..nodes.end,
-                inputs,
+                inputs: join_group(group, &head_keep),
                 images: None,
                 keep,
                 record,
@@ -1090,6 +1091,11 @@ fn split_batch<'a>(
             Some((tensors, images.map(|i| &i[b..b + 1])))
         })
         .collect()
+}
+
+/// A group of per-image runs' values (`ids`, in that order) joined into one batch per value.
+fn join_group(group: Vec<Vec<Tensor>>, ids: &[ValueId]) -> Vec<(ValueId, Tensor)> {
+    ids.iter().copied().zip(join_values(group)).collect()
 }
 
 /// Joins runs' values (each a list of `[n, …]` tensors in one order, from consecutive images)
