@@ -754,18 +754,33 @@ mod by_channels {
                     }
                     k0 += depth;
                 }
-                let mut tile = [[0.0f32; CHANNELS]; P];
-                for (t, out) in tile.iter_mut().zip(&out) {
-                    for (v, &o) in out.iter().enumerate() {
-                        let o = super::avx512::clamp_avx512(o, clamp);
-                        _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), o);
-                    }
-                }
+                // Written across: per vector of 16 channels, its halves' 8 × 8 transposes
+                // (the tile's 7 columns and a spare) give each channel's run of columns,
+                // stored under a mask of the tile's columns.
                 let columns = P.min(n - p0);
-                for c in 0..CHANNELS.min(m - c0) {
-                    let row = dst.add((c0 + c) * n + p0);
-                    for (p, t) in tile.iter().take(columns).enumerate() {
-                        *row.add(p) = t[c];
+                let channels = CHANNELS.min(m - c0);
+                let keep: __mmask16 = (1 << columns) - 1;
+                // The tile by vector of channels: `out` is by column.
+                let by_vector: [[__m512; P]; V] = std::array::from_fn(|v| {
+                    std::array::from_fn(|p| super::avx512::clamp_avx512(out[p][v], clamp))
+                });
+                for (v, clamped) in by_vector.iter().enumerate() {
+                    for half in 0..2 {
+                        let rows: [__m256; 8] = std::array::from_fn(|p| {
+                            let o = _mm512_castps_pd(clamped[p.min(P - 1)]);
+                            _mm256_castpd_ps(if half == 0 {
+                                _mm512_castpd512_pd256(o)
+                            } else {
+                                _mm512_extractf64x4_pd::<1>(o)
+                            })
+                        });
+                        for (l, run) in crate::ops::transpose::transpose8(rows).iter().enumerate() {
+                            let c = 16 * v + 8 * half + l;
+                            if c < channels {
+                                let at = dst.add((c0 + c) * n + p0);
+                                _mm512_mask_storeu_ps(at, keep, _mm512_castps256_ps512(*run));
+                            }
+                        }
                     }
                 }
             }

@@ -13,6 +13,8 @@ pub mod matmul;
 pub mod pool;
 pub mod shape;
 pub mod softmax;
+#[cfg(target_arch = "x86_64")]
+mod transpose;
 
 use crate::tensor::Tensor;
 
