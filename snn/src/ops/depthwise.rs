@@ -435,20 +435,16 @@ fn by_channel_blocks(
             continue;
         }
         let block_planes = &planes[c0 * h * w..(c0 + BLOCK) * h * w];
-        if !transposed::interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded) {
-            interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded);
-        }
+        interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded);
         // The block's weights tap by tap: a transpose as of one row of `taps` pixels.
-        if !transposed::interleave(wk, [1, taps], [0, 0], [1, taps], taps_by_channel) {
-            interleave(wk, [1, taps], [0, 0], [1, taps], taps_by_channel);
-        }
+        interleave(wk, [1, taps], [0, 0], [1, taps], taps_by_channel);
         let b: [f32; BLOCK] = std::array::from_fn(|l| bias[c0 + l]);
         block(&geometry, padded, taps_by_channel, b, out);
         // The common case in one pass: no output ±0, every output clamped as it is stored.
-        if transposed::deinterleave_clamped(out, dst, clamp) == Some(false) {
+        if !deinterleave_clamped(out, dst, clamp) {
             continue;
         }
-        deinterleave(out, dst);
+        deinterleave_scalar(out, dst);
         for (l, plane_out) in dst.chunks_mut(oh * ow).enumerate() {
             if plane_out.contains(&0.0) {
                 let plane = &planes[(c0 + l) * h * w..(c0 + l + 1) * h * w];
@@ -492,9 +488,43 @@ impl AlignedPixels {
 
 /// Writes [`BLOCK`] planes of `[h, w]` into `padded` (`rows` of `cols` pixels) from row `pt`
 /// and column `pl` on, interleaved: pixel by pixel, the planes' values side by side. Values past
-/// the copy's last row or column are not read by any tap and are dropped.
-#[multiversion::multiversion(targets("x86_64+avx2"))]
+/// the copy's last row or column are not read by any tap and are dropped. By 8 × 8
+/// transposes where the CPU has AVX2 ([`transposed`]), element by element elsewhere.
 fn interleave(
+    planes: &[f32],
+    input: [usize; 2],
+    pads: [usize; 2],
+    size: [usize; 2],
+    padded: &mut [[f32; BLOCK]],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        return unsafe { transposed::interleave(planes, input, pads, size, padded) };
+    }
+    interleave_scalar(planes, input, pads, size, padded);
+}
+
+/// The inverse of [`interleave`] for a block's outputs, with `clamp` applied to every value
+/// stored; whether some value was ±0 before the clamp (the caller then redoes the block by
+/// the definition's rules). By 8 × 8 transposes where the CPU has AVX2.
+fn deinterleave_clamped(pixels: &[[f32; BLOCK]], planes: &mut [f32], clamp: Option<Clamp>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        return unsafe { transposed::deinterleave_clamped(pixels, planes, clamp) };
+    }
+    deinterleave_scalar(pixels, planes);
+    let some_zero = planes.contains(&0.0);
+    if let Some(clamp) = clamp {
+        clamp.apply_all(planes);
+    }
+    some_zero
+}
+
+/// [`interleave`] element by element.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
+fn interleave_scalar(
     planes: &[f32],
     [h, w]: [usize; 2],
     [pt, pl]: [usize; 2],
@@ -512,10 +542,11 @@ fn interleave(
     }
 }
 
-/// The inverse of [`interleave`] for a block's outputs: `pixels` (each the [`BLOCK`]
-/// channels' values of one pixel) into the channels' planes, one after another in `planes`.
+/// The inverse of [`interleave`] for a block's outputs, element by element: `pixels` (each
+/// the [`BLOCK`] channels' values of one pixel) into the channels' planes, one after another
+/// in `planes`.
 #[multiversion::multiversion(targets("x86_64+avx2"))]
-fn deinterleave(pixels: &[[f32; BLOCK]], planes: &mut [f32]) {
+fn deinterleave_scalar(pixels: &[[f32; BLOCK]], planes: &mut [f32]) {
     for (l, plane) in planes
         .chunks_exact_mut(pixels.len().max(1))
         .enumerate()
@@ -668,148 +699,109 @@ fn channel_by_definition(g: &Geometry, plane: &[f32], wk: &[f32], bias: f32, out
     }
 }
 
-/// [`interleave`] and [`deinterleave`] by 8 × 8 transposes in AVX2 registers, where the CPU
-/// has AVX2: eight values of each of the block's planes in, eight pixels out, and back. They
-/// move values without computing on them, so the bits are those of the scalar loops.
+/// [`interleave`] and [`deinterleave_clamped`] by 8 × 8 transposes in AVX2 registers: eight
+/// values of each of the block's planes in, eight pixels out, and back. They move values
+/// without computing on them, so the bits are those of the scalar loops.
+#[cfg(target_arch = "x86_64")]
 mod transposed {
+    use std::arch::x86_64::*;
+
     use super::{BLOCK, Clamp};
+    use crate::ops::transpose::transpose8 as transpose;
 
     // A block is one AVX2 vector: the transposes are 8 × 8.
     const _: () = assert!(BLOCK == 8);
 
-    /// [`super::interleave`]; whether it ran (`false`: no AVX2 here, nothing written).
-    pub(super) fn interleave(
+    /// [`super::interleave`]: the planes read eight pixels at a time in their
+    /// own order (row after row), each pixel stored where the scalar loop stores it.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn interleave(
         planes: &[f32],
-        input: [usize; 2],
-        pads: [usize; 2],
-        size: [usize; 2],
+        [h, w]: [usize; 2],
+        [pt, pl]: [usize; 2],
+        [rows, cols]: [usize; 2],
         padded: &mut [[f32; BLOCK]],
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected.
-            unsafe { avx2::interleave(planes, input, pads, size, padded) };
-            return true;
+    ) {
+        let plane = h * w;
+        assert!(planes.len() >= BLOCK * plane);
+        let width = w.min(cols.saturating_sub(pl));
+        let height = h.min(rows.saturating_sub(pt));
+        // Pixel (y, x) goes to (y + pt)·cols + x + pl if y < height and x < width.
+        let (mut y, mut x) = (0, 0);
+        let mut place = |v: [f32; BLOCK], padded: &mut [[f32; BLOCK]]| {
+            if y < height
+                && x < width
+                && let Some(p) = padded.get_mut((y + pt) * cols + x + pl)
+            {
+                *p = v;
+            }
+            x += 1;
+            if x == w {
+                (x, y) = (0, y + 1);
+            }
+        };
+        let whole = plane / 8 * 8;
+        for i0 in (0..whole).step_by(8) {
+            // SAFETY: i0 + 8 ≤ plane, and plane l ends at (l + 1)·plane ≤ planes.len().
+            let r: [__m256; 8] = std::array::from_fn(|l| unsafe {
+                _mm256_loadu_ps(planes.as_ptr().add(l * plane + i0))
+            });
+            for v in transpose(r) {
+                // SAFETY: __m256 and [f32; 8] are the same 32 bytes.
+                place(
+                    unsafe { std::mem::transmute::<__m256, [f32; BLOCK]>(v) },
+                    padded,
+                );
+            }
         }
-        let _ = (planes, input, pads, size, padded);
-        false
+        for i in whole..plane {
+            place(std::array::from_fn(|l| planes[l * plane + i]), padded);
+        }
     }
 
-    /// [`super::deinterleave`] with `clamp` applied to every value stored, and whether some
-    /// value was ±0 before the clamp (the caller then redoes the block by the definition's
-    /// rules); `None` where there is no AVX2 (nothing written).
-    pub(super) fn deinterleave_clamped(
+    /// [`super::deinterleave_clamped`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn deinterleave_clamped(
         pixels: &[[f32; BLOCK]],
         planes: &mut [f32],
         clamp: Option<Clamp>,
-    ) -> Option<bool> {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected.
-            return Some(unsafe { avx2::deinterleave_clamped(pixels, planes, clamp) });
-        }
-        let _ = (pixels, planes, clamp);
-        None
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod avx2 {
-        use std::arch::x86_64::*;
-
-        use super::{BLOCK, Clamp};
-        use crate::ops::transpose::transpose8 as transpose;
-
-        /// [`super::super::interleave`]: the planes read eight pixels at a time in their
-        /// own order (row after row), each pixel stored where the scalar loop stores it.
-        ///
-        /// # Safety
-        /// The CPU has AVX2.
-        #[target_feature(enable = "avx2")]
-        pub(super) unsafe fn interleave(
-            planes: &[f32],
-            [h, w]: [usize; 2],
-            [pt, pl]: [usize; 2],
-            [rows, cols]: [usize; 2],
-            padded: &mut [[f32; BLOCK]],
-        ) {
-            let plane = h * w;
-            assert!(planes.len() >= BLOCK * plane);
-            let width = w.min(cols.saturating_sub(pl));
-            let height = h.min(rows.saturating_sub(pt));
-            // Pixel (y, x) goes to (y + pt)·cols + x + pl if y < height and x < width.
-            let (mut y, mut x) = (0, 0);
-            let mut place = |v: [f32; BLOCK], padded: &mut [[f32; BLOCK]]| {
-                if y < height
-                    && x < width
-                    && let Some(p) = padded.get_mut((y + pt) * cols + x + pl)
-                {
-                    *p = v;
-                }
-                x += 1;
-                if x == w {
-                    (x, y) = (0, y + 1);
-                }
-            };
-            let whole = plane / 8 * 8;
-            for i0 in (0..whole).step_by(8) {
-                // SAFETY: i0 + 8 ≤ plane, and plane l ends at (l + 1)·plane ≤ planes.len().
-                let r: [__m256; 8] = std::array::from_fn(|l| unsafe {
-                    _mm256_loadu_ps(planes.as_ptr().add(l * plane + i0))
-                });
-                for v in transpose(r) {
-                    // SAFETY: __m256 and [f32; 8] are the same 32 bytes.
-                    place(
-                        unsafe { std::mem::transmute::<__m256, [f32; BLOCK]>(v) },
-                        padded,
-                    );
-                }
-            }
-            for i in whole..plane {
-                place(std::array::from_fn(|l| planes[l * plane + i]), padded);
+    ) -> bool {
+        let n = pixels.len();
+        assert!(planes.len() >= BLOCK * n);
+        let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let mut zero = _mm256_setzero_ps();
+        let whole = n / 8 * 8;
+        for p0 in (0..whole).step_by(8) {
+            // SAFETY: p0 + 8 ≤ n pixels of BLOCK = 8 floats.
+            let r: [__m256; 8] =
+                std::array::from_fn(|j| unsafe { _mm256_loadu_ps(pixels[p0 + j].as_ptr()) });
+            for (l, v) in transpose(r).into_iter().enumerate() {
+                zero = _mm256_or_ps(zero, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, _mm256_setzero_ps()));
+                // Clamp::apply: v ≥ lo ? v : lo, then v ≤ hi ? v : hi (NaN → lo).
+                let v = if clamp.is_some() {
+                    let v = _mm256_blendv_ps(vlo, v, _mm256_cmp_ps::<_CMP_GE_OQ>(v, vlo));
+                    _mm256_blendv_ps(vhi, v, _mm256_cmp_ps::<_CMP_LE_OQ>(v, vhi))
+                } else {
+                    v
+                };
+                // SAFETY: l·n + p0 + 8 ≤ BLOCK·n ≤ planes.len() (asserted).
+                unsafe { _mm256_storeu_ps(planes.as_mut_ptr().add(l * n + p0), v) };
             }
         }
-
-        /// [`super::deinterleave_clamped`].
-        ///
-        /// # Safety
-        /// The CPU has AVX2.
-        #[target_feature(enable = "avx2")]
-        pub(super) unsafe fn deinterleave_clamped(
-            pixels: &[[f32; BLOCK]],
-            planes: &mut [f32],
-            clamp: Option<Clamp>,
-        ) -> bool {
-            let n = pixels.len();
-            assert!(planes.len() >= BLOCK * n);
-            let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
-            let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-            let mut zero = _mm256_setzero_ps();
-            let whole = n / 8 * 8;
-            for p0 in (0..whole).step_by(8) {
-                // SAFETY: p0 + 8 ≤ n pixels of BLOCK = 8 floats.
-                let r: [__m256; 8] =
-                    std::array::from_fn(|j| unsafe { _mm256_loadu_ps(pixels[p0 + j].as_ptr()) });
-                for (l, v) in transpose(r).into_iter().enumerate() {
-                    zero = _mm256_or_ps(zero, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, _mm256_setzero_ps()));
-                    // Clamp::apply: v ≥ lo ? v : lo, then v ≤ hi ? v : hi (NaN → lo).
-                    let v = if clamp.is_some() {
-                        let v = _mm256_blendv_ps(vlo, v, _mm256_cmp_ps::<_CMP_GE_OQ>(v, vlo));
-                        _mm256_blendv_ps(vhi, v, _mm256_cmp_ps::<_CMP_LE_OQ>(v, vhi))
-                    } else {
-                        v
-                    };
-                    // SAFETY: l·n + p0 + 8 ≤ BLOCK·n ≤ planes.len() (asserted).
-                    unsafe { _mm256_storeu_ps(planes.as_mut_ptr().add(l * n + p0), v) };
-                }
+        let mut any_zero = _mm256_movemask_ps(zero) != 0;
+        for (p, pixel) in pixels.iter().enumerate().skip(whole) {
+            for (l, &v) in pixel.iter().enumerate() {
+                any_zero |= v == 0.0;
+                planes[l * n + p] = clamp.map_or(v, |c| c.apply(v));
             }
-            let mut any_zero = _mm256_movemask_ps(zero) != 0;
-            for (p, pixel) in pixels.iter().enumerate().skip(whole) {
-                for (l, &v) in pixel.iter().enumerate() {
-                    any_zero |= v == 0.0;
-                    planes[l * n + p] = clamp.map_or(v, |c| c.apply(v));
-                }
-            }
-            any_zero
         }
+        any_zero
     }
 }
