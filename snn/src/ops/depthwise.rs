@@ -712,8 +712,8 @@ mod transposed {
     // A block is one AVX2 vector: the transposes are 8 × 8.
     const _: () = assert!(BLOCK == 8);
 
-    /// [`super::interleave`]: the planes read eight pixels at a time in their
-    /// own order (row after row), each pixel stored where the scalar loop stores it.
+    /// [`super::interleave`], row by row: eight values of each plane's row (or what is
+    /// left of it) in, as many pixels out, stored side by side in the padded row.
     ///
     /// # Safety
     /// The CPU has AVX2.
@@ -729,36 +729,41 @@ mod transposed {
         assert!(planes.len() >= BLOCK * plane);
         let width = w.min(cols.saturating_sub(pl));
         let height = h.min(rows.saturating_sub(pt));
-        // Pixel (y, x) goes to (y + pt)·cols + x + pl if y < height and x < width.
-        let (mut y, mut x) = (0, 0);
-        let mut place = |v: [f32; BLOCK], padded: &mut [[f32; BLOCK]]| {
-            if y < height
-                && x < width
-                && let Some(p) = padded.get_mut((y + pt) * cols + x + pl)
-            {
-                *p = v;
-            }
-            x += 1;
-            if x == w {
-                (x, y) = (0, y + 1);
-            }
-        };
-        let whole = plane / 8 * 8;
-        for i0 in (0..whole).step_by(8) {
-            // SAFETY: i0 + 8 ≤ plane, and plane l ends at (l + 1)·plane ≤ planes.len().
-            let r: [__m256; 8] = std::array::from_fn(|l| unsafe {
-                _mm256_loadu_ps(planes.as_ptr().add(l * plane + i0))
-            });
-            for v in transpose(r) {
-                // SAFETY: __m256 and [f32; 8] are the same 32 bytes.
-                place(
-                    unsafe { std::mem::transmute::<__m256, [f32; BLOCK]>(v) },
-                    padded,
-                );
-            }
+        if width == 0 || height == 0 {
+            return;
         }
-        for i in whole..plane {
-            place(std::array::from_fn(|l| planes[l * plane + i]), padded);
+        // The last pixel stored: row pt + height − 1, column pl + width − 1.
+        assert!((pt + height - 1) * cols + pl + width <= padded.len());
+        for y in 0..height {
+            let row = &mut padded[(y + pt) * cols + pl..][..width];
+            for (x0, pixels) in (0..width).step_by(8).zip(row.chunks_mut(8)) {
+                let at = y * w + x0;
+                // Eight values from every plane: past the row's end they are the next
+                // row's (or plane's), transposed and dropped. Only the last plane's last
+                // row may end too close to the slice's end for eight: a masked load there.
+                let r: [__m256; 8] = std::array::from_fn(|l| {
+                    let start = l * plane + at;
+                    // SAFETY: start + 8 ≤ planes.len() for a whole load; else the mask keeps
+                    // the lanes before planes.len(), and start < planes.len().
+                    unsafe {
+                        let src = planes.as_ptr().add(start);
+                        if start + 8 <= planes.len() {
+                            _mm256_loadu_ps(src)
+                        } else {
+                            let mask = _mm256_cmpgt_epi32(
+                                _mm256_set1_epi32((planes.len() - start) as i32),
+                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                            );
+                            _mm256_maskload_ps(src, mask)
+                        }
+                    }
+                });
+                let t = transpose(r);
+                for (pixel, v) in pixels.iter_mut().zip(t) {
+                    // SAFETY: a pixel is 32 bytes, written whole.
+                    unsafe { _mm256_storeu_ps(pixel.as_mut_ptr(), v) };
+                }
+            }
         }
     }
 
