@@ -32,11 +32,13 @@ pub struct Conv2d {
 }
 
 /// Data a convolution's kernels derive from its weights once, on first use: the weights laid
-/// out by input for small planes ([`matmul::prefers_channels`]). A cache, not part of the
+/// out by input for small planes ([`matmul::prefers_channels`]); a depthwise convolution's
+/// weights by blocks of channels ([`depthwise::BlockWeights`]). A cache, not part of the
 /// layer's value: any two compare equal, and it is never written to a model file.
 #[derive(Clone, Default)]
 pub struct Prepared {
     by_input: OnceLock<Arc<WeightsByInput>>,
+    depthwise_blocks: OnceLock<Arc<depthwise::BlockWeights>>,
 }
 
 impl PartialEq for Prepared {
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
             .field("by_input", &self.by_input.get().is_some())
+            .field("depthwise_blocks", &self.depthwise_blocks.get().is_some())
             .finish()
     }
 }
@@ -296,7 +299,15 @@ impl Conv2d {
             input: [h, w],
             output: [oh, ow],
         };
-        depthwise::depthwise(&geometry, x, self.weight.data(), &self.bias, dst, clamp);
+        depthwise::depthwise(
+            &geometry,
+            x,
+            self.weight.data(),
+            &self.bias,
+            &self.prepared.depthwise_blocks,
+            dst,
+            clamp,
+        );
     }
 }
 

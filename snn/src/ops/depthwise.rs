@@ -22,6 +22,8 @@
 //! channel with a non-finite weight (where `w·0` is NaN) is computed by the definition
 //! throughout. The result is bit-identical to the definition (tests below).
 
+use std::sync::{Arc, OnceLock};
+
 use super::activation::Clamp;
 
 /// Output columns per tile: one AVX2 vector of f32.
@@ -61,12 +63,14 @@ impl Geometry {
 
 /// Convolves `planes` (`[C, H, W]`) with `m = out_channels / C` output channels per input
 /// channel into `dst` (`[C·m, OH, OW]`): `weight` is `[C·m, kH, kW]`. Then `clamp`, plane by
-/// plane while each is in cache.
+/// plane while each is in cache. `blocks` keeps the weights as the blocks of channels of
+/// small planes read them, arranged on first use: the same for every call with `weight`.
 pub(crate) fn depthwise(
     g: &Geometry,
     planes: &[f32],
     weight: &[f32],
     bias: &[f32],
+    blocks: &OnceLock<Arc<BlockWeights>>,
     dst: &mut [f32],
     clamp: Option<Clamp>,
 ) {
@@ -94,13 +98,14 @@ pub(crate) fn depthwise(
         0
     };
     if blocked > 0 {
+        let blocks = blocks.get_or_init(|| Arc::new(BlockWeights::new(weight, taps, blocked)));
         by_channel_blocks(
             g,
             planes,
             weight,
+            blocks,
             bias,
             &mut dst[..blocked * oh * ow],
-            blocked,
             clamp,
         );
     }
@@ -401,9 +406,9 @@ fn by_channel_blocks(
     g: &Geometry,
     planes: &[f32],
     weight: &[f32],
+    blocks: &BlockWeights,
     bias: &[f32],
     dst: &mut [f32],
-    channels: usize,
     clamp: Option<Clamp>,
 ) {
     let [h, w] = g.input;
@@ -416,14 +421,12 @@ fn by_channel_blocks(
     // The padding around the image is never written: it stays zero for every block. Spare
     // pixels at the end for the tiles of rows narrower than a tile ([`block`]).
     let mut padded = AlignedPixels::new(rows * cols + PIXELS * g.stride[1]);
-    let mut taps_by_channel = AlignedPixels::new(taps);
     let mut out = AlignedPixels::new(oh * ow);
-    let (padded, taps_by_channel, out) = (padded.pixels(), taps_by_channel.pixels(), out.pixels());
-    for c0 in (0..channels).step_by(BLOCK) {
+    let (padded, out) = (padded.pixels_mut(), out.pixels_mut());
+    for (block_index, c0) in (0..dst.len() / (oh * ow)).step_by(BLOCK).enumerate() {
         let wk = &weight[c0 * taps..(c0 + BLOCK) * taps];
         let dst = &mut dst[c0 * oh * ow..(c0 + BLOCK) * oh * ow];
-        // Without short-circuit: a loop that vectorises.
-        if !wk.iter().fold(true, |all, v| all & v.is_finite()) {
+        let Some(taps_by_channel) = blocks.block(block_index) else {
             for (l, out) in dst.chunks_mut(oh * ow).enumerate() {
                 let plane = &planes[(c0 + l) * h * w..(c0 + l + 1) * h * w];
                 let wk = &wk[l * taps..(l + 1) * taps];
@@ -433,11 +436,9 @@ fn by_channel_blocks(
                 clamp.apply_all(dst);
             }
             continue;
-        }
+        };
         let block_planes = &planes[c0 * h * w..(c0 + BLOCK) * h * w];
         interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded);
-        // The block's weights tap by tap: a transpose as of one row of `taps` pixels.
-        interleave(wk, [1, taps], [0, 0], [1, taps], taps_by_channel);
         let b: [f32; BLOCK] = std::array::from_fn(|l| bias[c0 + l]);
         block(&geometry, padded, taps_by_channel, b, out);
         // The common case in one pass: no output ±0, every output clamped as it is stored.
@@ -465,6 +466,7 @@ fn by_channel_blocks(
 /// Zeroed pixels of a block's channels, each on a 32-byte boundary, so that no vector load
 /// or store of a pixel straddles two cache lines (half of them would, at the 16-byte
 /// alignment of an allocation of plain floats).
+#[derive(Clone)]
 struct AlignedPixels(Vec<AlignedPixel>);
 
 #[repr(C, align(32))]
@@ -479,10 +481,58 @@ impl AlignedPixels {
         AlignedPixels(vec![AlignedPixel([0.0; BLOCK]); n])
     }
 
-    fn pixels(&mut self) -> &mut [[f32; BLOCK]] {
+    fn pixels(&self) -> &[[f32; BLOCK]] {
         // SAFETY: `AlignedPixel` is `repr(C)` around a `[f32; BLOCK]`, of the same size
         // (asserted above), with a stricter alignment: the same values, read as arrays.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len()) }
+    }
+
+    fn pixels_mut(&mut self) -> &mut [[f32; BLOCK]] {
+        // SAFETY: as in `pixels`.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len()) }
+    }
+}
+
+/// A depthwise convolution's weights as [`by_channel_blocks`] reads them, arranged once per
+/// layer rather than once per image: per block of [`BLOCK`] channels, tap by tap, the
+/// channels' weights side by side; a block with a weight that is not finite has none (it
+/// goes by the definition).
+#[derive(Clone)]
+pub(crate) struct BlockWeights {
+    taps: usize,
+    /// `taps` pixels per block; those of a block without a place are zero.
+    pixels: AlignedPixels,
+    /// Per block, whether all its weights are finite.
+    finite: Vec<bool>,
+}
+
+impl BlockWeights {
+    /// The first `channels` (a multiple of [`BLOCK`]) of `weight`, `taps` per channel.
+    fn new(weight: &[f32], taps: usize, channels: usize) -> BlockWeights {
+        let blocks = channels / BLOCK;
+        let mut pixels = AlignedPixels::new(blocks * taps);
+        let finite = weight[..channels * taps]
+            .chunks(BLOCK * taps)
+            .zip(pixels.pixels_mut().chunks_mut(taps.max(1)))
+            .map(|(wk, block)| {
+                let finite = wk.iter().all(|v| v.is_finite());
+                if finite {
+                    // A transpose as of one row of `taps` pixels.
+                    interleave(wk, [1, taps], [0, 0], [1, taps], block);
+                }
+                finite
+            })
+            .collect();
+        BlockWeights {
+            taps,
+            pixels,
+            finite,
+        }
+    }
+
+    /// Block `b`'s weights tap by tap, if they are all finite.
+    fn block(&self, b: usize) -> Option<&[[f32; BLOCK]]> {
+        self.finite[b].then(|| &self.pixels.pixels()[b * self.taps..(b + 1) * self.taps])
     }
 }
 
