@@ -431,6 +431,9 @@ mod tests {
             // has corners of −0 (and 8 × 8 pixels, all of them in the transposes, none left
             // to the scalar tail).
             (24, 1, 8, 8, 5, 1, 1, [2, 2, 2, 2]),
+            // Plain: a 5 × 5 kernel at stride 2 on a small plane (blocks of channels whose
+            // pixels are loaded once per kernel row where the CPU has AVX-512).
+            (9, 1, 13, 13, 5, 2, 1, [2, 2, 2, 2]),
         ];
         let (zero_cases, non_finite_cases) = ([0, 1, 2, 7], 3..6);
         let n_plain = cases.len();

@@ -15,7 +15,9 @@
 //! ([`by_channel_blocks`]): the block's planes interleaved into one zero-padded copy, one
 //! output pixel of eight channels per vector, so no lane idles past a short row. With AVX2
 //! the interleaving and its inverse (which also applies the clamp) are 8 × 8 transposes in
-//! registers.
+//! registers; with AVX-512 the blocks load each kernel row's pixels once for all its taps
+//! and store their outputs into the planes themselves (`reuse`). The blocks' weights are
+//! arranged once per layer ([`BlockWeights`]).
 //!
 //! A tap in the padding adds `w·0 = ±0`, which leaves every sum unchanged except the sign of
 //! an exact zero. So an output that comes out as ±0 is recomputed by the definition; a
@@ -440,6 +442,11 @@ fn by_channel_blocks(
         let block_planes = &planes[c0 * h * w..(c0 + BLOCK) * h * w];
         interleave(block_planes, [h, w], [pt, pl], [rows, cols], padded);
         let b: [f32; BLOCK] = std::array::from_fn(|l| bias[c0 + l]);
+        // With AVX-512: computed and stored in one pass, in the common case (no output ±0).
+        #[cfg(target_arch = "x86_64")]
+        if reuse::into_planes(&geometry, padded, taps_by_channel, b, dst, clamp) == Some(false) {
+            continue;
+        }
         block(&geometry, padded, taps_by_channel, b, out);
         // The common case in one pass: no output ±0, every output clamped as it is stored.
         if !deinterleave_clamped(out, dst, clamp) {
@@ -616,6 +623,8 @@ struct BlockGeometry {
     cols: usize,
     output: [usize; 2],
     stride: [usize; 2],
+    kernel: [usize; 2],
+    dilation: [usize; 2],
     /// Per kernel tap (ky, kx ascending), its offset in pixels of the padded copy.
     offsets: Vec<usize>,
 }
@@ -635,6 +644,8 @@ impl BlockGeometry {
             cols,
             output: g.output,
             stride: g.stride,
+            kernel: g.kernel,
+            dilation: g.dilation,
             offsets,
         }
     }
@@ -642,8 +653,8 @@ impl BlockGeometry {
 
 /// One block of channels: per output row, [`PIXELS`] pixels at a time, each accumulated in
 /// a vector from the bias through every tap (multiply, then add: the definition's
-/// roundings). Compiled for AVX2 too and chosen at run time; strides 1 and 2 are constants in their loops, so that a tap's pixels
-/// are loads at fixed offsets.
+/// roundings). Compiled for AVX2 too and chosen at run time; strides 1 and 2 are constants in
+/// their loops, so that a tap's pixels are loads at fixed offsets.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn block(
     g: &BlockGeometry,
@@ -709,6 +720,139 @@ fn block_rows<const SW: usize>(
                 out[at..at + n].copy_from_slice(&acc[skip..skip + n]);
             }
         }
+    }
+}
+
+/// [`block`] and [`deinterleave_clamped`] in one, with AVX-512's 32 vector registers: per
+/// output tile and kernel row, the `(PIXELS − 1)·SW + KW` pixels its taps read are loaded
+/// once, then every tap of the row multiplies its weights by them and adds to the tile's
+/// [`PIXELS`] accumulators, kx ascending (each output's operations are [`block_rows`]'s, in
+/// its order, with about a third of the loads); the finished tile is transposed in registers
+/// and stored, clamped, into the channels' planes.
+#[cfg(target_arch = "x86_64")]
+mod reuse {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BlockGeometry, Clamp, PIXELS};
+    use crate::ops::transpose::transpose8 as transpose;
+
+    // A tile's pixels and a pixel's channels fit one 8 × 8 transpose.
+    const _: () = assert!(BLOCK == 8 && PIXELS < 8);
+
+    /// The block's outputs into `planes` (its [`BLOCK`] planes of `oh·ow`), clamped, and
+    /// whether some output was ±0 before the clamp (the caller then redoes the block by the
+    /// definition's rules); `None`, having done nothing, where the CPU lacks AVX-512 or the
+    /// geometry is not one compiled here (column stride 1 or 2, kernel width 3 or 5, column
+    /// dilation 1).
+    pub(super) fn into_planes(
+        g: &BlockGeometry,
+        padded: &[[f32; BLOCK]],
+        taps: &[[f32; BLOCK]],
+        bias: [f32; BLOCK],
+        planes: &mut [f32],
+        clamp: Option<Clamp>,
+    ) -> Option<bool> {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl"))
+            || g.dilation[1] != 1
+        {
+            return None;
+        }
+        // SAFETY: AVX-512F and VL were detected.
+        unsafe {
+            match (g.stride[1], g.kernel[1]) {
+                (1, 3) => Some(rows::<1, 3>(g, padded, taps, bias, planes, clamp)),
+                (1, 5) => Some(rows::<1, 5>(g, padded, taps, bias, planes, clamp)),
+                (2, 3) => Some(rows::<2, 3>(g, padded, taps, bias, planes, clamp)),
+                (2, 5) => Some(rows::<2, 5>(g, padded, taps, bias, planes, clamp)),
+                _ => None,
+            }
+        }
+    }
+
+    /// [`into_planes`] for column stride `SW` and kernel width `KW`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512VL; the geometry's column stride is `SW`, its kernel
+    /// width `KW`, its column dilation 1.
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    unsafe fn rows<const SW: usize, const KW: usize>(
+        g: &BlockGeometry,
+        padded: &[[f32; BLOCK]],
+        taps: &[[f32; BLOCK]],
+        bias: [f32; BLOCK],
+        planes: &mut [f32],
+        clamp: Option<Clamp>,
+    ) -> bool {
+        let [oh, ow] = g.output;
+        let kh = g.kernel[0];
+        let sh = g.stride[0];
+        let row_step = g.dilation[0] * g.cols;
+        // As in [`super::block_rows`]: every pixel read is at most (oh − 1)·sh rows and
+        // (max(ow, PIXELS) − 1)·SW columns past the origin, plus a tap's offset (the last
+        // tap's is the largest).
+        let last_pixel = (oh - 1) * sh * g.cols + (ow.max(PIXELS) - 1) * SW;
+        let last_offset = (kh - 1) * row_step + KW - 1;
+        assert!(g.offsets.len() == kh * KW && g.offsets.last() == Some(&last_offset));
+        assert!(last_pixel + last_offset < padded.len());
+        assert!(taps.len() >= kh * KW && planes.len() >= BLOCK * oh * ow);
+        let plane = oh * ow;
+        // The tile's pixels inside the row: all of them but where the row is narrower.
+        let keep: __mmask8 = (1 << PIXELS.min(ow)) - 1;
+        let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
+        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let mut zero: __mmask8 = 0;
+        // SAFETY: eight floats.
+        let bias = unsafe { _mm256_loadu_ps(bias.as_ptr()) };
+        for oy in 0..oh {
+            for ox0 in (0..ow).step_by(PIXELS) {
+                // A partial tile starts further left, so that its pixels stay in the row: it
+                // recomputes some of the previous tile's (the same values).
+                let first = if ow - ox0 < PIXELS && ow >= PIXELS {
+                    ow - PIXELS
+                } else {
+                    ox0
+                };
+                let start = oy * sh * g.cols + first * SW;
+                let mut acc = [bias; PIXELS];
+                for ky in 0..kh {
+                    // SAFETY: pixel i < (PIXELS − 1)·SW + KW of this kernel row is one of
+                    // the tile's taps' reads, inside `padded` (asserted above).
+                    let x: [__m256; 32] = std::array::from_fn(|i| unsafe {
+                        if i < (PIXELS - 1) * SW + KW {
+                            _mm256_loadu_ps(padded.as_ptr().add(start + ky * row_step + i).cast())
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    });
+                    for kx in 0..KW {
+                        // SAFETY: ky·KW + kx < taps.len() (asserted).
+                        let w = unsafe { _mm256_loadu_ps(taps.as_ptr().add(ky * KW + kx).cast()) };
+                        for (p, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_add_ps(*a, _mm256_mul_ps(w, x[p * SW + kx]));
+                        }
+                    }
+                }
+                // Channel l's run of the tile's pixels (lane 7 a copy of lane 6, not stored).
+                let runs = transpose(std::array::from_fn(|p| acc[p.min(PIXELS - 1)]));
+                for (l, &run) in runs.iter().enumerate() {
+                    zero |= _mm256_mask_cmp_ps_mask::<_CMP_EQ_OQ>(keep, run, _mm256_setzero_ps());
+                    // Clamp::apply, given no ±0: `vmaxps` gives its second operand for a NaN
+                    // and `vminps` sees none; a tie gives the same bits either way.
+                    let run = if clamp.is_some() {
+                        _mm256_min_ps(_mm256_max_ps(run, lo), hi)
+                    } else {
+                        run
+                    };
+                    // SAFETY: channel l < BLOCK, pixels first.. under `keep` < ow of row oy.
+                    unsafe {
+                        let at = planes.as_mut_ptr().add(l * plane + oy * ow + first);
+                        _mm256_mask_storeu_ps(at, keep, run);
+                    }
+                }
+            }
+        }
+        zero != 0
     }
 }
 
