@@ -134,18 +134,30 @@ pub(crate) fn depthwise(
             pad_by_phase(g, plane, &mut padded, plan.phase_len);
             padded_plane = Some(oc / m);
         }
-        let some_zero = if wide {
+        // Wide tiles clamp as they store.
+        let (some_zero, clamped) = if wide {
             // SAFETY: `wide_tiles` checked for AVX-512F.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                channel_avx512(&plan, &padded, wk, b, out)
+                (
+                    channel_avx512(&plan, &padded, wk, b, out, clamp),
+                    clamp.is_some(),
+                )
             }
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("wide tiles are for AVX-512")
         } else {
-            channel(&plan, &padded, wk, b, out)
+            (channel(&plan, &padded, wk, b, out), false)
         };
         if some_zero {
+            if clamped {
+                // The sums again, unclamped, to tell which are ±0.
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    channel_avx512(&plan, &padded, wk, b, out, None)
+                };
+            }
             // An exact zero may have the other sign than the definition's: recompute it.
             for (i, v) in out.iter_mut().enumerate() {
                 if *v == 0.0 {
@@ -153,7 +165,7 @@ pub(crate) fn depthwise(
                 }
             }
         }
-        if let Some(clamp) = clamp {
+        if let Some(clamp) = clamp.filter(|_| some_zero || !clamped) {
             clamp.apply_all(out);
         }
     }
@@ -342,7 +354,9 @@ fn wide_tiles(width: usize) -> bool {
 }
 
 /// [`channel`] in tiles of [`WIDE_LANES`] columns (a plan made for them): the same
-/// multiplications and additions, with the same operands first, so the same bits.
+/// multiplications and additions, with the same operands first, so the same bits. The
+/// outputs are stored with `clamp` applied, which is [`Clamp::apply`] wherever no sum is ±0
+/// (where one is, the caller redoes the channel).
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -354,8 +368,11 @@ unsafe fn channel_avx512(
     wk: &[f32],
     bias: f32,
     out: &mut [f32],
+    clamp: Option<Clamp>,
 ) -> bool {
     use std::arch::x86_64::*;
+    let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     // Every read below ends at or before `reach`: one check instead of one per tap and tile.
     assert!(plan.reach <= padded.len() && wk.len() >= plan.offsets.len());
     let mut zero: __mmask16 = 0;
@@ -375,9 +392,16 @@ unsafe fn channel_avx512(
         for (&a, tile) in acc.iter().zip(group) {
             let lanes = (((1u32 << tile.width) - 1) & 0xFFFF) as __mmask16;
             assert!(tile.out + tile.width <= out.len());
+            zero |= _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes, a, _mm512_setzero_ps());
+            // Given no ±0, Clamp::apply: `vmaxps` gives its second operand for a NaN and
+            // `vminps` sees none; a tie gives the same bits either way.
+            let a = if clamp.is_some() {
+                _mm512_min_ps(_mm512_max_ps(a, lo), hi)
+            } else {
+                a
+            };
             // SAFETY: the tile's `width` outputs lie inside `out` (asserted).
             unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(tile.out), lanes, a) };
-            zero |= _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes, a, _mm512_setzero_ps());
         }
     }
     zero != 0
