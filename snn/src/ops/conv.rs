@@ -5,8 +5,9 @@ use gemm_common::Parallelism;
 use rayon::prelude::*;
 
 use super::activation::Clamp;
+use super::depthwise::{self, PhaseLayout};
 use super::matmul::{self, WeightsByInput, matmul_bias, matmul_bias_by_channels};
-use super::{batch_and_len, batched, depthwise, make};
+use super::{batch_and_len, batched, make};
 use crate::tensor::Tensor;
 use std::sync::{Arc, OnceLock};
 
@@ -223,6 +224,29 @@ impl Conv2d {
         let g = self.groups;
         let (cg, og) = (c / g, self.out_channels() / g);
         let k = cg * kh * kw;
+        if !self.is_pointwise()
+            && g == 1
+            && matches!(par, Parallelism::None)
+            && !matmul::prefers_channels(og, plane, k)
+            && matmul::gathers(og, plane, k)
+        {
+            // The product read from a padded copy of the input, not from columns written
+            // out: the same operations, a third of the memory traffic for a 3×3 kernel.
+            let input = PhaseLayout::new(&self.geometry([h, w], [oh, ow]), x, c);
+            matmul::matmul_bias_gathered(
+                og,
+                [oh, ow],
+                k,
+                self.weight.data(),
+                &input.padded,
+                &input.taps,
+                input.row_step,
+                &self.bias,
+                dst,
+                clamp,
+            );
+            return;
+        }
         let mut col = if self.is_pointwise() {
             Vec::new()
         } else {
@@ -281,6 +305,18 @@ impl Conv2d {
         }
     }
 
+    /// The convolution's shape on an input of `[h, w]`.
+    fn geometry(&self, [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> depthwise::Geometry {
+        depthwise::Geometry {
+            kernel: self.kernel(),
+            stride: self.stride,
+            dilation: self.dilation,
+            pads: [self.pads[0], self.pads[1]],
+            input: [h, w],
+            output: [oh, ow],
+        }
+    }
+
     /// Depthwise (channel multiplier m = C_out / C_in) by direct accumulation
     /// ([`super::depthwise`]).
     fn depthwise(
@@ -291,16 +327,8 @@ impl Conv2d {
         [oh, ow]: [usize; 2],
         clamp: Option<Clamp>,
     ) {
-        let geometry = depthwise::Geometry {
-            kernel: self.kernel(),
-            stride: self.stride,
-            dilation: self.dilation,
-            pads: [self.pads[0], self.pads[1]],
-            input: [h, w],
-            output: [oh, ow],
-        };
         depthwise::depthwise(
-            &geometry,
+            &self.geometry([h, w], [oh, ow]),
             x,
             self.weight.data(),
             &self.bias,
@@ -516,6 +544,74 @@ mod tests {
 
     /// Dense convolutions (1×1 and 3×3, by rows and by channels, one image and a batch, one
     /// thread and two) with the clamp in their stores give the convolution's bits clamped.
+    #[test]
+    fn product_read_in_place_is_the_product_on_columns() {
+        let mut rand = uniform_values(11);
+        // (c_in, c_out, h, w, kernel, stride, dilation, pads t l b r): a stem (rows of 112,
+        // two tiles of columns), strides 1 to 3, dilation, uneven pads, partial tiles of
+        // rows and columns, and a depth longer than one block of the kernel's chains.
+        let cases = [
+            (3, 32, 224, 224, 3, 2, 1, [0, 0, 1, 1]),
+            (3, 13, 23, 29, 3, 1, 1, [1, 1, 1, 1]),
+            (5, 7, 31, 70, 5, 2, 1, [2, 1, 2, 3]),
+            (2, 20, 19, 40, 3, 1, 2, [2, 2, 2, 2]),
+            (4, 9, 25, 33, 7, 3, 1, [3, 0, 2, 3]),
+            (64, 24, 12, 12, 3, 1, 1, [1, 1, 1, 1]),
+        ];
+        for (i, (ci, co, h, w, k, s, d, pads)) in cases.into_iter().enumerate() {
+            let mut weight: Vec<f32> = (0..co * ci * k * k).map(|_| rand()).collect();
+            if i == 1 {
+                // A weight that is not finite: infinite and NaN products with the padding.
+                weight[4] = f32::INFINITY;
+                weight[ci * k * k + 2] = f32::NAN;
+            }
+            let conv = Conv2d {
+                weight: Tensor::new(vec![co, ci, k, k], weight).unwrap(),
+                bias: (0..co).map(|_| rand() * 0.5).collect(),
+                stride: [s, s],
+                dilation: [d, d],
+                pads,
+                groups: 1,
+                prepared: Default::default(),
+            };
+            let shape = conv.output_shape(&[ci, h, w]).unwrap();
+            let (oh, ow) = (shape[1], shape[2]);
+            let x = Tensor::new(
+                vec![1, ci, h, w],
+                (0..ci * h * w).map(|_| rand() * 2.0).collect(),
+            )
+            .unwrap();
+            for clamp in [None, Some(Clamp::new(0.0, 0.75).unwrap())] {
+                // The columns written out, then the product (with the bias, then the clamp).
+                let depth = ci * k * k;
+                let mut col = vec![0.0; depth * oh * ow];
+                conv.im2col(x.data(), [ci, h, w], &mut col, [oh, ow]);
+                let mut want = vec![0.0; co * oh * ow];
+                matmul_bias(
+                    co,
+                    oh * ow,
+                    depth,
+                    conv.weight.data(),
+                    &col,
+                    &conv.bias,
+                    &mut want,
+                    Parallelism::None,
+                    clamp,
+                );
+                let got = conv.eval_fused(&x, &shape, 1, clamp, None);
+                let same = got
+                    .data()
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "case {i}: {ci}->{co} {h}x{w} k{k} s{s} d{d}, {clamp:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn clamp_in_the_stores_is_the_convolution_clamped() {
         let mut rand = uniform_values(7);

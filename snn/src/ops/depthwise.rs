@@ -61,6 +61,59 @@ impl Geometry {
             (tiled_width - 1) * self.stride[1] + (self.kernel[1] - 1) * self.dilation[1] + 1;
         width.div_ceil(self.stride[1])
     }
+
+    /// Per kernel tap (ky, kx ascending), where it reads in a padded plane with phases of
+    /// `phase_len`, from where the output pixel's first tap reads.
+    fn tap_offsets(&self, phase_len: usize) -> Vec<usize> {
+        let [kh, kw] = self.kernel;
+        let [dh, dw] = self.dilation;
+        let sw = self.stride[1];
+        let row_len = sw * phase_len;
+        (0..kh)
+            .flat_map(|ky| (0..kw).map(move |kx| (ky * dh, kx * dw)))
+            .map(|(row, a)| row * row_len + (a % sw) * phase_len + a / sw)
+            .collect()
+    }
+}
+
+/// A convolution's input planes zero-padded and stored by column phase ([`pad_by_phase`]),
+/// every tap of every output read where it lies: the operand of a product that is not
+/// written out ([`super::matmul::matmul_bias_gathered`]).
+pub(crate) struct PhaseLayout {
+    /// The planes, one after another.
+    pub padded: Vec<f32>,
+    /// Per input channel and kernel tap (the weights' order), where the tap of the first
+    /// output pixel reads.
+    pub taps: Vec<usize>,
+    /// From one output row's reads to the next's.
+    pub row_step: usize,
+}
+
+impl PhaseLayout {
+    /// `channels` planes of `planes` (each `g.input`), for tiles that read exactly their
+    /// outputs' columns.
+    pub(crate) fn new(g: &Geometry, planes: &[f32], channels: usize) -> PhaseLayout {
+        let phase_len = g.phase_len(1);
+        let row_len = g.stride[1] * phase_len;
+        let plane_len = g.padded_rows() * row_len;
+        let [h, w] = g.input;
+        let mut padded = vec![0.0f32; channels * plane_len];
+        for (plane, dst) in planes
+            .chunks_exact(h * w)
+            .zip(padded.chunks_exact_mut(plane_len))
+        {
+            pad_by_phase(g, plane, dst, phase_len);
+        }
+        let offsets = g.tap_offsets(phase_len);
+        let taps = (0..channels)
+            .flat_map(|c| offsets.iter().map(move |&o| c * plane_len + o))
+            .collect();
+        PhaseLayout {
+            padded,
+            taps,
+            row_step: g.stride[0] * row_len,
+        }
+    }
 }
 
 /// Convolves `planes` (`[C, H, W]`) with `m = out_channels / C` output channels per input
@@ -260,16 +313,11 @@ struct Tile {
 impl Plan {
     /// The plan for tiles of `lanes` columns.
     fn new(g: &Geometry, lanes: usize) -> Plan {
-        let [kh, kw] = g.kernel;
         let [sh, sw] = g.stride;
-        let [dh, dw] = g.dilation;
         let [oh, ow] = g.output;
         let phase_len = g.phase_len(lanes);
         let row_len = sw * phase_len;
-        let offsets: Vec<usize> = (0..kh)
-            .flat_map(|ky| (0..kw).map(move |kx| (ky * dh, kx * dw)))
-            .map(|(row, a)| row * row_len + (a % sw) * phase_len + a / sw)
-            .collect();
+        let offsets = g.tap_offsets(phase_len);
         let tiles: Vec<Tile> = (0..oh)
             .flat_map(|oy| {
                 (0..ow).step_by(lanes).map(move |ox| Tile {

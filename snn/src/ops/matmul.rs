@@ -11,6 +11,10 @@
 //! reading the operands where they lie, with no packing. On Lite0's pointwise shapes it runs
 //! closer to the core's peak than the crate's AVX2 kernels (`--example gemm_shapes`).
 //!
+//! A convolution with a kernel larger than 1×1 (the stem) reads its right-hand operand where
+//! it lies in a zero-padded copy of its input ([`matmul_bias_gathered`]) instead of writing
+//! out one column per output pixel first: the same chains, so the same bits.
+//!
 //! Small planes (7×7: 49 columns) fill vectors along the columns badly, so there the kernels
 //! of [`matmul_bias_by_channels`] vectorise along the output channels instead, on AVX-512
 //! and on AVX2 machines alike, with the same chains and so the same bits.
@@ -66,6 +70,59 @@ pub fn matmul_bias(
     if let Some(clamp) = clamp {
         clamp.apply_all(&mut dst[..m * n]);
     }
+}
+
+/// Whether [`matmul_bias_gathered`] runs for an `m × n` product over `k`: where our kernel
+/// runs (AVX-512) and tiles the product.
+pub fn gathers(m: usize, n: usize, k: usize) -> bool {
+    ours_available() && tiled_block(m, n, k).is_some()
+}
+
+/// `dst[m × oh·ow] = bias + lhs[m×k] · rhs` (then `clamp`) for a convolution whose
+/// right-hand operand is not written out: its row `d` at output row `y`, column `x` is
+/// `rhs[rows[d] + y·row_step + x]` (a zero-padded input stored by column phase,
+/// [`super::depthwise::PhaseLayout`]). The same bits as [`matmul_bias`] on the operand written
+/// out; one thread.
+///
+/// # Panics
+/// Where [`gathers`] is false, or the operands are shorter than the product reads.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bias_gathered(
+    m: usize,
+    [oh, ow]: [usize; 2],
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    rows: &[usize],
+    row_step: usize,
+    bias: &[f32],
+    dst: &mut [f32],
+    clamp: Option<Clamp>,
+) {
+    let kc = tiled_block(m, oh * ow, k).filter(|_| ours_available());
+    let Some(kc) = kc else {
+        panic!("matmul_bias_gathered called where `gathers` is false");
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F was detected (`ours_available`); the kernel asserts the operands'
+    // lengths.
+    unsafe {
+        avx512::matmul_gathered(
+            m,
+            [oh, ow],
+            k,
+            kc,
+            lhs,
+            rhs,
+            rows,
+            row_step,
+            bias,
+            dst,
+            clamp,
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (kc, lhs, rhs, rows, row_step, bias, dst, clamp);
 }
 
 /// The product by our kernel, where it runs (see [`ours_available`] and [`tiled_block`]);
@@ -440,10 +497,75 @@ mod avx512 {
                         last,
                         chain_from_bias: false,
                         clamp: clamp.filter(|_| k0 + depth == k),
+                        rhs_rows: None,
                     };
                     t.run(rows, vectors);
                 }
             });
+            k0 += depth;
+        }
+    }
+
+    /// [`matmul`] with `dst = bias + lhs · rhs` for a product whose right-hand operand is
+    /// read where it lies in a convolution's padded input ([`super::matmul_bias_gathered`]):
+    /// its row `d` at output row `y`, column `x` is `rhs[rows[d] + y·row_step + x]`. The same
+    /// blocks of `kc`, chains and stores as [`matmul`], so the same bits as on the operand
+    /// written out.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul_gathered(
+        m: usize,
+        [oh, ow]: [usize; 2],
+        k: usize,
+        kc: usize,
+        lhs: &[f32],
+        rhs: &[f32],
+        rows: &[usize],
+        row_step: usize,
+        bias: &[f32],
+        dst: &mut [f32],
+        clamp: Option<super::Clamp>,
+    ) {
+        let n = oh * ow;
+        assert!(lhs.len() >= m * k && dst.len() >= m * n && bias.len() >= m && kc > 0);
+        assert!(rows.len() == k && n > 0);
+        // The last value any tile reads: its row's furthest start, the last row, column.
+        let reach = rows
+            .iter()
+            .max()
+            .map_or(0, |&r| r + (oh - 1) * row_step + ow);
+        assert!(reach <= rhs.len());
+        let (lhs, rhs, dst, bias) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = kc.min(k - k0);
+            for y in 0..oh {
+                for_each_tile(m, ow, |r0, tile_rows, c0, vectors, last| {
+                    // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths k0..k0 +
+                    // depth ≤ k, columns c0.. (the last vector under `last`) < ow of output
+                    // row y: every read before `reach` (asserted), every write inside `dst`.
+                    unsafe {
+                        let t = Tile {
+                            depth,
+                            lhs: lhs.add(r0 * k + k0),
+                            lhs_stride: k,
+                            rhs: rhs.add(y * row_step + c0),
+                            rhs_stride: 0,
+                            dst: dst.add(r0 * n + y * ow + c0),
+                            dst_stride: n,
+                            bias: Some(bias.add(r0)).filter(|_| k0 == 0),
+                            last,
+                            chain_from_bias: false,
+                            clamp: clamp.filter(|_| k0 + depth == k),
+                            rhs_rows: Some(rows.as_ptr().add(k0)),
+                        };
+                        t.run(tile_rows, vectors);
+                    }
+                });
+            }
             k0 += depth;
         }
     }
@@ -505,6 +627,7 @@ mod avx512 {
                     last,
                     chain_from_bias: true,
                     clamp: None,
+                    rhs_rows: None,
                 };
                 t.run(tile_rows, vectors);
             }
@@ -547,6 +670,10 @@ mod avx512 {
         chain_from_bias: bool,
         /// Applied to the sums as they are stored (the product's last block of k).
         clamp: Option<super::Clamp>,
+        /// Where the tile's right-hand rows are, from `rhs`, one per depth of the block,
+        /// instead of every `rhs_stride` values (a product read from a convolution's
+        /// input, [`matmul_gathered`]).
+        rhs_rows: Option<*const usize>,
     }
 
     impl Tile {
@@ -557,30 +684,36 @@ mod avx512 {
         unsafe fn run(&self, rows: usize, vectors: usize) {
             // SAFETY: as the caller's.
             unsafe {
-                match rows {
-                    6 => self.rows::<6>(vectors),
-                    5 => self.rows::<5>(vectors),
-                    4 => self.rows::<4>(vectors),
-                    3 => self.rows::<3>(vectors),
-                    2 => self.rows::<2>(vectors),
-                    _ => self.rows::<1>(vectors),
+                match (rows, self.rhs_rows.is_some()) {
+                    (6, false) => self.rows::<6, false>(vectors),
+                    (5, false) => self.rows::<5, false>(vectors),
+                    (4, false) => self.rows::<4, false>(vectors),
+                    (3, false) => self.rows::<3, false>(vectors),
+                    (2, false) => self.rows::<2, false>(vectors),
+                    (_, false) => self.rows::<1, false>(vectors),
+                    (6, true) => self.rows::<6, true>(vectors),
+                    (5, true) => self.rows::<5, true>(vectors),
+                    (4, true) => self.rows::<4, true>(vectors),
+                    (3, true) => self.rows::<3, true>(vectors),
+                    (2, true) => self.rows::<2, true>(vectors),
+                    (_, true) => self.rows::<1, true>(vectors),
                 }
             }
         }
 
-        /// [`Tile::run`] for `R` rows.
+        /// [`Tile::run`] for `R` rows, gathered (`G`: `rhs_rows` is set) or not.
         ///
         /// # Safety
         /// As [`Tile::run`].
         #[target_feature(enable = "avx512f")]
-        unsafe fn rows<const R: usize>(&self, vectors: usize) {
+        unsafe fn rows<const R: usize, const G: bool>(&self, vectors: usize) {
             // SAFETY: as the caller's.
             unsafe {
                 match vectors {
-                    4 => self.sum::<R, 4>(),
-                    3 => self.sum::<R, 3>(),
-                    2 => self.sum::<R, 2>(),
-                    _ => self.sum::<R, 1>(),
+                    4 => self.sum::<R, 4, G>(),
+                    3 => self.sum::<R, 3, G>(),
+                    2 => self.sum::<R, 2, G>(),
+                    _ => self.sum::<R, 1, G>(),
                 }
             }
         }
@@ -592,7 +725,7 @@ mod avx512 {
         /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn sum<const R: usize, const V: usize>(&self) {
+        unsafe fn sum<const R: usize, const V: usize, const G: bool>(&self) {
             let mask = |v: usize| if v + 1 == V { self.last } else { 0xFFFF };
             // SAFETY: as the caller's; masked lanes are neither read nor written.
             unsafe {
@@ -603,7 +736,10 @@ mod avx512 {
                     acc = [start; R];
                 }
                 for d in 0..self.depth {
-                    let row = self.rhs.add(d * self.rhs_stride);
+                    let row = match self.rhs_rows {
+                        Some(rows) if G => self.rhs.add(*rows.add(d)),
+                        _ => self.rhs.add(d * self.rhs_stride),
+                    };
                     let x: [__m512; V] =
                         std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(v), row.add(16 * v)));
                     for (r, acc) in acc.iter_mut().enumerate() {
