@@ -8,6 +8,7 @@ pub mod activation;
 pub mod binary;
 pub mod conv;
 mod depthwise;
+pub mod exp;
 pub mod linear;
 pub mod matmul;
 pub mod pool;
