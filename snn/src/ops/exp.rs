@@ -261,7 +261,10 @@ mod tests {
             lanes[..chunk.len()].copy_from_slice(chunk);
             // SAFETY: AVX-512F was detected.
             let (y, to_scalar) = unsafe {
-                let (y, lanes) = avx512::exp(std::mem::transmute::<[f32; 16], _>(lanes));
+                let (y, lanes) = avx512::exp(std::mem::transmute::<
+                    [f32; 16],
+                    std::arch::x86_64::__m512,
+                >(lanes));
                 (
                     std::mem::transmute::<std::arch::x86_64::__m512, [f32; 16]>(y),
                     lanes,
