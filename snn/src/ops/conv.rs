@@ -462,6 +462,9 @@ mod tests {
             // Plain: a 5 × 5 kernel at stride 2 on a small plane (blocks of channels whose
             // pixels are loaded once per kernel row where the CPU has AVX-512).
             (9, 1, 13, 13, 5, 2, 1, [2, 2, 2, 2]),
+            // Plain: 3 × 3 at stride 1 on rows of three wide tiles (AVX-512: two tiles and
+            // four rows at a time, then an odd tile, then three rows).
+            (3, 1, 7, 40, 3, 1, 1, [1, 1, 1, 1]),
         ];
         let (zero_cases, non_finite_cases) = ([0, 1, 2, 7], 3..6);
         let n_plain = cases.len();

@@ -300,6 +300,9 @@ struct Plan {
     groups: Vec<[Tile; TILES]>,
     /// One past the last padded value any tap of any tile reads.
     reach: usize,
+    /// The output's rows and columns where the kernel is 3 × 3 at stride and dilation 1
+    /// ([`three_by_three`]).
+    three_by_three: Option<[usize; 2]>,
 }
 
 /// One tile: where it starts in the padded plane, and its output position and width.
@@ -334,11 +337,14 @@ impl Plan {
         let reach = tiles.iter().map(|t| t.start).max().unwrap_or(0)
             + offsets.iter().max().copied().unwrap_or(0)
             + lanes;
+        let three_by_three =
+            (g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1]).then_some(g.output);
         Plan {
             phase_len,
             offsets,
             groups,
             reach,
+            three_by_three,
         }
     }
 }
@@ -419,6 +425,10 @@ unsafe fn channel_avx512(
     clamp: Option<Clamp>,
 ) -> bool {
     use std::arch::x86_64::*;
+    if let Some(output) = plan.three_by_three {
+        // SAFETY: AVX-512F, as the caller's.
+        return unsafe { three_by_three(plan, output, padded, wk, bias, out, clamp) };
+    }
     let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     // Every read below ends at or before `reach`: one check instead of one per tap and tile.
@@ -453,6 +463,123 @@ unsafe fn channel_avx512(
         }
     }
     zero != 0
+}
+
+/// [`channel_avx512`] for a 3 × 3 kernel at stride and dilation 1: [`ROWS`] output rows by
+/// two tiles of [`WIDE_LANES`] columns at a time, the nine weights in registers, each input
+/// row's pixels loaded once for every output row and tap that reads them (about half the
+/// loads of one tile at a time). Each output's sum is formed as in [`channel`] (bias, then
+/// ky, kx ascending), so the same bits.
+///
+/// # Safety
+/// The CPU has AVX-512F; `plan` was made for this geometry in tiles of [`WIDE_LANES`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn three_by_three(
+    plan: &Plan,
+    [oh, ow]: [usize; 2],
+    padded: &[f32],
+    wk: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    clamp: Option<Clamp>,
+) -> bool {
+    use std::arch::x86_64::*;
+    // Stride 1: one phase, a padded row is `phase_len` long. Every read below is one of
+    // some tile's taps' (the rows and columns a tile reads), before `reach`.
+    let row_len = plan.phase_len;
+    assert!(plan.reach <= padded.len() && wk.len() >= 9 && out.len() >= oh * ow);
+    let w: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wk[t]));
+    let tiles: Vec<usize> = (0..ow).step_by(WIDE_LANES).collect();
+    let mut zero: __mmask16 = 0;
+    let mut oy = 0;
+    while oy < oh {
+        let rows = ROWS.min(oh - oy);
+        for pair in tiles.chunks(2) {
+            // An odd last tile goes twice (the same values, written twice).
+            let columns = [pair[0], pair[pair.len() - 1]];
+            // SAFETY: as the caller's; every read is one of the tiles' taps', every write
+            // one of their outputs.
+            zero |= unsafe {
+                match rows {
+                    ROWS => {
+                        rows_3x3::<ROWS>(padded, row_len, [oy, ow], columns, &w, bias, out, clamp)
+                    }
+                    3 => rows_3x3::<3>(padded, row_len, [oy, ow], columns, &w, bias, out, clamp),
+                    2 => rows_3x3::<2>(padded, row_len, [oy, ow], columns, &w, bias, out, clamp),
+                    _ => rows_3x3::<1>(padded, row_len, [oy, ow], columns, &w, bias, out, clamp),
+                }
+            };
+        }
+        oy += rows;
+    }
+    zero != 0
+}
+
+/// Output rows computed together by [`three_by_three`].
+const ROWS: usize = 4;
+
+/// `R` output rows from `oy` of [`three_by_three`]'s two column tiles; the mask of lanes
+/// whose sum was ±0.
+///
+/// # Safety
+/// The CPU has AVX-512F; the tiles' reads lie in `padded` and their outputs in `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn rows_3x3<const R: usize>(
+    padded: &[f32],
+    row_len: usize,
+    [oy, ow]: [usize; 2],
+    columns: [usize; 2],
+    w: &[std::arch::x86_64::__m512; 9],
+    bias: f32,
+    out: &mut [f32],
+    clamp: Option<Clamp>,
+) -> std::arch::x86_64::__mmask16 {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_set1_ps(bias); 2]; R];
+    // Input row oy + i feeds output row oy + r through kernel row i − r.
+    for i in 0..R + 2 {
+        for kx in 0..3 {
+            // SAFETY: input row oy + i ≤ oy + R + 1 and columns c + kx.. c + kx + 16 are
+            // read by output row oy + min(i, R − 1)'s taps (the caller's word).
+            let x: [__m512; 2] = std::array::from_fn(|t| unsafe {
+                _mm512_loadu_ps(padded.as_ptr().add((oy + i) * row_len + columns[t] + kx))
+            });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                if i >= r && i - r < 3 {
+                    let w = w[(i - r) * 3 + kx];
+                    for (a, &x) in acc.iter_mut().zip(&x) {
+                        // `a + w·x` as the scalar loop compiles it: the product first.
+                        *a = _mm512_add_ps(_mm512_mul_ps(w, x), *a);
+                    }
+                }
+            }
+        }
+    }
+    let (lo, hi) = clamp.map_or((0.0, 0.0), Clamp::bounds);
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let mut zero: __mmask16 = 0;
+    for (r, acc) in acc.iter().enumerate() {
+        for (&a, &c) in acc.iter().zip(&columns) {
+            let width = WIDE_LANES.min(ow - c);
+            let lanes = (((1u32 << width) - 1) & 0xFFFF) as __mmask16;
+            zero |= _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes, a, _mm512_setzero_ps());
+            // Given no ±0, Clamp::apply (as in `channel_avx512`).
+            let a = if clamp.is_some() {
+                _mm512_min_ps(_mm512_max_ps(a, lo), hi)
+            } else {
+                a
+            };
+            let at = (oy + r) * ow + c;
+            assert!(at + width <= out.len());
+            // SAFETY: the tile's `width` outputs of row oy + r lie inside `out` (asserted).
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), lanes, a) };
+        }
+    }
+    zero
 }
 
 /// Channels computed together on small planes ([`by_channel_blocks`]): one AVX2 vector.
