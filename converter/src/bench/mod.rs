@@ -63,7 +63,7 @@ fn layer_type(op: &Op, snn: bool) -> String {
         (_, OpClass::Gate(g)) => format!("gate ({})", g.name()),
         (Op::Conv(c), _) if c.is_depthwise() => "depthwise conv".into(),
         (Op::Conv(c), _) if c.is_pointwise() => "1×1 conv (GEMM)".into(),
-        (Op::Conv(_), _) => "k×k conv (im2col + GEMM)".into(),
+        (Op::Conv(_), _) => "k×k conv (GEMM)".into(),
         (Op::Linear(_), _) => "linear (GEMM)".into(),
         (Op::Binary(_), _) => "elementwise add/mul".into(),
         (Op::AvgPool(_) | Op::GlobalAvgPool | Op::ReduceMean(_), _) => "pooling".into(),

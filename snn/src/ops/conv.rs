@@ -1,5 +1,6 @@
-//! 2-D convolution: general (im2col + GEMM), pointwise (GEMM on the input itself) and
-//! depthwise (direct loops).
+//! 2-D convolution: general (a GEMM reading a zero-padded copy of the input in place where
+//! our AVX-512 kernel runs, im2col + GEMM elsewhere), pointwise (GEMM on the input itself)
+//! and depthwise (direct loops).
 
 use gemm_common::Parallelism;
 use rayon::prelude::*;
