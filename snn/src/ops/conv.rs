@@ -546,8 +546,8 @@ mod tests {
         }
     }
 
-    /// Dense convolutions (1×1 and 3×3, by rows and by channels, one image and a batch, one
-    /// thread and two) with the clamp in their stores give the convolution's bits clamped.
+    /// A k×k convolution whose product reads the padded input in place (where our AVX-512
+    /// kernel runs) gives the bits of im2col's columns and `matmul_bias`, clamped or not.
     #[test]
     fn product_read_in_place_is_the_product_on_columns() {
         let mut rand = uniform_values(11);
@@ -616,6 +616,8 @@ mod tests {
         }
     }
 
+    /// Dense convolutions (1×1 and 3×3, by rows and by channels, one image and a batch, one
+    /// thread and two) with the clamp in their stores give the convolution's bits clamped.
     #[test]
     fn clamp_in_the_stores_is_the_convolution_clamped() {
         let mut rand = uniform_values(7);
