@@ -227,6 +227,7 @@ impl Conv2d {
         let k = cg * kh * kw;
         if !self.is_pointwise()
             && g == 1
+            && h * w > 0
             && matches!(par, Parallelism::None)
             && !matmul::prefers_channels(og, plane, k)
             && matmul::gathers(og, plane, k)
