@@ -1,6 +1,6 @@
 //! GFLOP/s of the matrix products on the 1×1 convolutions of EfficientNet-Lite0, one thread
 //! (one image: out channels × in channels times in channels × pixels): our kernel
-//! ([`amos_snn::ops::matmul::matmul`], AVX-512 where the CPU has it; on small planes the
+//! ([`amos_snn::ops::matmul::matmul`], AVX-512 or AVX2 by what the CPU has; on small planes the
 //! kernel vectorised along the channels, AVX-512 or AVX2) and the `gemm` crate's, called as
 //! `ops::conv` calls them (row-major, accumulating into the output).
 //!

@@ -1,6 +1,7 @@
 //! Matrix products of the convolutions and linear layers: `dst[m×n] += lhs[m×k] · rhs[k×n]`,
-//! row-major, by the `gemm` crate, or on CPUs with AVX-512F by a kernel of our own that does
-//! the very same floating-point operations in the same order, so the same bits.
+//! row-major, by the `gemm` crate, or on CPUs with AVX-512F or with AVX2 and FMA by kernels
+//! of our own that do the very same floating-point operations in the same order, so the
+//! same bits.
 //!
 //! The `gemm` crate (its AVX2 + FMA kernels; see the README on why not its AVX-512 ones)
 //! computes every output as `dst + acc₁ + acc₂ + …`, added left to right, where `acc_b` is a
@@ -9,7 +10,10 @@
 //! asks the same model for `kc` and keeps one such chain per output in a register: an
 //! output tile of 6 rows × 64 columns (24 of the 32 AVX-512 registers) over a block of k,
 //! reading the operands where they lie, with no packing. On Lite0's pointwise shapes it runs
-//! closer to the core's peak than the crate's AVX2 kernels (`--example gemm_shapes`).
+//! closer to the core's peak than the crate's AVX2 kernels (`--example gemm_shapes`). Without
+//! AVX-512 the same kernel runs in AVX2 lanes (6 rows × 16 columns), by blocks of columns
+//! and a band of rows at a time, so that it writes its output along the rows: about the
+//! crate's speed alone, and no pass that writes the biases first or clamps afterwards.
 //!
 //! A convolution with a kernel larger than 1×1 (the stem) reads its right-hand operand where
 //! it lies in a zero-padded copy of its input ([`matmul_bias_gathered`]) instead of writing
@@ -125,7 +129,7 @@ pub fn matmul_bias_gathered(
     let _ = (kc, lhs, rhs, rows, row_step, bias, dst, clamp);
 }
 
-/// The product by our kernel, where it runs (see [`ours_available`] and [`tiled_block`]);
+/// The product by our kernel, where it runs (see [`column_kernel`] and [`tiled_block`]);
 /// whether it did.
 #[allow(clippy::too_many_arguments)]
 fn ours(
@@ -140,7 +144,7 @@ fn ours(
     clamp: Option<Clamp>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if ours_available()
+    if let Some(kernel) = column_kernel()
         && let Some(kc) = tiled_block(m, n, k)
     {
         let threads = match par {
@@ -148,12 +152,27 @@ fn ours(
             Parallelism::Rayon(0) => rayon::current_num_threads(),
             Parallelism::Rayon(t) => t,
         };
+        let run = |rows: usize, lhs: &[f32], bias: Option<&[f32]>, dst: &mut [f32]| {
+            // SAFETY: the kernel's features were detected (`column_kernel`); it asserts the
+            // operands' lengths.
+            unsafe {
+                match kernel {
+                    ColumnKernel::Avx512 => {
+                        avx512::matmul(rows, n, k, kc, lhs, rhs, bias, dst, clamp)
+                    }
+                    ColumnKernel::Avx2 => avx2::matmul(rows, n, k, kc, lhs, rhs, bias, dst, clamp),
+                }
+            }
+        };
         // Bands of whole tiles of rows, one per thread: each output is the same chain
         // whichever band computes it (`kc` is the whole product's).
-        let band = m.div_ceil(threads.max(1)).div_ceil(avx512::ROWS) * avx512::ROWS;
+        let tile = match kernel {
+            ColumnKernel::Avx512 => avx512::ROWS,
+            ColumnKernel::Avx2 => avx2::ROWS,
+        };
+        let band = m.div_ceil(threads.max(1)).div_ceil(tile) * tile;
         if threads <= 1 || band >= m {
-            // SAFETY: AVX-512F was detected; the kernel asserts the operands' lengths.
-            unsafe { avx512::matmul(m, n, k, kc, lhs, rhs, bias, dst, clamp) };
+            run(m, lhs, bias, dst);
             return true;
         }
         use rayon::prelude::*;
@@ -163,14 +182,36 @@ fn ours(
             .enumerate()
             .for_each(|(i, (dst, lhs))| {
                 let rows = dst.len() / n;
-                let bias = bias.map(|b| &b[i * band..i * band + rows]);
-                // SAFETY: as above, for the band's rows.
-                unsafe { avx512::matmul(rows, n, k, kc, lhs, rhs, bias, dst, clamp) };
+                run(rows, lhs, bias.map(|b| &b[i * band..i * band + rows]), dst);
             });
         return true;
     }
     let _ = (m, n, k, lhs, rhs, bias, dst, par, clamp);
     false
+}
+
+/// Which of our kernels vectorised along the columns runs here, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ColumnKernel {
+    Avx512,
+    Avx2,
+}
+
+/// [`ColumnKernel::Avx512`] where [`ours_available`], else [`ColumnKernel::Avx2`] where the
+/// CPU has AVX2 and FMA (where the crate runs its FMA kernels, whose sums ours repeat);
+/// `None` elsewhere.
+fn column_kernel() -> Option<ColumnKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if ours_available() {
+            return Some(ColumnKernel::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(ColumnKernel::Avx2);
+        }
+    }
+    None
 }
 
 /// A weight matrix `[m × k]` laid out by input for products with few columns, which
@@ -770,6 +811,201 @@ mod avx512 {
     }
 }
 
+/// [`avx512`]'s kernel in AVX2 lanes, for CPUs without AVX-512: the same blocks of `kc`, the
+/// same chains from zero in ascending k and the same additions to `dst` or the biases, so
+/// the same bits as the crate. Tiles of 6 rows × 16 columns: 12 accumulators of the 16
+/// registers, two for a row of the right-hand operand and one for a weight.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Rows of an output tile.
+    pub(super) const ROWS: usize = 6;
+    /// Vectors of 8 columns in an output tile.
+    const VECTORS: usize = 2;
+    const COLUMNS: usize = 8 * VECTORS;
+    /// Bytes of the right-hand operand's block of columns: a quarter of a Zen 3 core's L2.
+    const BLOCK_BYTES: usize = 128 << 10;
+
+    /// [`super::avx512`]'s `matmul` on AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `lhs`, `rhs`, `dst` and `bias` hold at least `m·k`, `k·n`,
+    /// `m·n` and `m`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        lhs: &[f32],
+        rhs: &[f32],
+        bias: Option<&[f32]>,
+        dst: &mut [f32],
+        clamp: Option<super::Clamp>,
+    ) {
+        assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n && kc > 0);
+        assert!(bias.is_none_or(|b| b.len() >= m));
+        let (lhs, rhs, dst) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr());
+        let bias = bias.map(|b| b.as_ptr());
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = kc.min(k - k0);
+            // Blocks of columns whose rows of the right-hand operand stay in L2; in each,
+            // a band of rows at a time along the whole block, so that the output is
+            // written along its rows (six streams, not one per row of the product).
+            let block = (BLOCK_BYTES / (4 * depth)).max(1).div_ceil(COLUMNS) * COLUMNS;
+            for b0 in (0..n).step_by(block) {
+                let end = n.min(b0 + block);
+                for r0 in (0..m).step_by(ROWS) {
+                    let rows = ROWS.min(m - r0);
+                    for c0 in (b0..end).step_by(COLUMNS) {
+                        let cols = COLUMNS.min(end - c0);
+                        // SAFETY: the tile's rows r0..r0 + rows ≤ m, columns c0..c0 + cols
+                        // ≤ n and depths k0..k0 + depth ≤ k lie inside the operands
+                        // (assert above).
+                        unsafe {
+                            let t = Tile {
+                                depth,
+                                lhs: lhs.add(r0 * k + k0),
+                                lhs_stride: k,
+                                rhs: rhs.add(k0 * n + c0),
+                                rhs_stride: n,
+                                dst: dst.add(r0 * n + c0),
+                                dst_stride: n,
+                                bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
+                                clamp: clamp.filter(|_| k0 + depth == k),
+                            };
+                            t.run(rows, cols);
+                        }
+                    }
+                }
+            }
+            k0 += depth;
+        }
+    }
+
+    /// [`super::Clamp::apply`] in vector lanes, with the same bits (see the AVX-512 one).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn clamp_avx2(v: __m256, clamp: Option<super::Clamp>) -> __m256 {
+        match clamp {
+            Some(c) => {
+                let (lo, hi) = c.bounds();
+                let lo = _mm256_set1_ps(lo);
+                let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(v, lo);
+                _mm256_min_ps(_mm256_set1_ps(hi), _mm256_blendv_ps(lo, v, keep))
+            }
+            None => v,
+        }
+    }
+
+    /// One output tile over one block of k.
+    struct Tile {
+        depth: usize,
+        lhs: *const f32,
+        lhs_stride: usize,
+        rhs: *const f32,
+        rhs_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        /// Where the tile's rows start from their biases rather than from `dst`.
+        bias: Option<*const f32>,
+        /// Applied to the sums as they are stored (the product's last block of k).
+        clamp: Option<super::Clamp>,
+    }
+
+    impl Tile {
+        /// # Safety
+        /// The CPU has AVX2 and FMA; the tile (`rows` ≤ [`ROWS`], `cols` ≤ [`COLUMNS`]) lies
+        /// inside the operands.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run(&self, rows: usize, cols: usize) {
+            // SAFETY: as the caller's.
+            unsafe {
+                match rows {
+                    6 => self.rows::<6>(cols),
+                    5 => self.rows::<5>(cols),
+                    4 => self.rows::<4>(cols),
+                    3 => self.rows::<3>(cols),
+                    2 => self.rows::<2>(cols),
+                    _ => self.rows::<1>(cols),
+                }
+            }
+        }
+
+        /// [`Tile::run`] for `R` rows: whole vectors, or a last one in part under a mask.
+        ///
+        /// # Safety
+        /// As [`Tile::run`].
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn rows<const R: usize>(&self, cols: usize) {
+            // Lanes below `cols % 8` of the last vector: `lane < left`.
+            let left = _mm256_set1_epi32((cols % 8) as i32);
+            let mask = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            // SAFETY: as the caller's.
+            unsafe {
+                match (cols.div_ceil(8), cols % 8 == 0) {
+                    (2, true) => self.sum::<R, 2, false>(mask),
+                    (2, false) => self.sum::<R, 2, true>(mask),
+                    (_, true) => self.sum::<R, 1, false>(mask),
+                    (_, false) => self.sum::<R, 1, true>(mask),
+                }
+            }
+        }
+
+        /// `R × V` vectors of chains `acc = fma(rhs, lhs, acc)` from zero, then `dst + acc`
+        /// (or `bias + acc`); with `PART`, the last vector's lanes outside `mask` are
+        /// neither read nor written.
+        ///
+        /// # Safety
+        /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn sum<const R: usize, const V: usize, const PART: bool>(&self, mask: __m256i) {
+            let load = |p: *const f32, v: usize| {
+                // SAFETY: a whole vector inside the operand, or its lanes under the mask.
+                unsafe {
+                    if PART && v + 1 == V {
+                        _mm256_maskload_ps(p, mask)
+                    } else {
+                        _mm256_loadu_ps(p)
+                    }
+                }
+            };
+            // SAFETY: as the caller's; masked lanes are neither read nor written.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); V]; R];
+                for d in 0..self.depth {
+                    let row = self.rhs.add(d * self.rhs_stride);
+                    let x: [__m256; V] = std::array::from_fn(|v| load(row.add(8 * v), v));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm256_broadcast_ss(&*self.lhs.add(r * self.lhs_stride + d));
+                        for (acc, &x) in acc.iter_mut().zip(&x) {
+                            *acc = _mm256_fmadd_ps(x, w, *acc);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let out = self.dst.add(r * self.dst_stride);
+                    let bias = self.bias.map(|b| _mm256_broadcast_ss(&*b.add(r)));
+                    for (v, &acc) in acc.iter().enumerate() {
+                        let p = out.add(8 * v);
+                        let old = bias.unwrap_or_else(|| load(p, v));
+                        let sum = clamp_avx2(_mm256_add_ps(old, acc), self.clamp);
+                        if PART && v + 1 == V {
+                            _mm256_maskstore_ps(p, mask, sum);
+                        } else {
+                            _mm256_storeu_ps(p, sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The kernel vectorised along the output channels ([`matmul_bias_by_channels`]).
 mod by_channels {
     /// Output channels of a tile: three vectors.
@@ -1327,16 +1563,83 @@ mod tests {
         assert!(by_channels_chosen);
     }
 
-    /// The clamp in vector lanes is the scalar clamp, bit for bit, on NaN, infinities, zeros
+    /// The AVX2 kernel against the `gemm` crate, bit for bit, wherever the CPU has AVX2 and
+    /// FMA (with or without AVX-512): every shape of the AVX-512 kernel's test that the
+    /// kernels tile, accumulating into `dst`, from biases and clamped; whole products and
+    /// bands of rows on three threads through [`matmul_bias`] where it is the kernel here.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_kernel_gives_the_gemm_crates_bits() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+            return;
+        }
+        let mut value = values(23);
+        let shapes = [
+            (6, 48, 3),
+            (7, 41, 17),
+            (16, 49, 32),
+            (24, 196, 96),
+            (5, 60, 600),
+            (40, 784, 144),
+            (13, 100, 1153),
+            (2, 200, 700),
+            (96, 300, 16),
+            (64, 64, 1300),
+            (33, 47, 520),
+            (11, 25, 5),
+            (100, 49, 1100),
+        ];
+        for (case, &(m, n, k)) in shapes.iter().enumerate() {
+            let Some(kc) = tiled_block(m, n, k) else {
+                panic!("m {m} n {n} k {k}: tiled by the kernels");
+            };
+            let special = case % 2 == 1;
+            let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|_| value(special)).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| value(special)).collect();
+            let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
+            let (mut ours, mut theirs) = (start.clone(), start.clone());
+            // SAFETY: AVX2 and FMA were detected; the operands have the product's sizes.
+            unsafe { avx2::matmul(m, n, k, kc, &lhs, &rhs, None, &mut ours, None) };
+            gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
+            assert!(
+                same(&ours, &theirs),
+                "m {m} n {n} k {k}: not the crate's bits"
+            );
+            let mut theirs: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
+            gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
+            let b = Some(&bias[..]);
+            // SAFETY: as above.
+            unsafe { avx2::matmul(m, n, k, kc, &lhs, &rhs, b, &mut ours, None) };
+            assert!(same(&ours, &theirs), "m {m} n {n} k {k}: from biases");
+            let clamp = match case % 3 {
+                0 => Clamp::new(0.0, 6.0).unwrap(),
+                1 => Clamp::RELU,
+                _ => Clamp::new(-0.5, 0.25).unwrap(),
+            };
+            let mut clamped = theirs.clone();
+            clamp.apply_all(&mut clamped);
+            ours.fill(f32::NAN);
+            // SAFETY: as above.
+            unsafe { avx2::matmul(m, n, k, kc, &lhs, &rhs, b, &mut ours, Some(clamp)) };
+            assert!(same(&ours, &clamped), "m {m} n {n} k {k}: clamped");
+            // Through the dispatch, in bands of rows on three threads.
+            ours.fill(f32::NAN);
+            let par = Parallelism::Rayon(3);
+            matmul_bias(m, n, k, &lhs, &rhs, &bias, &mut ours, par, Some(clamp));
+            assert!(same(&ours, &clamped), "m {m} n {n} k {k}: on three threads");
+        }
+    }
+
+    /// The clamps in AVX-512 and AVX2 lanes are the scalar clamp, bit for bit, on NaN, infinities, zeros
     /// of both signs and values at and beside the bounds, for bounds of either zero sign.
     #[test]
     fn vector_clamp_is_the_scalar_clamp() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !ours_available() {
-                eprintln!("no AVX-512: the scalar clamp alone runs here");
-                return;
-            }
             let v = crate::ops::activation::CLAMP_PROBES;
             for clamp in [
                 Clamp::RELU,
@@ -1345,15 +1648,32 @@ mod tests {
                 Clamp::new(-0.5, -0.0).unwrap(),
             ] {
                 let mut lanes = [0.0f32; 16];
-                // SAFETY: AVX-512F was detected above; both arrays hold 16 values.
-                unsafe {
-                    use std::arch::x86_64::*;
-                    let x = _mm512_loadu_ps(v.as_ptr());
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), avx512::clamp_avx512(x, Some(clamp)));
+                if ours_available() {
+                    // SAFETY: AVX-512F was detected; both arrays hold 16 values.
+                    unsafe {
+                        use std::arch::x86_64::*;
+                        let x = _mm512_loadu_ps(v.as_ptr());
+                        _mm512_storeu_ps(lanes.as_mut_ptr(), avx512::clamp_avx512(x, Some(clamp)));
+                    }
+                    for (&x, y) in v.iter().zip(lanes) {
+                        let scalar = clamp.apply(x);
+                        assert_eq!(y.to_bits(), scalar.to_bits(), "{clamp:?} of {x}");
+                    }
                 }
-                for (&x, y) in v.iter().zip(lanes) {
-                    let scalar = clamp.apply(x);
-                    assert_eq!(y.to_bits(), scalar.to_bits(), "{clamp:?} of {x}");
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 was detected; both arrays hold 16 values.
+                    unsafe {
+                        use std::arch::x86_64::*;
+                        for half in 0..2 {
+                            let x = _mm256_loadu_ps(v.as_ptr().add(8 * half));
+                            let y = avx2::clamp_avx2(x, Some(clamp));
+                            _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * half), y);
+                        }
+                    }
+                    for (&x, y) in v.iter().zip(lanes) {
+                        let scalar = clamp.apply(x);
+                        assert_eq!(y.to_bits(), scalar.to_bits(), "AVX2: {clamp:?} of {x}");
+                    }
                 }
             }
         }
