@@ -324,10 +324,28 @@ impl UnitKernel {
                 residual_eval(u, x, y, None, fanout)
             });
         }
+        let (mut spikes, mut synops, mut done) = (0, 0, 0);
+        #[cfg(target_arch = "x86_64")]
+        if self.intervals.is_none()
+            && let Some(u) = self.residual_parts()
+            && u.t.len() <= 32
+            && ResidualPath::detect() == ResidualPath::Avx2
+        {
+            // Whole blocks in place, as `residual_by` runs them on a copy.
+            done = y.len() / AVX2_BLOCK * AVX2_BLOCK;
+            let whole = &mut y[..done];
+            // SAFETY: AVX2 was detected (`detect`).
+            (spikes, synops) = unsafe {
+                if u.decodes_as_inhibits {
+                    residual_avx2::<false, true>(u, None, whole, None, fanout)
+                } else {
+                    residual_avx2::<false, false>(u, None, whole, None, fanout)
+                }
+            };
+        }
         const CHUNK: usize = 1024;
         let mut input = [0.0f32; CHUNK];
-        let (mut spikes, mut synops) = (0, 0);
-        for start in (0..y.len()).step_by(CHUNK) {
+        for start in (done..y.len()).step_by(CHUNK) {
             let r = start..(start + CHUNK).min(y.len());
             let x = &mut input[..r.len()];
             x.copy_from_slice(&y[r.clone()]);
@@ -793,9 +811,11 @@ fn residual_by(
                 // SAFETY: AVX2 was detected.
                 let (s, o) = unsafe {
                     match (words.is_some(), u.decodes_as_inhibits) {
-                        (true, _) => residual_avx2::<true, false>(u, x, y, words, fanout),
-                        (false, true) => residual_avx2::<false, true>(u, x, y, None, fanout),
-                        (false, false) => residual_avx2::<false, false>(u, x, y, None, fanout),
+                        (true, _) => residual_avx2::<true, false>(u, Some(x), y, words, fanout),
+                        (false, true) => residual_avx2::<false, true>(u, Some(x), y, None, fanout),
+                        (false, false) => {
+                            residual_avx2::<false, false>(u, Some(x), y, None, fanout)
+                        }
                     }
                 };
                 (s, o, whole)
@@ -944,22 +964,28 @@ const AVX2_BLOCK: usize = 32;
 /// cost 40% more on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
 /// kept too (for `z`) and counted by bit count. With `SAME_HD` (the unit's
 /// `decodes_as_inhibits`) one masked value serves both. The floating-point operations are the
-/// definition's, so the bits are the same. `x.len()` is a multiple of [`AVX2_BLOCK`];
-/// `fanout` as in [`UnitKernel::eval_counted`].
+/// definition's, so the bits are the same. `y.len()` is a multiple of [`AVX2_BLOCK`]; with
+/// `x` `None` the inputs are `y`'s own values, rewritten in place (each block read before it
+/// is written); `fanout` as in [`UnitKernel::eval_counted`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
     u: Residual<'_>,
-    x: &[f32],
+    x: Option<&[f32]>,
     y: &mut [f32],
     mut z: Option<&mut [u64]>,
     fanout: &[u32],
 ) -> (u64, u64) {
     use std::arch::x86_64::*;
     const V: usize = AVX2_BLOCK / 8;
-    assert!(x.len().is_multiple_of(AVX2_BLOCK) && y.len() == x.len() && u.t.len() <= 32);
-    assert!(u.h.len() >= u.t.len() && u.d.len() >= u.t.len());
-    assert!(z.as_ref().is_none_or(|z| z.len() == x.len()) && (WORDS || z.is_none()));
+    let len = y.len();
+    assert!(len.is_multiple_of(AVX2_BLOCK) && x.is_none_or(|x| x.len() == len));
+    assert!(u.t.len() <= 32 && u.h.len() >= u.t.len() && u.d.len() >= u.t.len());
+    assert!(z.as_ref().is_none_or(|z| z.len() == len) && (WORDS || z.is_none()));
+    // From here on `y` is only reached through `y_ptr` (and, in place, `x` through it too):
+    // each block's inputs are all loaded before its outputs are stored.
+    let y_ptr = y.as_mut_ptr();
+    let x_ptr = x.map_or(y_ptr.cast_const(), <[f32]>::as_ptr);
     // SAFETY: AVX2 is enabled; every load and store below is inside a block of `x`, `y`, `z`
     // or `fanout` whose bounds were checked (asserts above, `get` below).
     unsafe {
@@ -975,18 +1001,15 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
             _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v);
             lanes.iter().map(|&l| l as u64).sum()
         };
-        for (b, (xs, ys)) in x
-            .chunks_exact(AVX2_BLOCK)
-            .zip(y.chunks_exact_mut(AVX2_BLOCK))
-            .enumerate()
-        {
+        for b in 0..len / AVX2_BLOCK {
             let first = b * AVX2_BLOCK;
+            let (xs, ys) = (x_ptr.add(first), y_ptr.add(first));
             if b % (1 << 20) == (1 << 20) - 1 {
                 spikes += flush(lane_spikes);
                 lane_spikes = _mm256_setzero_si256();
             }
             let mut r: [__m256; V] =
-                std::array::from_fn(|v| _mm256_mul_ps(c, _mm256_loadu_ps(xs.as_ptr().add(8 * v))));
+                std::array::from_fn(|v| _mm256_mul_ps(c, _mm256_loadu_ps(xs.add(8 * v))));
             // A block whose every potential is below the least threshold (or NaN) fires no
             // neuron: each output is `o + (+0)`, as the neuron loop would leave it, and there
             // are no spikes (after a ReLU-like gate's negative inputs, a common case).
@@ -996,7 +1019,7 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
             if _mm256_movemask_ps(any) == 0 {
                 let silent = _mm256_add_ps(o, _mm256_setzero_ps());
                 for v in 0..V {
-                    _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), silent);
+                    _mm256_storeu_ps(ys.add(8 * v), silent);
                 }
                 if let Some(z) = z.as_deref_mut() {
                     z[first..first + AVX2_BLOCK].fill(0);
@@ -1031,7 +1054,7 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
             let fan = fanout.get(first..first + AVX2_BLOCK);
             let mut counts = [_mm256_setzero_si256(); V];
             for v in 0..V {
-                _mm256_storeu_ps(ys.as_mut_ptr().add(8 * v), _mm256_add_ps(o, acc[v]));
+                _mm256_storeu_ps(ys.add(8 * v), _mm256_add_ps(o, acc[v]));
                 counts[v] = if WORDS {
                     popcount_avx2(tally[v])
                 } else {
