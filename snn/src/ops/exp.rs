@@ -4,7 +4,7 @@
 //! element of large tensors. The platform's `expf` is one value per call, and nothing
 //! guarantees its bits. So the gates use this one: the algorithm of glibc's x86-64 `expf`
 //! (glibc 2.28 on, the variant it runs where the CPU has FMA), written out so that
-//! [`expf`] and its AVX-512 form [`avx512::exp`] perform the same IEEE operations in the
+//! [`expf`] and its vector forms ([`avx512::exp`], [`avx2::exp`]) perform the same IEEE operations in the
 //! same order, and give the same result on every machine. Where glibc runs that variant
 //! (x86-64 Linux), its `expf` gives the same bits too (checked over every `f32` when this
 //! was written; a test checks a sweep).
@@ -187,6 +187,55 @@ pub(crate) mod avx512 {
     }
 }
 
+/// [`expf`] in AVX2 lanes, for CPUs without AVX-512 (the same operations as
+/// [`avx512::exp`], the table read by a gather).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{C0, C1, C2, INV_LN2_32, SHIFT, SPECIAL_TOP, TABLE};
+
+    /// `e^x` for eight values, and the lanes (bit `l` for lane `l`) where it is not
+    /// [`super::expf`]'s ([`super::special`]: there [`super::expf`] must be called).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(crate) fn exp(x: __m256) -> (__m256, u8) {
+        let top = _mm256_and_si256(
+            _mm256_srli_epi32::<20>(_mm256_castps_si256(x)),
+            _mm256_set1_epi32(0x7ff),
+        );
+        let special = _mm256_cmpgt_epi32(top, _mm256_set1_epi32(SPECIAL_TOP as i32));
+        let special = _mm256_movemask_ps(_mm256_castsi256_ps(special)) as u8;
+        let lo = general(_mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+        let hi = general(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)));
+        (_mm256_set_m128(hi, lo), special)
+    }
+
+    /// [`super::general`] for four values, as doubles.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn general(xd: __m256d) -> __m128 {
+        let inv_ln2 = _mm256_set1_pd(INV_LN2_32);
+        let shift = _mm256_set1_pd(SHIFT);
+        let kd = _mm256_fmadd_pd(inv_ln2, xd, shift);
+        let ki = _mm256_castpd_si256(kd);
+        let kd = _mm256_sub_pd(kd, shift);
+        let r = _mm256_fmsub_pd(inv_ln2, xd, kd);
+        let index = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+        // SAFETY: indices below 32, the table's length.
+        let t = unsafe { _mm256_i64gather_epi64::<8>(TABLE.as_ptr().cast(), index) };
+        let s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+        let z = _mm256_fmadd_pd(r, _mm256_set1_pd(C0), _mm256_set1_pd(C1));
+        let r2 = _mm256_mul_pd(r, r);
+        let y = _mm256_fmadd_pd(r, _mm256_set1_pd(C2), _mm256_set1_pd(1.0));
+        let y = _mm256_fmadd_pd(z, r2, y);
+        _mm256_cvtpd_ps(_mm256_mul_pd(y, s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +330,41 @@ mod tests {
             }
         }
         // Both kinds of lanes were tried (about half of all bit patterns are special).
+        assert!(deferred > values.len() / 4 && deferred < values.len() * 3 / 4);
+    }
+
+    /// The AVX2 form gives [`expf`]'s bits wherever it does not defer to it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_exp_is_scalar_exp() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        let values: Vec<f32> = sweep(5, 257).collect();
+        let mut deferred = 0;
+        for chunk in values.chunks(8) {
+            let mut lanes = [0.0f32; 8];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: AVX2 and FMA were detected.
+            let (y, to_scalar) = unsafe {
+                use std::arch::x86_64::*;
+                let (y, lanes) = avx2::exp(_mm256_loadu_ps(lanes.as_ptr()));
+                let mut out = [0.0f32; 8];
+                _mm256_storeu_ps(out.as_mut_ptr(), y);
+                (out, lanes)
+            };
+            for (l, &x) in chunk.iter().enumerate() {
+                if to_scalar >> l & 1 == 1 {
+                    assert!(special(x));
+                    deferred += 1;
+                    continue;
+                }
+                assert!(!special(x));
+                assert_eq!(y[l].to_bits(), expf(x).to_bits(), "exp({x:e})");
+            }
+        }
         assert!(deferred > values.len() / 4 && deferred < values.len() * 3 / 4);
     }
 
