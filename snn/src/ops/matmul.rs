@@ -354,10 +354,9 @@ pub fn matmul_bias_by_channels(
             },
             // SAFETY: AVX2 and FMA were detected; lengths asserted above.
             ChannelKernel::Avx2 => {
-                unsafe { by_channels::matmul_avx2(m, n, k, kc, images, by_input, rhs, bias, dst) };
-                if let Some(clamp) = clamp {
-                    clamp.apply_all(&mut dst[..images * m * n]);
-                }
+                unsafe {
+                    by_channels::matmul_avx2(m, n, k, kc, images, by_input, rhs, bias, dst, clamp)
+                };
             }
         }
         return;
@@ -1161,7 +1160,7 @@ mod by_channels {
 
     /// [`matmul`] on AVX2: tiles of 16 channels × 6 columns, 12 vectors of chains
     /// `acc = fma(w, x, acc)` from zero over each block of `kc`, added to the running result
-    /// (from the bias) after each block, which is then written across. A few images at a
+    /// (from the bias) after each block, which is then clamped and written across. A few images at a
     /// time go through each block of 16 channels' weights, their inputs packed beforehand
     /// tile by tile (`[tile][k][6]`), so that both operands are read in order.
     ///
@@ -1181,6 +1180,7 @@ mod by_channels {
         rhs: &[f32],
         bias: &[f32],
         dst: &mut [f32],
+        clamp: Option<super::Clamp>,
     ) {
         use std::arch::x86_64::*;
         const P: usize = AVX2_COLUMNS;
@@ -1228,7 +1228,7 @@ mod by_channels {
                     for image in 0..group {
                         let x = packed.as_ptr().add(image * per_image);
                         let dst = dst.as_mut_ptr().add((first + image) * m * n + c0 * n);
-                        slab_avx2(n, k, kc, channels, block, x, b, dst);
+                        slab_avx2(n, k, kc, channels, block, x, b, dst, clamp);
                     }
                 }
             }
@@ -1255,6 +1255,7 @@ mod by_channels {
         x: *const f32,
         b: [std::arch::x86_64::__m256; AVX2_CHANNELS / 8],
         dst: *mut f32,
+        clamp: Option<super::Clamp>,
     ) {
         use std::arch::x86_64::*;
         const V: usize = AVX2_CHANNELS / 8;
@@ -1286,6 +1287,9 @@ mod by_channels {
                         }
                     }
                     k0 += depth;
+                }
+                for out in out.iter_mut().flatten() {
+                    *out = super::avx2::clamp_avx2(*out, clamp);
                 }
                 let columns = P.min(n - p0);
                 if columns == P && channels == AVX2_CHANNELS {
@@ -1680,7 +1684,7 @@ mod tests {
     }
 
     /// The AVX2 kernel vectorised along the channels against the `gemm` crate, bit for bit
-    /// (one image and three sharing the weights), on shapes with partial tiles of channels
+    /// (one image and three sharing the weights; clamped and not), on shapes with partial tiles of channels
     /// and columns, k in one block and in several, values whose sums depend on their order,
     /// signed zeros, infinities and NaN. Runs wherever the CPU has AVX2 and FMA, AVX-512
     /// or not.
@@ -1715,16 +1719,25 @@ mod tests {
                 let rhs: Vec<f32> = (0..3 * k * n).map(|_| value(special)).collect();
                 let theirs = crate_image_by_image(m, n, k, &lhs, &rhs, &bias);
                 let w = WeightsByInput::for_kernel(Some(ChannelKernel::Avx2), &lhs, m, k);
-                for images in [1, 3] {
+                let clamp = match case % 3 {
+                    0 => Clamp::new(0.0, 6.0).unwrap(),
+                    1 => Clamp::RELU,
+                    _ => Clamp::new(-0.5, 0.25).unwrap(),
+                };
+                let mut clamped = theirs.clone();
+                clamp.apply_all(&mut clamped);
+                for (images, clamp) in [(1, None), (3, None), (1, Some(clamp)), (3, Some(clamp))] {
                     let mut ours = vec![f32::NAN; images * m * n];
+                    let (w, b) = (&w, &bias);
                     // SAFETY: AVX2 and FMA were detected above; the operands have the
                     // product's sizes.
                     unsafe {
-                        by_channels::matmul_avx2(m, n, k, kc, images, &w, &rhs, &bias, &mut ours)
+                        by_channels::matmul_avx2(m, n, k, kc, images, w, &rhs, b, &mut ours, clamp)
                     };
+                    let want = if clamp.is_some() { &clamped } else { &theirs };
                     assert!(
-                        same(&ours, &theirs[..images * m * n]),
-                        "m {m} n {n} k {k}, {images} images: not the crate's bits"
+                        same(&ours, &want[..images * m * n]),
+                        "m {m} n {n} k {k}, {images} images, {clamp:?}: not the crate's bits"
                     );
                 }
             }
