@@ -1,6 +1,6 @@
 //! 2-D convolution: general (a GEMM reading a zero-padded copy of the input in place where
-//! our AVX-512 kernel runs, im2col + GEMM elsewhere), pointwise (GEMM on the input itself)
-//! and depthwise (direct loops).
+//! our AVX-512 or AVX2 kernel runs, im2col + GEMM elsewhere), pointwise (GEMM on the input
+//! itself) and depthwise (direct loops).
 
 use gemm_common::Parallelism;
 use rayon::prelude::*;
@@ -547,8 +547,8 @@ mod tests {
         }
     }
 
-    /// A k×k convolution whose product reads the padded input in place (where our AVX-512
-    /// kernel runs) gives the bits of im2col's columns and `matmul_bias`, clamped or not.
+    /// A k×k convolution whose product reads the padded input in place (where our AVX-512 or
+    /// AVX2 kernel runs) gives the bits of im2col's columns and `matmul_bias`, clamped or not.
     #[test]
     fn product_read_in_place_is_the_product_on_columns() {
         let mut rand = uniform_values(11);

@@ -77,9 +77,9 @@ pub fn matmul_bias(
 }
 
 /// Whether [`matmul_bias_gathered`] runs for an `m × n` product over `k`: where our kernel
-/// runs (AVX-512) and tiles the product.
+/// runs (AVX-512, or AVX2 and FMA) and tiles the product.
 pub fn gathers(m: usize, n: usize, k: usize) -> bool {
-    ours_available() && tiled_block(m, n, k).is_some()
+    column_kernel().is_some() && tiled_block(m, n, k).is_some()
 }
 
 /// `dst[m × oh·ow] = bias + lhs[m×k] · rhs` (then `clamp`) for a convolution whose
@@ -103,30 +103,25 @@ pub fn matmul_bias_gathered(
     dst: &mut [f32],
     clamp: Option<Clamp>,
 ) {
-    let kc = tiled_block(m, oh * ow, k).filter(|_| ours_available());
-    let Some(kc) = kc else {
+    let (Some(kernel), Some(kc)) = (column_kernel(), tiled_block(m, oh * ow, k)) else {
         panic!("matmul_bias_gathered called where `gathers` is false");
     };
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F was detected (`ours_available`); the kernel asserts the operands'
-    // lengths.
+    // SAFETY: the kernel's features were detected (`column_kernel`); it asserts the
+    // operands' lengths.
     unsafe {
-        avx512::matmul_gathered(
-            m,
-            [oh, ow],
-            k,
-            kc,
-            lhs,
-            rhs,
-            rows,
-            row_step,
-            bias,
-            dst,
-            clamp,
-        )
+        let shape = [oh, ow];
+        match kernel {
+            ColumnKernel::Avx512 => {
+                avx512::matmul_gathered(m, shape, k, kc, lhs, rhs, rows, row_step, bias, dst, clamp)
+            }
+            ColumnKernel::Avx2 => {
+                avx2::matmul_gathered(m, shape, k, kc, lhs, rhs, rows, row_step, bias, dst, clamp)
+            }
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (kc, lhs, rhs, rows, row_step, bias, dst, clamp);
+    let _ = (kernel, kc, lhs, rhs, rows, row_step, bias, dst, clamp);
 }
 
 /// The product by our kernel, where it runs (see [`column_kernel`] and [`tiled_block`]);
@@ -875,8 +870,75 @@ mod avx2 {
                                 dst_stride: n,
                                 bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
                                 clamp: clamp.filter(|_| k0 + depth == k),
+                                rhs_rows: None,
                             };
                             t.run(rows, cols);
+                        }
+                    }
+                }
+            }
+            k0 += depth;
+        }
+    }
+
+    /// [`super::avx512`]'s `matmul_gathered` on AVX2: `dst = bias + lhs · rhs` with the
+    /// right-hand operand read where it lies in a convolution's padded input, its row `d` at
+    /// output row `y`, column `x` at `rhs[rows[d] + y·row_step + x]`. Per output row, a band
+    /// of six rows of the product at a time along it; the same blocks, chains and stores as
+    /// [`matmul`], so the same bits as on the operand written out.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul_gathered(
+        m: usize,
+        [oh, ow]: [usize; 2],
+        k: usize,
+        kc: usize,
+        lhs: &[f32],
+        rhs: &[f32],
+        rows: &[usize],
+        row_step: usize,
+        bias: &[f32],
+        dst: &mut [f32],
+        clamp: Option<super::Clamp>,
+    ) {
+        let n = oh * ow;
+        assert!(lhs.len() >= m * k && dst.len() >= m * n && bias.len() >= m && kc > 0);
+        assert!(rows.len() == k && n > 0);
+        // The last value any tile reads: its row's furthest start, the last row, column.
+        let reach = rows
+            .iter()
+            .max()
+            .map_or(0, |&r| r + (oh - 1) * row_step + ow);
+        assert!(reach <= rhs.len());
+        let (lhs, rhs, dst, bias) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = kc.min(k - k0);
+            for y in 0..oh {
+                for r0 in (0..m).step_by(ROWS) {
+                    let tile_rows = ROWS.min(m - r0);
+                    for c0 in (0..ow).step_by(COLUMNS) {
+                        let cols = COLUMNS.min(ow - c0);
+                        // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths
+                        // k0..k0 + depth ≤ k, columns c0..c0 + cols ≤ ow of output row y:
+                        // every read before `reach` (asserted), every write inside `dst`.
+                        unsafe {
+                            let t = Tile {
+                                depth,
+                                lhs: lhs.add(r0 * k + k0),
+                                lhs_stride: k,
+                                rhs: rhs.add(y * row_step + c0),
+                                rhs_stride: 0,
+                                dst: dst.add(r0 * n + y * ow + c0),
+                                dst_stride: n,
+                                bias: Some(bias.add(r0)).filter(|_| k0 == 0),
+                                clamp: clamp.filter(|_| k0 + depth == k),
+                                rhs_rows: Some(rows.as_ptr().add(k0)),
+                            };
+                            t.run(tile_rows, cols);
                         }
                     }
                 }
@@ -913,6 +975,9 @@ mod avx2 {
         bias: Option<*const f32>,
         /// Applied to the sums as they are stored (the product's last block of k).
         clamp: Option<super::Clamp>,
+        /// Where the tile's right-hand rows are, from `rhs`, one per depth of the block,
+        /// instead of every `rhs_stride` values ([`matmul_gathered`]).
+        rhs_rows: Option<*const usize>,
     }
 
     impl Tile {
@@ -923,33 +988,40 @@ mod avx2 {
         unsafe fn run(&self, rows: usize, cols: usize) {
             // SAFETY: as the caller's.
             unsafe {
-                match rows {
-                    6 => self.rows::<6>(cols),
-                    5 => self.rows::<5>(cols),
-                    4 => self.rows::<4>(cols),
-                    3 => self.rows::<3>(cols),
-                    2 => self.rows::<2>(cols),
-                    _ => self.rows::<1>(cols),
+                match (rows, self.rhs_rows.is_some()) {
+                    (6, false) => self.rows::<6, false>(cols),
+                    (5, false) => self.rows::<5, false>(cols),
+                    (4, false) => self.rows::<4, false>(cols),
+                    (3, false) => self.rows::<3, false>(cols),
+                    (2, false) => self.rows::<2, false>(cols),
+                    (_, false) => self.rows::<1, false>(cols),
+                    (6, true) => self.rows::<6, true>(cols),
+                    (5, true) => self.rows::<5, true>(cols),
+                    (4, true) => self.rows::<4, true>(cols),
+                    (3, true) => self.rows::<3, true>(cols),
+                    (2, true) => self.rows::<2, true>(cols),
+                    (_, true) => self.rows::<1, true>(cols),
                 }
             }
         }
 
-        /// [`Tile::run`] for `R` rows: whole vectors, or a last one in part under a mask.
+        /// [`Tile::run`] for `R` rows, gathered (`G`: `rhs_rows` is set) or not: whole
+        /// vectors, or a last one in part under a mask.
         ///
         /// # Safety
         /// As [`Tile::run`].
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn rows<const R: usize>(&self, cols: usize) {
+        unsafe fn rows<const R: usize, const G: bool>(&self, cols: usize) {
             // Lanes below `cols % 8` of the last vector: `lane < left`.
             let left = _mm256_set1_epi32((cols % 8) as i32);
             let mask = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             // SAFETY: as the caller's.
             unsafe {
                 match (cols.div_ceil(8), cols % 8 == 0) {
-                    (2, true) => self.sum::<R, 2, false>(mask),
-                    (2, false) => self.sum::<R, 2, true>(mask),
-                    (_, true) => self.sum::<R, 1, false>(mask),
-                    (_, false) => self.sum::<R, 1, true>(mask),
+                    (2, true) => self.sum::<R, 2, false, G>(mask),
+                    (2, false) => self.sum::<R, 2, true, G>(mask),
+                    (_, true) => self.sum::<R, 1, false, G>(mask),
+                    (_, false) => self.sum::<R, 1, true, G>(mask),
                 }
             }
         }
@@ -962,7 +1034,10 @@ mod avx2 {
         /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        unsafe fn sum<const R: usize, const V: usize, const PART: bool>(&self, mask: __m256i) {
+        unsafe fn sum<const R: usize, const V: usize, const PART: bool, const G: bool>(
+            &self,
+            mask: __m256i,
+        ) {
             let load = |p: *const f32, v: usize| {
                 // SAFETY: a whole vector inside the operand, or its lanes under the mask.
                 unsafe {
@@ -977,7 +1052,10 @@ mod avx2 {
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); V]; R];
                 for d in 0..self.depth {
-                    let row = self.rhs.add(d * self.rhs_stride);
+                    let row = match self.rhs_rows {
+                        Some(rows) if G => self.rhs.add(*rows.add(d)),
+                        _ => self.rhs.add(d * self.rhs_stride),
+                    };
                     let x: [__m256; V] = std::array::from_fn(|v| load(row.add(8 * v), v));
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let w = _mm256_broadcast_ss(&*self.lhs.add(r * self.lhs_stride + d));
@@ -1635,6 +1713,99 @@ mod tests {
             let par = Parallelism::Rayon(3);
             matmul_bias(m, n, k, &lhs, &rhs, &bias, &mut ours, par, Some(clamp));
             assert!(same(&ours, &clamped), "m {m} n {n} k {k}: on three threads");
+        }
+    }
+
+    /// The products that read their right-hand operand in place (row `d` at output row `y`,
+    /// column `x` from `rhs[rows[d] + y·row_step + x]`), AVX-512 and AVX2 where the CPU has
+    /// them, give the bits of the crate's product on that operand written out: partial tiles
+    /// of rows and columns, k in one block and in several, rows of the operand out of order,
+    /// ±0, ∞ and NaN, with and without a clamp.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn products_read_in_place_give_the_crates_bits() {
+        let mut value = values(31);
+        let avx512 = ours_available();
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        // (m, oh, ow, k)
+        for (case, (m, oh, ow, k)) in [(32, 5, 112, 27), (7, 3, 23, 9), (5, 2, 30, 600)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(kc) = tiled_block(m, oh * ow, k) else {
+                panic!("m {m} {oh}×{ow} k {k}: tiled");
+            };
+            let row_step = ow + 5;
+            // Each row of the operand somewhere in a buffer, in a shuffled order.
+            let rows: Vec<usize> = (0..k)
+                .map(|d| ((d * 7) % k) * (oh * row_step + 3))
+                .collect();
+            let len = k * (oh * row_step + 3);
+            let special = case % 2 == 0;
+            let rhs: Vec<f32> = (0..len).map(|_| value(special)).collect();
+            let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
+            let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
+            let n = oh * ow;
+            let mut written = vec![0.0f32; k * n];
+            for (d, out) in written.chunks_exact_mut(n).enumerate() {
+                for y in 0..oh {
+                    for x in 0..ow {
+                        out[y * ow + x] = rhs[rows[d] + y * row_step + x];
+                    }
+                }
+            }
+            let clamp = Clamp::new(-0.5, 0.25).unwrap();
+            for clamp in [None, Some(clamp)] {
+                let mut want: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
+                gemm_crate(m, n, k, &lhs, &written, &mut want, Parallelism::None);
+                if let Some(clamp) = clamp {
+                    clamp.apply_all(&mut want);
+                }
+                let args = (&lhs[..], &rhs[..], &rows[..], &bias[..]);
+                if avx512 {
+                    let mut got = vec![f32::NAN; m * n];
+                    let (l, r, rs, b) = args;
+                    // SAFETY: AVX-512F was detected.
+                    unsafe {
+                        avx512::matmul_gathered(
+                            m,
+                            [oh, ow],
+                            k,
+                            kc,
+                            l,
+                            r,
+                            rs,
+                            row_step,
+                            b,
+                            &mut got,
+                            clamp,
+                        )
+                    };
+                    assert!(same(&got, &want), "AVX-512, case {case}, {clamp:?}");
+                }
+                if avx2 {
+                    let mut got = vec![f32::NAN; m * n];
+                    let (l, r, rs, b) = args;
+                    // SAFETY: AVX2 and FMA were detected.
+                    unsafe {
+                        avx2::matmul_gathered(
+                            m,
+                            [oh, ow],
+                            k,
+                            kc,
+                            l,
+                            r,
+                            rs,
+                            row_step,
+                            b,
+                            &mut got,
+                            clamp,
+                        )
+                    };
+                    assert!(same(&got, &want), "AVX2, case {case}, {clamp:?}");
+                }
+            }
         }
     }
 
