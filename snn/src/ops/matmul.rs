@@ -1017,7 +1017,7 @@ mod avx2 {
             let mask = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             // SAFETY: as the caller's.
             unsafe {
-                match (cols.div_ceil(8), cols % 8 == 0) {
+                match (cols.div_ceil(8), cols.is_multiple_of(8)) {
                     (2, true) => self.sum::<R, 2, false, G>(mask),
                     (2, false) => self.sum::<R, 2, true, G>(mask),
                     (_, true) => self.sum::<R, 1, false, G>(mask),
