@@ -140,6 +140,18 @@ fn apply_in_place(activation: Activation, values: &mut [f32]) {
     apply_in_place_loop(activation, values);
 }
 
+/// The lanes a vector logistic left to the scalar one (bit `l` of `deferred` for lane `l`),
+/// from the chunk's `inputs` (which its outputs have replaced).
+#[inline]
+fn apply_deferred(activation: Activation, chunk: &mut [f32], inputs: &[f32], deferred: u32) {
+    let mut left = deferred;
+    while left != 0 {
+        let l = left.trailing_zeros() as usize;
+        chunk[l] = activation.apply(inputs[l]);
+        left &= left - 1;
+    }
+}
+
 /// [`logistic_avx512`] in AVX2 lanes, eight values at a time.
 ///
 /// # Safety
@@ -166,12 +178,7 @@ unsafe fn logistic_avx2(values: &mut [f32], swish: bool) {
         let inputs: [f32; 8] = std::array::from_fn(|l| chunk[l]);
         // SAFETY: eight values.
         unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), y) };
-        let mut left = deferred;
-        while left != 0 {
-            let l = left.trailing_zeros() as usize;
-            chunk[l] = activation.apply(inputs[l]);
-            left &= left - 1;
-        }
+        apply_deferred(activation, chunk, &inputs, u32::from(deferred));
     }
     for v in chunks.into_remainder() {
         *v = activation.apply(*v);
@@ -211,12 +218,7 @@ unsafe fn logistic_avx512(values: &mut [f32], swish: bool) {
         let inputs: [f32; 16] = std::array::from_fn(|l| chunk[l]);
         // SAFETY: sixteen values.
         unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), y) };
-        let mut left = deferred;
-        while left != 0 {
-            let l = left.trailing_zeros() as usize;
-            chunk[l] = activation.apply(inputs[l]);
-            left &= left - 1;
-        }
+        apply_deferred(activation, chunk, &inputs, u32::from(deferred));
     }
     for v in chunks.into_remainder() {
         *v = activation.apply(*v);

@@ -124,6 +124,15 @@ pub fn matmul_bias_gathered(
     let _ = (kernel, kc, lhs, rhs, rows, row_step, bias, dst, clamp);
 }
 
+/// Panics unless the `k` rows of a product read in place ([`matmul_bias_gathered`]) lie
+/// inside `rhs` for an `oh × ow` output: the last value any tile reads is at its row's
+/// furthest start, the last output row and column.
+fn check_gathered(rhs: &[f32], rows: &[usize], k: usize, [oh, ow]: [usize; 2], step: usize) {
+    assert!(rows.len() == k && oh * ow > 0);
+    let reach = rows.iter().max().map_or(0, |&r| r + (oh - 1) * step + ow);
+    assert!(reach <= rhs.len());
+}
+
 /// The product by our kernel, where it runs (see [`column_kernel`] and [`tiled_block`]);
 /// whether it did.
 #[allow(clippy::too_many_arguments)]
@@ -566,13 +575,7 @@ mod avx512 {
     ) {
         let n = oh * ow;
         assert!(lhs.len() >= m * k && dst.len() >= m * n && bias.len() >= m && kc > 0);
-        assert!(rows.len() == k && n > 0);
-        // The last value any tile reads: its row's furthest start, the last row, column.
-        let reach = rows
-            .iter()
-            .max()
-            .map_or(0, |&r| r + (oh - 1) * row_step + ow);
-        assert!(reach <= rhs.len());
+        super::check_gathered(rhs, rows, k, [oh, ow], row_step);
         let (lhs, rhs, dst, bias) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
         let mut k0 = 0;
         while k0 < k {
@@ -581,7 +584,8 @@ mod avx512 {
                 for_each_tile(m, ow, |r0, tile_rows, c0, vectors, last| {
                     // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths k0..k0 +
                     // depth ≤ k, columns c0.. (the last vector under `last`) < ow of output
-                    // row y: every read before `reach` (asserted), every write inside `dst`.
+                    // row y: every read inside `rhs` (`check_gathered`), every write inside
+                    // `dst`.
                     unsafe {
                         let t = Tile {
                             depth,
@@ -906,13 +910,7 @@ mod avx2 {
     ) {
         let n = oh * ow;
         assert!(lhs.len() >= m * k && dst.len() >= m * n && bias.len() >= m && kc > 0);
-        assert!(rows.len() == k && n > 0);
-        // The last value any tile reads: its row's furthest start, the last row, column.
-        let reach = rows
-            .iter()
-            .max()
-            .map_or(0, |&r| r + (oh - 1) * row_step + ow);
-        assert!(reach <= rhs.len());
+        super::check_gathered(rhs, rows, k, [oh, ow], row_step);
         let (lhs, rhs, dst, bias) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
         let mut k0 = 0;
         while k0 < k {
@@ -924,7 +922,8 @@ mod avx2 {
                         let cols = COLUMNS.min(ow - c0);
                         // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths
                         // k0..k0 + depth ≤ k, columns c0..c0 + cols ≤ ow of output row y:
-                        // every read before `reach` (asserted), every write inside `dst`.
+                        // every read inside `rhs` (`check_gathered`), every write inside
+                        // `dst`.
                         unsafe {
                             let t = Tile {
                                 depth,
