@@ -4,8 +4,8 @@
 //! element of large tensors. The platform's `expf` is one value per call, and nothing
 //! guarantees its bits. So the gates use this one: the algorithm of glibc's x86-64 `expf`
 //! (glibc 2.28 on, the variant it runs where the CPU has FMA), written out so that
-//! [`expf`] and its vector forms ([`avx512::exp`], [`avx2::exp`]) perform the same IEEE operations in the
-//! same order, and give the same result on every machine. Where glibc runs that variant
+//! [`expf`] and its vector forms ([`avx512::exp`], [`avx2::exp`]) perform the same IEEE
+//! operations in the same order, and give the same result on every machine. Where glibc runs that variant
 //! (x86-64 Linux), its `expf` gives the same bits too (checked over every `f32` when this
 //! was written; a test checks a sweep).
 //!

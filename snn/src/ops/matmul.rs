@@ -1237,9 +1237,9 @@ mod by_channels {
 
     /// [`matmul`] on AVX2: tiles of 16 channels × 6 columns, 12 vectors of chains
     /// `acc = fma(w, x, acc)` from zero over each block of `kc`, added to the running result
-    /// (from the bias) after each block, which is then clamped and written across. A few images at a
-    /// time go through each block of 16 channels' weights, their inputs packed beforehand
-    /// tile by tile (`[tile][k][6]`), so that both operands are read in order.
+    /// (from the bias) after each block, which is then clamped and written across. A few
+    /// images at a time go through each block of 16 channels' weights, their inputs packed
+    /// beforehand tile by tile (`[tile][k][6]`), so that both operands are read in order.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `rhs`, `dst` and `bias` hold at least `images·k·n`,
@@ -1808,8 +1808,9 @@ mod tests {
         }
     }
 
-    /// The clamps in AVX-512 and AVX2 lanes are the scalar clamp, bit for bit, on NaN, infinities, zeros
-    /// of both signs and values at and beside the bounds, for bounds of either zero sign.
+    /// The clamps in AVX-512 and AVX2 lanes are the scalar clamp, bit for bit, on NaN,
+    /// infinities, zeros of both signs and values at and beside the bounds, for bounds of
+    /// either zero sign.
     #[test]
     fn vector_clamp_is_the_scalar_clamp() {
         #[cfg(target_arch = "x86_64")]
@@ -1854,10 +1855,10 @@ mod tests {
     }
 
     /// The AVX2 kernel vectorised along the channels against the `gemm` crate, bit for bit
-    /// (one image and three sharing the weights; clamped and not), on shapes with partial tiles of channels
-    /// and columns, k in one block and in several, values whose sums depend on their order,
-    /// signed zeros, infinities and NaN. Runs wherever the CPU has AVX2 and FMA, AVX-512
-    /// or not.
+    /// (one image and three sharing the weights; clamped and not), on shapes with partial
+    /// tiles of channels and columns, k in one block and in several, values whose sums
+    /// depend on their order, signed zeros, infinities and NaN. Runs wherever the CPU has
+    /// AVX2 and FMA, AVX-512 or not.
     #[test]
     fn avx2_channel_kernel_gives_the_gemm_crates_bits() {
         #[cfg(target_arch = "x86_64")]
