@@ -5,9 +5,9 @@
 //! guarantees its bits. So the gates use this one: the algorithm of glibc's x86-64 `expf`
 //! (glibc 2.28 on, the variant it runs where the CPU has FMA), written out so that
 //! [`expf`] and its vector forms ([`avx512::exp`], [`avx2::exp`]) perform the same IEEE
-//! operations in the same order, and give the same result on every machine. Where glibc runs that variant
-//! (x86-64 Linux), its `expf` gives the same bits too (checked over every `f32` when this
-//! was written; a test checks a sweep).
+//! operations in the same order, and give the same result on every machine. Where glibc
+//! runs that variant (x86-64 Linux), its `expf` gives the same bits too (checked over every
+//! `f32` when this was written; a test checks a sweep).
 //!
 //! The method: `x·32/ln 2 = k + r` with `k` an integer (by adding and subtracting
 //! 1.5·2⁵², which rounds to nearest), `|r| ≤ 1/2`; then `exp(x) = 2^(k/32)·2^(r/32)`, the
