@@ -175,6 +175,11 @@ unsafe fn logistic_avx2(values: &mut [f32], swish: bool) {
         let positive = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_setzero_ps());
         let y = _mm256_div_ps(_mm256_blendv_ps(e, one, positive), _mm256_add_ps(one, e));
         let y = if swish { _mm256_mul_ps(x, y) } else { y };
+        if deferred == 0 {
+            // SAFETY: eight values.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), y) };
+            continue;
+        }
         let inputs: [f32; 8] = std::array::from_fn(|l| chunk[l]);
         // SAFETY: eight values.
         unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), y) };
@@ -215,6 +220,11 @@ unsafe fn logistic_avx512(values: &mut [f32], swish: bool) {
             _mm512_add_ps(one, e),
         );
         let y = if swish { _mm512_mul_ps(x, y) } else { y };
+        if deferred == 0 {
+            // SAFETY: sixteen values.
+            unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), y) };
+            continue;
+        }
         let inputs: [f32; 16] = std::array::from_fn(|l| chunk[l]);
         // SAFETY: sixteen values.
         unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), y) };

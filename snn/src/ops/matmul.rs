@@ -124,6 +124,15 @@ pub fn matmul_bias_gathered(
     let _ = (kernel, kc, lhs, rhs, rows, row_step, bias, dst, clamp);
 }
 
+/// The blocks of k our kernels sum in, as the crate does: `(first, length)`, `kc` long but
+/// the last.
+#[inline(always)]
+fn k_blocks(k: usize, kc: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..k)
+        .step_by(kc.max(1))
+        .map(move |k0| (k0, kc.min(k - k0)))
+}
+
 /// Panics unless the `k` rows of a product read in place ([`matmul_bias_gathered`]) lie
 /// inside `rhs` for an `oh × ow` output: the last value any tile reads is at its row's
 /// furthest start, the last output row and column.
@@ -521,9 +530,7 @@ mod avx512 {
         assert!(bias.is_none_or(|b| b.len() >= m));
         let (lhs, rhs, dst) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr());
         let bias = bias.map(|b| b.as_ptr());
-        let mut k0 = 0;
-        while k0 < k {
-            let depth = kc.min(k - k0);
+        for (k0, depth) in super::k_blocks(k, kc) {
             for_each_tile(m, n, |r0, rows, c0, vectors, last| {
                 // SAFETY: the tile's rows r0..r0 + rows ≤ m, columns c0.. (the last vector
                 // under `last`) ≤ n and depths k0..k0 + depth ≤ k lie inside the operands
@@ -546,7 +553,6 @@ mod avx512 {
                     t.run(rows, vectors);
                 }
             });
-            k0 += depth;
         }
     }
 
@@ -577,9 +583,7 @@ mod avx512 {
         assert!(lhs.len() >= m * k && dst.len() >= m * n && bias.len() >= m && kc > 0);
         super::check_gathered(rhs, rows, k, [oh, ow], row_step);
         let (lhs, rhs, dst, bias) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
-        let mut k0 = 0;
-        while k0 < k {
-            let depth = kc.min(k - k0);
+        for (k0, depth) in super::k_blocks(k, kc) {
             for y in 0..oh {
                 for_each_tile(m, ow, |r0, tile_rows, c0, vectors, last| {
                     // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths k0..k0 +
@@ -605,7 +609,6 @@ mod avx512 {
                     }
                 });
             }
-            k0 += depth;
         }
     }
 
@@ -847,41 +850,47 @@ mod avx2 {
         assert!(bias.is_none_or(|b| b.len() >= m));
         let (lhs, rhs, dst) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr());
         let bias = bias.map(|b| b.as_ptr());
-        let mut k0 = 0;
-        while k0 < k {
-            let depth = kc.min(k - k0);
-            // Blocks of columns whose rows of the right-hand operand stay in L2; in each,
-            // a band of rows at a time along the whole block, so that the output is
-            // written along its rows (six streams, not one per row of the product).
+        for (k0, depth) in super::k_blocks(k, kc) {
+            // Blocks of columns whose rows of the right-hand operand stay in L2.
             let block = (BLOCK_BYTES / (4 * depth)).max(1).div_ceil(COLUMNS) * COLUMNS;
             for b0 in (0..n).step_by(block) {
-                let end = n.min(b0 + block);
-                for r0 in (0..m).step_by(ROWS) {
-                    let rows = ROWS.min(m - r0);
-                    for c0 in (b0..end).step_by(COLUMNS) {
-                        let cols = COLUMNS.min(end - c0);
-                        // SAFETY: the tile's rows r0..r0 + rows ≤ m, columns c0..c0 + cols
-                        // ≤ n and depths k0..k0 + depth ≤ k lie inside the operands
-                        // (assert above).
-                        unsafe {
-                            let t = Tile {
-                                depth,
-                                lhs: lhs.add(r0 * k + k0),
-                                lhs_stride: k,
-                                rhs: rhs.add(k0 * n + c0),
-                                rhs_stride: n,
-                                dst: dst.add(r0 * n + c0),
-                                dst_stride: n,
-                                bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
-                                clamp: clamp.filter(|_| k0 + depth == k),
-                                rhs_rows: None,
-                            };
-                            t.run(rows, cols);
-                        }
+                for_each_tile_along(m, b0, n.min(b0 + block), |r0, rows, c0, cols| {
+                    // SAFETY: the tile's rows r0..r0 + rows ≤ m, columns c0..c0 + cols ≤ n
+                    // and depths k0..k0 + depth ≤ k lie inside the operands (assert above).
+                    unsafe {
+                        let t = Tile {
+                            depth,
+                            lhs: lhs.add(r0 * k + k0),
+                            lhs_stride: k,
+                            rhs: rhs.add(k0 * n + c0),
+                            rhs_stride: n,
+                            dst: dst.add(r0 * n + c0),
+                            dst_stride: n,
+                            bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
+                            clamp: clamp.filter(|_| k0 + depth == k),
+                            rhs_rows: None,
+                        };
+                        t.run(rows, cols);
                     }
-                }
+                });
             }
-            k0 += depth;
+        }
+    }
+
+    /// The tiles of the columns `from..to` of an `m`-row product: a band of [`ROWS`] rows at
+    /// a time along all of them, so that the output is written along its rows (six streams,
+    /// not one per row of the product): `f(first row, rows, first column, columns)`.
+    #[inline(always)]
+    fn for_each_tile_along(
+        m: usize,
+        from: usize,
+        to: usize,
+        mut f: impl FnMut(usize, usize, usize, usize),
+    ) {
+        for r0 in (0..m).step_by(ROWS) {
+            for c0 in (from..to).step_by(COLUMNS) {
+                f(r0, ROWS.min(m - r0), c0, COLUMNS.min(to - c0));
+            }
         }
     }
 
@@ -912,37 +921,29 @@ mod avx2 {
         assert!(lhs.len() >= m * k && dst.len() >= m * n && bias.len() >= m && kc > 0);
         super::check_gathered(rhs, rows, k, [oh, ow], row_step);
         let (lhs, rhs, dst, bias) = (lhs.as_ptr(), rhs.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
-        let mut k0 = 0;
-        while k0 < k {
-            let depth = kc.min(k - k0);
+        for (k0, depth) in super::k_blocks(k, kc) {
             for y in 0..oh {
-                for r0 in (0..m).step_by(ROWS) {
-                    let tile_rows = ROWS.min(m - r0);
-                    for c0 in (0..ow).step_by(COLUMNS) {
-                        let cols = COLUMNS.min(ow - c0);
-                        // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths
-                        // k0..k0 + depth ≤ k, columns c0..c0 + cols ≤ ow of output row y:
-                        // every read inside `rhs` (`check_gathered`), every write inside
-                        // `dst`.
-                        unsafe {
-                            let t = Tile {
-                                depth,
-                                lhs: lhs.add(r0 * k + k0),
-                                lhs_stride: k,
-                                rhs: rhs.add(y * row_step + c0),
-                                rhs_stride: 0,
-                                dst: dst.add(r0 * n + y * ow + c0),
-                                dst_stride: n,
-                                bias: Some(bias.add(r0)).filter(|_| k0 == 0),
-                                clamp: clamp.filter(|_| k0 + depth == k),
-                                rhs_rows: Some(rows.as_ptr().add(k0)),
-                            };
-                            t.run(tile_rows, cols);
-                        }
+                for_each_tile_along(m, 0, ow, |r0, tile_rows, c0, cols| {
+                    // SAFETY: rows r0..r0 + tile_rows ≤ m of `lhs` and `dst`, depths k0..k0 +
+                    // depth ≤ k, columns c0..c0 + cols ≤ ow of output row y: every read
+                    // inside `rhs` (`check_gathered`), every write inside `dst`.
+                    unsafe {
+                        let t = Tile {
+                            depth,
+                            lhs: lhs.add(r0 * k + k0),
+                            lhs_stride: k,
+                            rhs: rhs.add(y * row_step + c0),
+                            rhs_stride: 0,
+                            dst: dst.add(r0 * n + y * ow + c0),
+                            dst_stride: n,
+                            bias: Some(bias.add(r0)).filter(|_| k0 == 0),
+                            clamp: clamp.filter(|_| k0 + depth == k),
+                            rhs_rows: Some(rows.as_ptr().add(k0)),
+                        };
+                        t.run(tile_rows, cols);
                     }
-                }
+                });
             }
-            k0 += depth;
         }
     }
 
@@ -1179,9 +1180,7 @@ mod by_channels {
             for p0 in (0..n).step_by(P) {
                 let column: [usize; P] = std::array::from_fn(|p| (p0 + p).min(n - 1));
                 let mut out = [b; P];
-                let mut k0 = 0;
-                while k0 < k {
-                    let depth = kc.min(k - k0);
+                for (k0, depth) in super::k_blocks(k, kc) {
                     let mut acc = [[_mm512_setzero_ps(); V]; P];
                     for d in k0..k0 + depth {
                         let row = w.data.as_ptr().add(d * w.stride + c0);
@@ -1200,7 +1199,6 @@ mod by_channels {
                             *out = _mm512_add_ps(*out, acc);
                         }
                     }
-                    k0 += depth;
                 }
                 // Written across: per vector of 16 channels, its halves' 8 × 8 transposes
                 // (the tile's 7 columns and a spare) give each channel's run of columns,
@@ -1342,9 +1340,7 @@ mod by_channels {
             for (tile, p0) in (0..n).step_by(P).enumerate() {
                 let x = x.add(tile * k * P);
                 let mut out = [b; P];
-                let mut k0 = 0;
-                while k0 < k {
-                    let depth = kc.min(k - k0);
+                for (k0, depth) in super::k_blocks(k, kc) {
                     let mut acc = [[_mm256_setzero_ps(); V]; P];
                     for d in k0..k0 + depth {
                         let row = block.add(d * AVX2_CHANNELS);
@@ -1363,7 +1359,6 @@ mod by_channels {
                             *out = _mm256_add_ps(*out, acc);
                         }
                     }
-                    k0 += depth;
                 }
                 for out in out.iter_mut().flatten() {
                     *out = super::avx2::clamp_avx2(*out, clamp);
