@@ -287,8 +287,11 @@ impl Engine {
                 }
             }
             for &v in &node.inputs {
-                if self.last_use[v] == i && !keep.contains(&v) {
-                    values[v] = None;
+                if self.last_use[v] == i
+                    && !keep.contains(&v)
+                    && let Some(freed) = values[v].take()
+                {
+                    crate::recycle::give(freed.into_data());
                 }
             }
         }

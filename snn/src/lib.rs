@@ -4,7 +4,8 @@
 //!   [`ops`], each node classified as linear or as a gate ([`ops::OpClass`]).
 //! - [`passes`]: rewrites from an imported graph to the conversion form (batch norm and
 //!   padding folded into convolutions; swish, hard-swish and GELU recognised).
-//! - [`engine`]: the batched, multi-threaded CPU engine.
+//! - [`engine`]: the batched, multi-threaded CPU engine (its freed buffers reused as
+//!   convolution outputs by `recycle`).
 //! - [`amos`]: AMOS units (exact semantics, closed forms, fitting).
 //! - [`model`], [`model_file`]: the converted model and its `.amos` file codec.
 //! - [`simulate`]: SNN mode with spike and synaptic-operation counts.
@@ -33,6 +34,7 @@ pub mod ops;
 pub mod passes;
 pub mod pipeline;
 pub mod planner;
+mod recycle;
 pub mod simulate;
 pub mod spike_codec;
 pub mod tensor;

@@ -134,9 +134,9 @@ impl Conv2d {
         let (n, in_len) = batch_and_len(x);
         let in_shape = [x.shape()[1], x.shape()[2], x.shape()[3]];
         let out_len: usize = out_shape.iter().product();
-        // Every kernel writes every output (starting from the channel's bias): the zeros are
-        // never read.
-        let mut out = vec![0.0f32; n * out_len];
+        // Every kernel writes every output (starting from the channel's bias) before reading
+        // it, so a recycled buffer serves.
+        let mut out = crate::recycle::overwritten(n * out_len);
         // Enough images to keep every thread busy: one image per task, GEMMs single-threaded.
         // Fewer: let each GEMM use the threads.
         let par = if n >= threads || threads <= 1 {
