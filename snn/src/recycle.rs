@@ -18,9 +18,9 @@ const MIN_LEN: usize = 16 << 10;
 /// At most this many buffers are kept…
 const MAX_BUFFERS: usize = 16;
 
-/// …holding at most this many elements in all (256 MiB), so that the pool adds little to a
+/// …holding at most this many elements in all (64 MiB), so that the pool adds little to a
 /// process's peak memory.
-const MAX_ELEMENTS: usize = 64 << 20;
+const MAX_ELEMENTS: usize = 16 << 20;
 
 /// The process's pool, shared by every engine and thread.
 static POOL: Pool = Pool::new();
