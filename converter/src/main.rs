@@ -101,8 +101,8 @@ struct BenchArgs {
     /// seeded random pixels. Spiking activity, and so SNN time, depends on the images.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Also time one ANN and one SNN run node by node: milliseconds per image by layer
-    /// type (JSON key `profile`).
+    /// Also time one ANN and one SNN run node by node, and one run of ONNX Runtime with its
+    /// own profiler: milliseconds per image by layer type (JSON key `profile`).
     #[arg(long)]
     profile: bool,
     /// Print JSON (keys: ort_ips, ann_ips, snn_ips, snn_over_ort, ann_over_ort, batch,
@@ -727,11 +727,15 @@ fn bench(args: BenchArgs) -> Result<()> {
             report.snn_ips, report.snn_over_ort
         );
         if let Some(rows) = &report.profile {
-            println!("\n  {:<28} {:>10} {:>10}", "ms per image", "ANN", "SNN");
+            println!(
+                "\n  {:<28} {:>10} {:>10} {:>10}",
+                "ms per image", "ANN", "SNN", "ORT"
+            );
             for r in rows {
+                let ort = r.ort_ms.map_or("-".into(), |ms| format!("{ms:.3}"));
                 println!(
-                    "  {:<28} {:>10.3} {:>10.3}",
-                    r.layer_type, r.ann_ms, r.snn_ms
+                    "  {:<28} {:>10.3} {:>10.3} {:>10}",
+                    r.layer_type, r.ann_ms, r.snn_ms, ort
                 );
             }
         }

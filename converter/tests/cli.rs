@@ -385,6 +385,20 @@ fn bench_and_decode_bench_report_their_keys() {
         rows.iter().any(|r| r["layer_type"] == "AMOS unit (mul)"),
         "{v}"
     );
+    // ONNX Runtime's own profile beside ours, in the same rows: the model's convolutions
+    // ran on both sides.
+    for layer_type in ["k×k conv (GEMM)", "1×1 conv (GEMM)", "depthwise conv"] {
+        let row = rows
+            .iter()
+            .find(|r| r["layer_type"] == layer_type)
+            .unwrap_or_else(|| panic!("no {layer_type} row: {v}"));
+        for side in ["ann_ms", "snn_ms", "ort_ms"] {
+            assert!(
+                row[side].as_f64().is_some_and(|ms| ms > 0.0),
+                "{side}: {row}"
+            );
+        }
+    }
     let d = json(&[
         "decode-bench",
         images.to_str().expect("path"),

@@ -46,12 +46,14 @@ pub struct BenchReport {
     pub profile: Option<Vec<ProfileRow>>,
 }
 
-/// Where the time of one image goes, for one layer type.
+/// Where the time of one image goes, for one layer type: ours in each mode (0 where we have
+/// no such layer) and ONNX Runtime's (its own per-node profile; `None` where it has none).
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileRow {
     pub layer_type: String,
     pub ann_ms: f64,
     pub snn_ms: f64,
+    pub ort_ms: Option<f64>,
 }
 
 /// The layer type a node's time is counted under; in SNN mode a gate is its AMOS unit.
@@ -71,42 +73,91 @@ fn layer_type(op: &Op, snn: bool) -> String {
     }
 }
 
-/// Milliseconds per image by layer type, from one profiled ANN and one SNN run.
-fn profile(net: &SpikingNetwork, images: &[&[u8]]) -> Result<Vec<ProfileRow>, ConvertError> {
+/// The layer type (as [`layer_type`] names ours) of ONNX Runtime's nodes of operator type
+/// `op`; `conv_kind` is a convolution's kind as `ort_bench.py` tells it ("pointwise",
+/// "depthwise", "kxk"), empty for other operators. ONNX Runtime fuses a ReLU or clip into its
+/// convolution, and a swish into one `QuickGelu` node: its activations keep their own rows.
+pub fn ort_layer_type(op: &str, conv_kind: &str) -> String {
+    match (op, conv_kind) {
+        (_, "pointwise") => "1×1 conv (GEMM)".into(),
+        (_, "depthwise") => "depthwise conv".into(),
+        (_, "kxk") => "k×k conv (GEMM)".into(),
+        ("Gemm" | "MatMul" | "FusedGemm" | "FusedMatMul", _) => "linear (GEMM)".into(),
+        ("GlobalAveragePool" | "AveragePool" | "ReduceMean", _) => "pooling".into(),
+        ("MaxPool" | "GlobalMaxPool", _) => "gate (maxpool)".into(),
+        ("Add" | "Sub" | "Mul" | "Div" | "Sum", _) => "elementwise add/mul".into(),
+        (
+            "Relu" | "Clip" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "QuickGelu" | "Tanh"
+            | "LeakyRelu" | "Elu" | "Gelu" | "FastGelu" | "Softplus" | "Swish",
+            _,
+        ) => format!("ORT activation ({op})"),
+        _ => "other".into(),
+    }
+}
+
+/// Profiled runs of each mode whose median [`profile`] reports, as `ort_bench.py` does.
+const PROFILED_RUNS: usize = 3;
+
+/// Milliseconds per image by layer type, the median of [`PROFILED_RUNS`] profiled runs of each
+/// mode, beside ONNX Runtime's from `ort_nodes` (operator type, convolution kind, seconds for
+/// the batch).
+fn profile(
+    net: &SpikingNetwork,
+    images: &[&[u8]],
+    ort_nodes: &[(String, String, f64)],
+) -> Result<Vec<ProfileRow>, ConvertError> {
     let engine = net.engine();
     let nodes = &engine.graph().nodes;
-    let mut rows: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut ort: BTreeMap<String, f64> = BTreeMap::new();
+    for (op, kind, seconds) in ort_nodes {
+        *ort.entry(ort_layer_type(op, kind)).or_default() +=
+            1e3 * seconds / images.len().max(1) as f64;
+    }
+    // Per layer type, each profiled run's milliseconds per image: ANN runs, then SNN runs.
+    let mut runs: BTreeMap<String, [Vec<f64>; 2]> = BTreeMap::new();
+    for layer_type in ort.keys() {
+        runs.entry(layer_type.clone()).or_default();
+    }
     for snn in [false, true] {
-        engine.start_profile();
-        if snn {
-            net.run_snn(images)?;
-        } else {
-            net.run_ann(images)?;
-        }
-        let seconds = engine.take_profile().unwrap_or_default();
-        for (node, s) in nodes.iter().zip(seconds) {
-            // Gates count under their unit in both modes, so the rows line up.
-            let row = rows.entry(layer_type(&node.op, true)).or_default();
-            // Images run in parallel, one per thread: the nodes' times add up over the
-            // images running at once, which divides out to wall time.
-            let at_once = engine.threads().min(images.len()).max(1) as f64;
-            let ms = 1e3 * s / images.len() as f64 / at_once;
+        for run in 0..PROFILED_RUNS {
+            engine.start_profile();
             if snn {
-                row.1 += ms;
+                net.run_snn(images)?;
             } else {
-                row.0 += ms;
+                net.run_ann(images)?;
+            }
+            let seconds = engine.take_profile().unwrap_or_default();
+            for (node, s) in nodes.iter().zip(seconds) {
+                // Gates count under their unit in both modes, so the rows line up.
+                let times = &mut runs.entry(layer_type(&node.op, true)).or_default()[snn as usize];
+                times.resize(PROFILED_RUNS, 0.0);
+                // Images run in parallel, one per thread: the nodes' times add up over the
+                // images running at once, which divides out to wall time.
+                let at_once = engine.threads().min(images.len()).max(1) as f64;
+                times[run] += 1e3 * s / images.len() as f64 / at_once;
             }
         }
     }
+    let rows = runs.into_iter().map(|(layer_type, [ann, snn])| {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        (layer_type, (median(ann), median(snn)))
+    });
     let mut out: Vec<ProfileRow> = rows
         .into_iter()
         .map(|(layer_type, (ann_ms, snn_ms))| ProfileRow {
+            ort_ms: ort.get(&layer_type).copied(),
             layer_type,
             ann_ms,
             snn_ms,
         })
         .collect();
-    out.sort_by(|a, b| b.snn_ms.total_cmp(&a.snn_ms));
+    out.sort_by(|a, b| {
+        let most = |r: &ProfileRow| r.snn_ms.max(r.ort_ms.unwrap_or(0.0));
+        most(b).total_cmp(&most(a))
+    });
     Ok(out)
 }
 
@@ -230,12 +281,39 @@ impl OrtRunner {
 
     /// Seconds of one run of the batch.
     fn run(&mut self) -> Result<f64, ConvertError> {
-        writeln!(self.stdin, "run")
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| ConvertError::Bench(format!("writing to python3: {e}")))?;
-        let line = self.line()?;
+        let line = self.request("run")?;
         line.parse()
             .map_err(|e| ConvertError::Bench(format!("unexpected timing {line:?} ({e})")))
+    }
+
+    /// Sends `request` (a line of `ort_bench.py`'s protocol); its answer's line.
+    fn request(&mut self, request: &str) -> Result<String, ConvertError> {
+        writeln!(self.stdin, "{request}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| ConvertError::Bench(format!("writing to python3: {e}")))?;
+        self.line()
+    }
+
+    /// ONNX Runtime's own profile of the batch (`ort_bench.py`'s "profile"): per operator
+    /// type and convolution kind, the seconds its nodes took.
+    fn profile(&mut self) -> Result<Vec<(String, String, f64)>, ConvertError> {
+        let line = self.request("profile")?;
+        let unexpected =
+            |why: &str| ConvertError::Bench(format!("unexpected profile {line:?} ({why})"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| unexpected(&e.to_string()))?;
+        let nodes = v["nodes"]
+            .as_array()
+            .ok_or_else(|| unexpected("no nodes"))?;
+        nodes
+            .iter()
+            .map(|n| match (n[0].as_str(), n[1].as_str(), n[2].as_f64()) {
+                (Some(op), Some(kind), Some(seconds)) => {
+                    Ok((op.to_string(), kind.to_string(), seconds))
+                }
+                _ => Err(unexpected("a node is not [op, kind, seconds]")),
+            })
+            .collect()
     }
 }
 
@@ -274,6 +352,11 @@ pub fn bench(
         snn.push(time_once(|| net.run_snn(&refs).map(drop))?);
         std::thread::sleep(SETTLE);
     }
+    let ort_nodes = if with_profile {
+        Some(ort_runner.profile()?)
+    } else {
+        None
+    };
     let ort_version = ort_runner.version.clone();
     drop(ort_runner);
     let ips = |s: &[f64]| images.len() as f64 / median(s);
@@ -291,10 +374,38 @@ pub fn bench(
         ann_seconds: ann,
         snn_seconds: snn,
         ort_version,
-        profile: if with_profile {
-            Some(profile(net, &refs)?)
-        } else {
-            None
+        profile: match ort_nodes {
+            Some(ort_nodes) => Some(profile(net, &refs, &ort_nodes)?),
+            None => None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ONNX Runtime's nodes land in the rows our own layer types use: convolutions by kind
+    /// whatever ONNX Runtime's operator is called (its NCHWc and fused forms included).
+    #[test]
+    fn ort_nodes_share_our_layer_types() {
+        for (op, kind, ours) in [
+            ("Conv", "pointwise", "1×1 conv (GEMM)"),
+            ("FusedConv", "pointwise", "1×1 conv (GEMM)"),
+            ("Conv", "depthwise", "depthwise conv"),
+            ("Conv", "kxk", "k×k conv (GEMM)"),
+            ("Gemm", "", "linear (GEMM)"),
+            ("MatMul", "", "linear (GEMM)"),
+            ("GlobalAveragePool", "", "pooling"),
+            ("MaxPool", "", "gate (maxpool)"),
+            ("Add", "", "elementwise add/mul"),
+            ("Mul", "", "elementwise add/mul"),
+            ("QuickGelu", "", "ORT activation (QuickGelu)"),
+            ("Sigmoid", "", "ORT activation (Sigmoid)"),
+            ("ReorderOutput", "", "other"),
+            ("Reshape", "", "other"),
+        ] {
+            assert_eq!(ort_layer_type(op, kind), ours, "{op} {kind}");
+        }
+    }
 }
