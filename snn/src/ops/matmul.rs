@@ -388,10 +388,10 @@ pub fn matmul_bias_by_channels(
 /// `dst[r] = bias + x[r] · w` for each of the `rows` rows of `x` (`rows × k`), `w` being
 /// `k × n`, with every row's bits those of the row alone: the `gemm` crate computes a single
 /// row as a matrix-vector product, each output one chain of fused multiply-adds from its
-/// bias over k ascending, and on CPUs with AVX-512F our kernel runs that chain for several
-/// rows at once (each block of `w` then read once for six rows instead of once per row).
-/// Elsewhere the crate runs row by row. A fully-connected layer's result for an image thus
-/// does not depend on the batch it came in.
+/// bias over k ascending, and on CPUs with AVX-512F, or AVX2 and FMA, our kernel runs that
+/// chain for several rows at once (each block of `w` then read once for six rows instead of
+/// once per row). Elsewhere the crate runs row by row. A fully-connected layer's result for
+/// an image thus does not depend on the batch it came in.
 #[allow(clippy::too_many_arguments)]
 pub fn rows_times_matrix(
     rows: usize,
@@ -408,10 +408,20 @@ pub fn rows_times_matrix(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if ours_available() && k > 2 && n > 1 {
-        // SAFETY: AVX-512F was detected; lengths asserted above.
-        unsafe { avx512::rows_times_matrix(rows, n, k, x, w, bias, dst) };
-        return;
+    if k > 2 && n > 1 {
+        match column_kernel() {
+            Some(ColumnKernel::Avx512) => {
+                // SAFETY: AVX-512F was detected; lengths asserted above.
+                unsafe { avx512::rows_times_matrix(rows, n, k, x, w, bias, dst) };
+                return;
+            }
+            Some(ColumnKernel::Avx2) => {
+                // SAFETY: AVX2 and FMA were detected; lengths asserted above.
+                unsafe { avx2::rows_times_matrix(rows, n, k, x, w, bias, dst) };
+                return;
+            }
+            _ => {}
+        }
     }
     for (x, dst) in x
         .chunks_exact(k.max(1))
@@ -869,11 +879,62 @@ mod avx2 {
                             bias: bias.filter(|_| k0 == 0).map(|b| b.add(r0)),
                             clamp: clamp.filter(|_| k0 + depth == k),
                             rhs_rows: None,
+                            chain_from_bias: false,
                         };
                         t.run(rows, cols);
                     }
                 });
             }
+        }
+    }
+
+    /// [`super::rows_times_matrix`] on AVX2: tiles of six rows, each output's chain
+    /// starting from its column's bias and running over k ascending, as the `gemm` crate's
+    /// matrix-vector product of one row computes it; the weights' rows are read once per six
+    /// rows of the batch instead of once per row. On Lite0's classifier (1280 → 1000, eight
+    /// images a call) it took 0.10 ms per image against 0.11–0.21 row by row (`--profile`).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_times_matrix(
+        rows: usize,
+        n: usize,
+        k: usize,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        dst: &mut [f32],
+    ) {
+        assert!(x.len() >= rows * k && w.len() >= k * n && bias.len() >= n);
+        assert!(dst.len() >= rows * n);
+        let (x, w, dst, bias) = (x.as_ptr(), w.as_ptr(), dst.as_mut_ptr(), bias.as_ptr());
+        // Blocks of k whose rows of `w` stay in L2 while every band of rows reads them; the
+        // chains go on from one block to the next through `dst` (an f32 stored and loaded
+        // back is the same value), so each is still one chain over k ascending.
+        let depth = (BLOCK_BYTES / (4 * n)).max(1);
+        for k0 in (0..k).step_by(depth) {
+            let depth = depth.min(k - k0);
+            for_each_tile_along(rows, 0, n, |r0, tile_rows, c0, cols| {
+                // SAFETY: rows r0..r0 + tile_rows ≤ rows, columns c0..c0 + cols ≤ n, depths
+                // k0..k0 + depth ≤ k: inside the operands (asserted).
+                unsafe {
+                    let t = Tile {
+                        depth,
+                        lhs: x.add(r0 * k + k0),
+                        lhs_stride: k,
+                        rhs: w.add(k0 * n + c0),
+                        rhs_stride: n,
+                        dst: dst.add(r0 * n + c0),
+                        dst_stride: n,
+                        bias: (k0 == 0).then(|| bias.add(c0)),
+                        clamp: None,
+                        rhs_rows: None,
+                        chain_from_bias: true,
+                    };
+                    t.run(tile_rows, cols);
+                }
+            });
         }
     }
 
@@ -939,6 +1000,7 @@ mod avx2 {
                             bias: Some(bias.add(r0)).filter(|_| k0 == 0),
                             clamp: clamp.filter(|_| k0 + depth == k),
                             rhs_rows: Some(rows.as_ptr().add(k0)),
+                            chain_from_bias: false,
                         };
                         t.run(tile_rows, cols);
                     }
@@ -978,6 +1040,10 @@ mod avx2 {
         /// Where the tile's right-hand rows are, from `rhs`, one per depth of the block,
         /// instead of every `rhs_stride` values ([`matmul_gathered`]).
         rhs_rows: Option<*const usize>,
+        /// Whether each chain starts from its column's bias (`bias` then points at the
+        /// tile's first column's), or without `bias` goes on from the value in `dst`, and is
+        /// stored as it ends ([`rows_times_matrix`]).
+        chain_from_bias: bool,
     }
 
     impl Tile {
@@ -1027,8 +1093,9 @@ mod avx2 {
         }
 
         /// `R × V` vectors of chains `acc = fma(rhs, lhs, acc)` from zero, then `dst + acc`
-        /// (or `bias + acc`); with `PART`, the last vector's lanes outside `mask` are
-        /// neither read nor written.
+        /// (or `bias + acc`); with `chain_from_bias`, from the columns' biases and stored as
+        /// is. With `PART`, the last vector's lanes outside `mask` are neither read nor
+        /// written.
         ///
         /// # Safety
         /// As [`Tile::run`], with `R`, `V` the tile's rows and vectors.
@@ -1051,6 +1118,15 @@ mod avx2 {
             // SAFETY: as the caller's; masked lanes are neither read nor written.
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); V]; R];
+                if self.chain_from_bias {
+                    acc = std::array::from_fn(|r| {
+                        let start = match self.bias {
+                            Some(bias) => bias,
+                            None => self.dst.add(r * self.dst_stride).cast_const(),
+                        };
+                        std::array::from_fn(|v| load(start.add(8 * v), v))
+                    });
+                }
                 for d in 0..self.depth {
                     let row = match self.rhs_rows {
                         Some(rows) if G => self.rhs.add(*rows.add(d)),
@@ -1066,6 +1142,16 @@ mod avx2 {
                 }
                 for (r, acc) in acc.iter().enumerate() {
                     let out = self.dst.add(r * self.dst_stride);
+                    if self.chain_from_bias {
+                        for (v, &acc) in acc.iter().enumerate() {
+                            if PART && v + 1 == V {
+                                _mm256_maskstore_ps(out.add(8 * v), mask, acc);
+                            } else {
+                                _mm256_storeu_ps(out.add(8 * v), acc);
+                            }
+                        }
+                        continue;
+                    }
                     let bias = self.bias.map(|b| _mm256_broadcast_ss(&*b.add(r)));
                     for (v, &acc) in acc.iter().enumerate() {
                         let p = out.add(8 * v);
