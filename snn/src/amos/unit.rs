@@ -861,6 +861,23 @@ pub(super) fn synops_avx512(
     _mm512_add_epi64(even, odd)
 }
 
+/// [`synops_avx512`] in AVX2 lanes: `Σ counts·fanout` of 8 lanes as four 64-bit sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn synops_avx2(
+    counts: std::arch::x86_64::__m256i,
+    fanout: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let even = _mm256_mul_epu32(counts, fanout);
+    let odd = _mm256_mul_epu32(
+        _mm256_srli_epi64::<32>(counts),
+        _mm256_srli_epi64::<32>(fanout),
+    );
+    _mm256_add_epi64(even, odd)
+}
+
 /// Elements per block of [`residual_avx512`]: eight vectors (eight dependency chains through
 /// the neurons side by side; more spill registers).
 const AVX512_BLOCK: usize = 128;
@@ -1063,13 +1080,7 @@ unsafe fn residual_avx2<const WORDS: bool, const SAME_HD: bool>(
                 lane_spikes = _mm256_add_epi32(lane_spikes, counts[v]);
                 if let Some(fan) = fan {
                     let f = _mm256_loadu_si256(fan.as_ptr().add(8 * v).cast());
-                    // Even lanes, then odd lanes, as 64-bit products.
-                    let even = _mm256_mul_epu32(counts[v], f);
-                    let odd = _mm256_mul_epu32(
-                        _mm256_srli_epi64::<32>(counts[v]),
-                        _mm256_srli_epi64::<32>(f),
-                    );
-                    synops = _mm256_add_epi64(synops, _mm256_add_epi64(even, odd));
+                    synops = _mm256_add_epi64(synops, synops_avx2(counts[v], f));
                 }
                 if let Some(z) = z.as_deref_mut() {
                     let words = z.as_mut_ptr().add(first + 8 * v).cast::<__m256i>();
