@@ -670,6 +670,17 @@ mod tests {
     use super::*;
     use crate::amos::AmosUnit;
 
+    /// Values uniform in [−1, 1) from `seed` (a linear congruential generator).
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        }
+    }
+
     fn random_unit(k: usize, rand: &mut impl FnMut() -> f32) -> AmosUnit {
         let mut u = AmosUnit::zeros(k, true);
         u.c = (0..k).map(|_| rand() * 3.0).collect();
@@ -714,13 +725,7 @@ mod tests {
     /// values than the run table holds; pairs shared across runs; random pairs.
     #[test]
     fn remembered_pairs_give_the_definition_bit_for_bit() {
-        let mut state = 11u64;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rand = uniform(11);
         let u = random_unit(40, &mut rand);
         let kernel = UnitKernel::new(u.clone());
         let levels: Vec<f32> = (0..300).map(|_| rand() * 5.0).collect();
@@ -787,13 +792,7 @@ mod tests {
     /// Then the first run, all remembered, must be settled in registers.
     #[test]
     fn register_search_gives_the_definition_bit_for_bit() {
-        let mut state = 5u64;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rand = uniform(5);
         let u = random_unit(40, &mut rand);
         let kernel = UnitKernel::new(u.clone());
         let mut levels: Vec<f32> = (0..200).map(|_| rand() * 5.0).collect();
@@ -883,13 +882,7 @@ mod tests {
             std::arch::is_x86_feature_detected!("avx2"),
             "the CI machines have AVX2"
         );
-        let mut state = 3u64;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rand = uniform(3);
         let u = random_unit(40, &mut rand);
         let kernel = UnitKernel::new(u.clone());
         let levels: Vec<f32> = (0..12).map(|_| rand() * 5.0).collect();
