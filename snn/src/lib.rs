@@ -38,6 +38,8 @@ mod recycle;
 pub mod simulate;
 pub mod spike_codec;
 pub mod tensor;
+#[cfg(test)]
+mod testing;
 
 pub use engine::Engine;
 pub use error::{EngineError, GraphError};

@@ -837,13 +837,7 @@ mod tests {
     use super::*;
 
     fn random_unit(k: usize, seed: u64, inhibition: f32) -> AmosUnit {
-        let mut state = seed;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rand = crate::testing::uniform(seed);
         let mut u = AmosUnit::zeros(k, false);
         u.c = (0..k).map(|_| rand() * 2.0).collect();
         u.c[1] = 0.0; // a neuron blind to its input

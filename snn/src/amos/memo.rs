@@ -259,7 +259,7 @@ unsafe fn settle_avx2(
     // (`get`); slot indices are hashes below the table's length (asserted), and cells are
     // read only at levels checked below MAX_LEVELS, the row's length.
     unsafe {
-        let golden = _mm256_set1_epi32(0x9E37_79B1_u32 as i32);
+        let golden = _mm256_set1_epi32(PairMemo::HASH as i32);
         let last_level = _mm256_set1_epi32(PairMemo::MAX_LEVELS as i32 - 1);
         let mut lane_spikes = _mm256_setzero_si256();
         let mut synops = _mm256_setzero_si256();
@@ -360,6 +360,9 @@ impl PairMemo {
     const MAX_LEVELS: usize = 512;
     /// Level table slots (at most half full).
     const LEVEL_BITS: u32 = 10;
+    /// An input's first slot is the top `LEVEL_BITS` of its bits times this (Fibonacci
+    /// hashing), in [`PairMemo::level`] and in [`settle_avx2`]'s lanes alike.
+    const HASH: u32 = 0x9E37_79B1;
     /// Rows kept: a sigmoid unit decodes to a few dozen levels.
     const MAX_ROWS: usize = 256;
 
@@ -406,7 +409,7 @@ impl PairMemo {
     #[inline(always)]
     fn level(levels: &mut [LevelSlot], count: &mut usize, bits: u32) -> Option<usize> {
         let mask = levels.len() - 1;
-        let mut i = (bits.wrapping_mul(0x9E37_79B1) >> (32 - Self::LEVEL_BITS)) as usize;
+        let mut i = (bits.wrapping_mul(Self::HASH) >> (32 - Self::LEVEL_BITS)) as usize;
         loop {
             let slot = &mut levels[i];
             if slot.level == NO_LEVEL {
@@ -510,6 +513,9 @@ impl UnitKernel {
         let mut waiting: Vec<(usize, u32)> = Vec::new();
         // The levels of a part of a chunk (every entry written before it is read).
         let mut found = [NO_LEVEL; CHUNK];
+        // Without the register search, whether `settle_avx2` runs here.
+        #[cfg(target_arch = "x86_64")]
+        let gathers = std::arch::is_x86_feature_detected!("avx2");
         let mut run = |range: std::ops::Range<usize>, b: f32, memo: &mut PairMemo| {
             let PairMemo {
                 levels,
@@ -535,7 +541,7 @@ impl UnitKernel {
                         done
                     }
                     #[cfg(target_arch = "x86_64")]
-                    None if z.is_none() && std::arch::is_x86_feature_detected!("avx2") => {
+                    None if z.is_none() && gathers => {
                         let fan = &fanout[chunk.start.min(fanout.len())..];
                         let (xs, ys) = (&x[chunk.clone()], &mut y[chunk.clone()]);
                         let mut counts = (0, 0);
@@ -669,17 +675,7 @@ impl UnitKernel {
 mod tests {
     use super::*;
     use crate::amos::AmosUnit;
-
-    /// Values uniform in [−1, 1) from `seed` (a linear congruential generator).
-    fn uniform(seed: u64) -> impl FnMut() -> f32 {
-        let mut state = seed;
-        move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        }
-    }
+    use crate::testing::uniform;
 
     fn random_unit(k: usize, rand: &mut impl FnMut() -> f32) -> AmosUnit {
         let mut u = AmosUnit::zeros(k, true);

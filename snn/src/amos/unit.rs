@@ -459,13 +459,7 @@ mod tests {
     #[test]
     fn kernel_general_path_is_bit_identical() {
         // Seeded random fitted-style units: one and two inputs, K past the decode table.
-        let mut state = 7u64;
-        let mut rand = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rand = crate::testing::uniform(7);
         for (k, two) in [(8, false), (12, false), (40, true), (20, true)] {
             let mut u = AmosUnit::zeros(k, two);
             u.c = (0..k).map(|_| rand() * 3.0).collect();

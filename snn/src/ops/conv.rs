@@ -380,6 +380,7 @@ fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, len: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::uniform;
 
     /// The definition, element by element: bias, then `w · x` over the taps inside the
     /// image, ky then kx ascending.
@@ -415,20 +416,9 @@ mod tests {
         out
     }
 
-    /// Seeded values uniform in [−1, 1).
-    fn uniform_values(seed: u64) -> impl FnMut() -> f32 {
-        let mut state = seed;
-        move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        }
-    }
-
     #[test]
     fn depthwise_is_bit_identical_to_the_definition() {
-        let mut rand = uniform_values(3);
+        let mut rand = uniform(3);
         // (channels, multiplier, h, w, kernel, stride, dilation, pads t l b r)
         let cases = [
             (4, 1, 17, 29, 3, 1, 1, [1, 1, 1, 1]),
@@ -551,7 +541,7 @@ mod tests {
     /// AVX2 kernel runs) gives the bits of im2col's columns and `matmul_bias`, clamped or not.
     #[test]
     fn product_read_in_place_is_the_product_on_columns() {
-        let mut rand = uniform_values(11);
+        let mut rand = uniform(11);
         // (c_in, c_out, h, w, kernel, stride, dilation, pads t l b r): a stem (rows of 112,
         // two tiles of columns), strides 1 to 3, dilation, uneven pads, partial tiles of
         // rows and columns, and a depth longer than one block of the kernel's chains.
@@ -621,7 +611,7 @@ mod tests {
     /// thread and two) with the clamp in their stores give the convolution's bits clamped.
     #[test]
     fn clamp_in_the_stores_is_the_convolution_clamped() {
-        let mut rand = uniform_values(7);
+        let mut rand = uniform(7);
         // (c_in, c_out, h, w, kernel, stride, pad); 7×7 with 96 channels by channels where
         // the CPU runs that kernel.
         let cases = [
