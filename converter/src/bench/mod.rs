@@ -95,7 +95,7 @@ pub fn ort_layer_type(op: &str, conv_kind: &str) -> String {
     }
 }
 
-/// Profiled runs of each mode whose median [`profile`] reports, as `ort_bench.py` does.
+/// Profiled runs of each mode whose median [`profile`] reports, and of ONNX Runtime's.
 const PROFILED_RUNS: usize = 3;
 
 /// Milliseconds per image by layer type, the median of [`PROFILED_RUNS`] profiled runs of each
@@ -295,9 +295,10 @@ impl OrtRunner {
     }
 
     /// ONNX Runtime's own profile of the batch (`ort_bench.py`'s "profile"): per operator
-    /// type and convolution kind, the seconds its nodes took.
+    /// type and convolution kind, the seconds its nodes took (the median of
+    /// [`PROFILED_RUNS`] runs, as ours).
     fn profile(&mut self) -> Result<Vec<(String, String, f64)>, ConvertError> {
-        let line = self.request("profile")?;
+        let line = self.request(&format!("profile {PROFILED_RUNS}"))?;
         let unexpected =
             |why: &str| ConvertError::Bench(format!("unexpected profile {line:?} ({why})"));
         let v: serde_json::Value =

@@ -2,13 +2,12 @@
 `python3 -c SCRIPT MODEL.onnx INPUT.npy THREADS`: loads the model and the batch in
 INPUT.npy, runs it once (warm-up), prints a JSON line {"version": ...}, then for each line
 "run" on stdin runs the whole batch once and prints its seconds on a line, and for each line
-"profile" runs it in a second, profiled session (ONNX Runtime's `enable_profiling`) and prints
+"profile N" runs it in a second, profiled session (ONNX Runtime's `enable_profiling`) and prints
 a JSON line {"nodes": [[op type, convolution kind, seconds], ...]}: its nodes' times summed
 by operator type and, for convolutions, by their kind ("pointwise", "depthwise" or "kxk", from
-the weights' shape; "" for other operators), the median of three runs after a warm-up; ends
-at the end of
-stdin. Driven a run at a time, its runs interleave with ours, so that a machine that speeds
-up or slows down mid-benchmark moves both sides alike."""
+the weights' shape; "" for other operators), the median of N runs after a warm-up; ends at
+the end of stdin. Driven a run at a time, its runs interleave with ours, so that a machine
+that speeds up or slows down mid-benchmark moves both sides alike."""
 
 import json
 import os
@@ -20,15 +19,23 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-# Profiled runs whose median `profile` reports.
-PROFILED_RUNS = 3
-
 model, input_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-options = ort.SessionOptions()
-options.intra_op_num_threads = threads
-options.inter_op_num_threads = 1
-options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def start_session(profile_prefix=None):
+    """A session on `threads` intra-op threads, sequential; profiled to files named from
+    `profile_prefix` when given."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+session = start_session()
 feed = {session.get_inputs()[0].name: np.load(input_path)}
 session.run(None, feed)
 print(json.dumps({"version": ort.__version__}), flush=True)
@@ -44,28 +51,22 @@ def conv_kind(shapes):
     return "pointwise" if w[2:] == [1, 1] else "kxk"
 
 
-def profile():
-    """Node times of the batch, by operator type and convolution kind: the median of
-    PROFILED_RUNS profiled runs after a warm-up."""
+def profile(runs):
+    """Node times of the batch, by operator type and convolution kind: the median of `runs`
+    profiled runs after a warm-up."""
     with tempfile.TemporaryDirectory() as folder:
-        profiled = ort.SessionOptions()
-        profiled.intra_op_num_threads = threads
-        profiled.inter_op_num_threads = 1
-        profiled.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        profiled.enable_profiling = True
-        profiled.profile_file_prefix = os.path.join(folder, "ort")
-        s = ort.InferenceSession(model, profiled, providers=["CPUExecutionProvider"])
-        for _ in range(1 + PROFILED_RUNS):
+        s = start_session(os.path.join(folder, "ort"))
+        for _ in range(1 + runs):
             s.run(None, feed)
         with open(s.end_profiling()) as f:
             events = json.load(f)
-    runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1:]
-    sums = [{} for _ in runs]
+    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1:]
+    sums = [{} for _ in starts]
     for e in events:
         name = e.get("name", "")
         if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
-        run = sum(1 for start in runs if start <= e["ts"]) - 1
+        run = sum(1 for start in starts if start <= e["ts"]) - 1
         if run < 0:
             continue
         args = e.get("args", {})
@@ -79,10 +80,10 @@ def profile():
 
 
 for line in sys.stdin:
-    request = line.strip()
-    if request == "profile":
-        print(json.dumps({"nodes": profile()}), flush=True)
-    elif request == "run":
+    request = line.split()
+    if request[:1] == ["profile"] and len(request) == 2:
+        print(json.dumps({"nodes": profile(int(request[1]))}), flush=True)
+    elif request == ["run"]:
         start = time.perf_counter()
         session.run(None, feed)
         print(time.perf_counter() - start, flush=True)
