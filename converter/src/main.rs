@@ -101,8 +101,9 @@ struct BenchArgs {
     /// seeded random pixels. Spiking activity, and so SNN time, depends on the images.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Also time one ANN and one SNN run node by node, and one run of ONNX Runtime with its
-    /// own profiler: milliseconds per image by layer type (JSON key `profile`).
+    /// Also time ANN and SNN runs node by node, and runs of ONNX Runtime with its own
+    /// profiler: milliseconds per image by layer type (JSON key `profile`) and per
+    /// convolution, matched to ONNX Runtime's by weights' shape in order (`profile_convs`).
     #[arg(long)]
     profile: bool,
     /// Print JSON (keys: ort_ips, ann_ips, snn_ips, snn_over_ort, ann_over_ort, batch,
@@ -736,6 +737,36 @@ fn bench(args: BenchArgs) -> Result<()> {
                 println!(
                     "  {:<28} {:>10.3} {:>10.3} {:>10}",
                     r.layer_type, r.ann_ms, r.snn_ms, ort
+                );
+            }
+        }
+        if let Some(convs) = &report.profile_convs {
+            println!(
+                "\n  {:>5} {:<18} {:<20} {:<16} {:>8} {:>8} {:>8} {:>8}",
+                "node", "convolution", "weights", "output", "ANN", "SNN", "ORT", "ANN/ORT"
+            );
+            for c in convs {
+                let dims = |d: &[usize]| {
+                    d.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("×")
+                };
+                let ort = c.ort_ms.map_or("-".into(), |ms| format!("{ms:.3}"));
+                let ratio = c
+                    .ort_ms
+                    .filter(|&ms| ms > 0.0)
+                    .map_or("-".into(), |ms| format!("{:.2}", c.ann_ms / ms));
+                println!(
+                    "  {:>5} {:<18} {:<20} {:<16} {:>8.3} {:>8.3} {:>8} {:>8}",
+                    c.node,
+                    c.layer_type.trim_end_matches(" (GEMM)"),
+                    dims(&c.weights),
+                    dims(&c.output),
+                    c.ann_ms,
+                    c.snn_ms,
+                    ort,
+                    ratio
                 );
             }
         }

@@ -399,6 +399,35 @@ fn bench_and_decode_bench_report_their_keys() {
             );
         }
     }
+    // And convolution by convolution, in the network's order, matched to ONNX Runtime's by
+    // their weights' shape: every one on a plane larger than 1×1 (ONNX Runtime runs the SE
+    // blocks' 1×1 ones on 1×1 planes as other operators).
+    let convs = v["profile_convs"].as_array().expect("profile_convs");
+    let mut last = None;
+    let mut matched = 0;
+    for conv in convs {
+        let node = conv["node"].as_u64().expect("node");
+        assert!(last.is_none_or(|l| l < node), "not in order: {v}");
+        last = Some(node);
+        assert_eq!(conv["weights"].as_array().map(Vec::len), Some(4), "{conv}");
+        let plane: u64 = conv["output"].as_array().expect("output")[1..]
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .product();
+        let sides: &[&str] = if plane > 1 {
+            matched += 1;
+            &["ann_ms", "snn_ms", "ort_ms"]
+        } else {
+            &["ann_ms", "snn_ms"]
+        };
+        for side in sides {
+            assert!(
+                conv[side].as_f64().is_some_and(|ms| ms > 0.0),
+                "{side}: {conv}"
+            );
+        }
+    }
+    assert!(matched >= 3, "{v}");
     let d = json(&[
         "decode-bench",
         images.to_str().expect("path"),

@@ -44,6 +44,9 @@ pub struct BenchReport {
     /// With profiling: milliseconds per image by layer type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<ProfileRow>>,
+    /// With profiling: milliseconds per image of each convolution, in the network's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_convs: Option<Vec<ConvProfileRow>>,
 }
 
 /// Where the time of one image goes, for one layer type: ours in each mode (0 where we have
@@ -54,6 +57,38 @@ pub struct ProfileRow {
     pub ann_ms: f64,
     pub snn_ms: f64,
     pub ort_ms: Option<f64>,
+}
+
+/// Where the time of one image goes in one convolution: ours in each mode (in SNN mode with
+/// the unit fused into it, if one is) and ONNX Runtime's for the convolution with the same
+/// weights' shape at the same place in its order of nodes (`None` where none matches).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConvProfileRow {
+    /// The node's index in the converted graph.
+    pub node: usize,
+    pub layer_type: String,
+    /// `[C_out, C_in / groups, kH, kW]`.
+    pub weights: Vec<usize>,
+    /// `[C_out, OH, OW]`.
+    pub output: Vec<usize>,
+    pub ann_ms: f64,
+    pub snn_ms: f64,
+    pub ort_ms: Option<f64>,
+}
+
+/// For each of our convolutions' weight shapes in order, the time of ONNX Runtime's
+/// convolution that matches it: the next one in ONNX Runtime's order with the same shape, from
+/// after the last one matched. ONNX Runtime may run nodes we folded away, or none for one we
+/// kept; those are skipped over, and ours then gets `None`.
+pub fn match_in_order(ours: &[Vec<usize>], theirs: &[(Vec<usize>, f64)]) -> Vec<Option<f64>> {
+    let mut next = 0;
+    ours.iter()
+        .map(|shape| {
+            let found = theirs[next..].iter().position(|(s, _)| s == shape)?;
+            next += found + 1;
+            Some(theirs[next - 1].1)
+        })
+        .collect()
 }
 
 /// The layer type a node's time is counted under; in SNN mode a gate is its AMOS unit.
@@ -98,14 +133,18 @@ pub fn ort_layer_type(op: &str, conv_kind: &str) -> String {
 /// Profiled runs of each mode whose median [`profile`] reports, and of ONNX Runtime's.
 const PROFILED_RUNS: usize = 3;
 
-/// Milliseconds per image by layer type, the median of [`PROFILED_RUNS`] profiled runs of each
-/// mode, beside ONNX Runtime's from `ort_nodes` (operator type, convolution kind, seconds for
-/// the batch).
+/// Milliseconds per image by layer type and per convolution, the median of
+/// [`PROFILED_RUNS`] profiled runs of each mode, beside ONNX Runtime's (its profile: per
+/// operator type and convolution kind, and per convolution, seconds for the batch).
 fn profile(
     net: &SpikingNetwork,
     images: &[&[u8]],
-    ort_nodes: &[(String, String, f64)],
-) -> Result<Vec<ProfileRow>, ConvertError> {
+    ort_profile: &OrtProfile,
+) -> Result<(Vec<ProfileRow>, Vec<ConvProfileRow>), ConvertError> {
+    let OrtProfile {
+        nodes: ort_nodes,
+        convs: ort_convs,
+    } = ort_profile;
     let engine = net.engine();
     let nodes = &engine.graph().nodes;
     let mut ort: BTreeMap<String, f64> = BTreeMap::new();
@@ -113,8 +152,10 @@ fn profile(
         *ort.entry(ort_layer_type(op, kind)).or_default() +=
             1e3 * seconds / images.len().max(1) as f64;
     }
-    // Per layer type, each profiled run's milliseconds per image: ANN runs, then SNN runs.
+    // Per layer type, and per node, each profiled run's milliseconds per image: ANN runs,
+    // then SNN runs.
     let mut runs: BTreeMap<String, [Vec<f64>; 2]> = BTreeMap::new();
+    let mut node_runs = vec![[vec![0.0; PROFILED_RUNS], vec![0.0; PROFILED_RUNS]]; nodes.len()];
     for layer_type in ort.keys() {
         runs.entry(layer_type.clone()).or_default();
     }
@@ -127,24 +168,26 @@ fn profile(
                 net.run_ann(images)?;
             }
             let seconds = engine.take_profile().unwrap_or_default();
-            for (node, s) in nodes.iter().zip(seconds) {
-                // Gates count under their unit in both modes, so the rows line up.
-                let times = &mut runs.entry(layer_type(&node.op, true)).or_default()[snn as usize];
-                times.resize(PROFILED_RUNS, 0.0);
+            for (i, (node, s)) in nodes.iter().zip(seconds).enumerate() {
                 // Images run in parallel, one per thread: the nodes' times add up over the
                 // images running at once, which divides out to wall time.
                 let at_once = engine.threads().min(images.len()).max(1) as f64;
-                times[run] += 1e3 * s / images.len() as f64 / at_once;
+                let ms = 1e3 * s / images.len() as f64 / at_once;
+                node_runs[i][snn as usize][run] = ms;
+                // Gates count under their unit in both modes, so the rows line up.
+                let times = &mut runs.entry(layer_type(&node.op, true)).or_default()[snn as usize];
+                times.resize(PROFILED_RUNS, 0.0);
+                times[run] += ms;
             }
         }
     }
-    let rows = runs.into_iter().map(|(layer_type, [ann, snn])| {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
-        (layer_type, (median(ann), median(snn)))
-    });
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let rows = runs
+        .into_iter()
+        .map(|(layer_type, [ann, snn])| (layer_type, (median(ann), median(snn))));
     let mut out: Vec<ProfileRow> = rows
         .into_iter()
         .map(|(layer_type, (ann_ms, snn_ms))| ProfileRow {
@@ -158,7 +201,36 @@ fn profile(
         let most = |r: &ProfileRow| r.snn_ms.max(r.ort_ms.unwrap_or(0.0));
         most(b).total_cmp(&most(a))
     });
-    Ok(out)
+    // Each convolution's node and weights' shape, in the network's order.
+    let (conv_nodes, shapes): (Vec<usize>, Vec<Vec<usize>>) = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, node)| match &node.op {
+            Op::Conv(conv) => Some((i, conv.weight.shape().to_vec())),
+            _ => None,
+        })
+        .unzip();
+    let ort_ms = match_in_order(&shapes, ort_convs);
+    let per_image = 1e3 / images.len().max(1) as f64;
+    let values = &engine.graph().values;
+    let conv_rows = conv_nodes
+        .into_iter()
+        .zip(shapes)
+        .zip(ort_ms)
+        .map(|((i, weights), ort)| {
+            let [ann, snn] = node_runs[i].clone();
+            ConvProfileRow {
+                node: i,
+                layer_type: layer_type(&nodes[i].op, false),
+                weights,
+                output: values[nodes[i].output].shape.clone(),
+                ann_ms: median(ann),
+                snn_ms: median(snn),
+                ort_ms: ort.map(|s| s * per_image),
+            }
+        })
+        .collect();
+    Ok((out, conv_rows))
 }
 
 /// `n` images of `per_image` seeded pseudo-random bytes (SplitMix64): the same pixels on
@@ -294,10 +366,9 @@ impl OrtRunner {
         self.line()
     }
 
-    /// ONNX Runtime's own profile of the batch (`ort_bench.py`'s "profile"): per operator
-    /// type and convolution kind, the seconds its nodes took (the median of
-    /// [`PROFILED_RUNS`] runs, as ours).
-    fn profile(&mut self) -> Result<Vec<(String, String, f64)>, ConvertError> {
+    /// ONNX Runtime's own profile of the batch (`ort_bench.py`'s "profile"), the median of
+    /// [`PROFILED_RUNS`] runs, as ours.
+    fn profile(&mut self) -> Result<OrtProfile, ConvertError> {
         let line = self.request(&format!("profile {PROFILED_RUNS}"))?;
         let unexpected =
             |why: &str| ConvertError::Bench(format!("unexpected profile {line:?} ({why})"));
@@ -306,7 +377,7 @@ impl OrtRunner {
         let nodes = v["nodes"]
             .as_array()
             .ok_or_else(|| unexpected("no nodes"))?;
-        nodes
+        let nodes = nodes
             .iter()
             .map(|n| match (n[0].as_str(), n[1].as_str(), n[2].as_f64()) {
                 (Some(op), Some(kind), Some(seconds)) => {
@@ -314,8 +385,35 @@ impl OrtRunner {
                 }
                 _ => Err(unexpected("a node is not [op, kind, seconds]")),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let convs = v["convs"]
+            .as_array()
+            .ok_or_else(|| unexpected("no convs"))?;
+        let convs = convs
+            .iter()
+            .map(|c| {
+                let shape: Option<Vec<usize>> = c[0].as_array().and_then(|dims| {
+                    dims.iter()
+                        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                        .collect()
+                });
+                match (shape, c[1].as_f64()) {
+                    (Some(shape), Some(seconds)) => Ok((shape, seconds)),
+                    _ => Err(unexpected("a convolution is not [weight shape, seconds]")),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(OrtProfile { nodes, convs })
     }
+}
+
+/// ONNX Runtime's profile of a batch ([`OrtRunner::profile`]).
+struct OrtProfile {
+    /// Operator type, convolution kind ("pointwise", "depthwise", "kxk"; "" for other
+    /// operators), seconds of its nodes.
+    nodes: Vec<(String, String, f64)>,
+    /// Each convolution's weight shape and seconds, in the order its nodes ran.
+    convs: Vec<(Vec<usize>, f64)>,
 }
 
 impl Drop for OrtRunner {
@@ -353,7 +451,7 @@ pub fn bench(
         snn.push(time_once(|| net.run_snn(&refs).map(drop))?);
         std::thread::sleep(SETTLE);
     }
-    let ort_nodes = if with_profile {
+    let ort_profile = if with_profile {
         Some(ort_runner.profile()?)
     } else {
         None
@@ -362,6 +460,13 @@ pub fn bench(
     drop(ort_runner);
     let ips = |s: &[f64]| images.len() as f64 / median(s);
     let (ort_ips, ann_ips, snn_ips) = (ips(&ort), ips(&ann), ips(&snn));
+    let (profile, profile_convs) = match ort_profile {
+        Some(ort_profile) => {
+            let (rows, convs) = profile(net, &refs, &ort_profile)?;
+            (Some(rows), Some(convs))
+        }
+        None => (None, None),
+    };
     Ok(BenchReport {
         batch: images.len(),
         threads,
@@ -375,10 +480,8 @@ pub fn bench(
         ann_seconds: ann,
         snn_seconds: snn,
         ort_version,
-        profile: match ort_nodes {
-            Some(ort_nodes) => Some(profile(net, &refs, &ort_nodes)?),
-            None => None,
-        },
+        profile,
+        profile_convs,
     })
 }
 
@@ -408,5 +511,37 @@ mod tests {
         ] {
             assert_eq!(ort_layer_type(op, kind), ours, "{op} {kind}");
         }
+    }
+
+    /// Our convolutions find ONNX Runtime's in order by their weights' shape: a node only
+    /// ONNX Runtime runs is passed over, one it does not run gets nothing, and of two with
+    /// the same shape each gets its own.
+    #[test]
+    fn convolutions_match_onnx_runtimes_in_order() {
+        let shape = |c: usize, k: usize| vec![c, c, k, k];
+        let ours = [
+            shape(8, 3),
+            shape(16, 1),
+            shape(16, 1),
+            shape(4, 5),
+            shape(32, 1),
+        ];
+        let theirs = [
+            (shape(8, 3), 1.0),
+            (shape(99, 1), 2.0),
+            (shape(16, 1), 3.0),
+            (shape(16, 1), 4.0),
+            (shape(32, 1), 5.0),
+        ];
+        assert_eq!(
+            match_in_order(&ours, &theirs),
+            [Some(1.0), Some(3.0), Some(4.0), None, Some(5.0)]
+        );
+        // One we have but ONNX Runtime does not, between two that match: the later still
+        // matches.
+        assert_eq!(
+            match_in_order(&[shape(16, 1), shape(1, 1), shape(32, 1)], &theirs),
+            [Some(3.0), None, Some(5.0)]
+        );
     }
 }

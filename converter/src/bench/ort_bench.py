@@ -3,10 +3,11 @@
 INPUT.npy, runs it once (warm-up), prints a JSON line {"version": ...}, then for each line
 "run" on stdin runs the whole batch once and prints its seconds on a line, and for each line
 "profile N" runs it in a second, profiled session (ONNX Runtime's `enable_profiling`) and prints
-a JSON line {"nodes": [[op type, convolution kind, seconds], ...]}: its nodes' times summed
-by operator type and, for convolutions, by their kind ("pointwise", "depthwise" or "kxk", from
-the weights' shape; "" for other operators), the median of N runs after a warm-up; ends at
-the end of stdin. Driven a run at a time, its runs interleave with ours, so that a machine
+a JSON line {"nodes": [[op type, convolution kind, seconds], ...], "convs": [[weight shape,
+seconds], ...]}: its nodes' times summed by operator type and, for convolutions, by their kind
+("pointwise", "depthwise" or "kxk", from the weights' shape; "" for other operators), then
+each convolution's own time with the shape of its weights, in the order the nodes ran; each
+the median of N runs after a warm-up. Ends at the end of stdin. Driven a run at a time, its runs interleave with ours, so that a machine
 that speeds up or slows down mid-benchmark moves both sides alike."""
 
 import json
@@ -52,8 +53,8 @@ def conv_kind(shapes):
 
 
 def profile(runs):
-    """Node times of the batch, by operator type and convolution kind: the median of `runs`
-    profiled runs after a warm-up."""
+    """Node times of the batch, by operator type and convolution kind, and per convolution
+    in the order they ran: the medians of `runs` profiled runs after a warm-up."""
     with tempfile.TemporaryDirectory() as folder:
         s = start_session(os.path.join(folder, "ort"))
         for _ in range(1 + runs):
@@ -62,6 +63,8 @@ def profile(runs):
             events = json.load(f)
     starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1:]
     sums = [{} for _ in starts]
+    # Per convolution: its weights' shape, and its seconds in each run.
+    convs = {}
     for e in events:
         name = e.get("name", "")
         if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
@@ -74,15 +77,21 @@ def profile(runs):
         shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
         kind = conv_kind(shapes) if "Conv" in op and "Transpose" not in op else ""
         sums[run][(op, kind)] = sums[run].get((op, kind), 0.0) + e["dur"] * 1e-6
+        if kind and len(shapes) >= 2:
+            node = convs.setdefault(name, [shapes[1], [0.0] * len(starts)])
+            node[1][run] += e["dur"] * 1e-6
     keys = sorted({key for run in sums for key in run})
-    return [[op, kind, statistics.median(run.get((op, kind), 0.0) for run in sums)]
-            for op, kind in keys]
+    nodes = [[op, kind, statistics.median(run.get((op, kind), 0.0) for run in sums)]
+             for op, kind in keys]
+    # Dictionaries keep the order the nodes first ran in.
+    return nodes, [[shape, statistics.median(times)] for shape, times in convs.values()]
 
 
 for line in sys.stdin:
     request = line.split()
     if request[:1] == ["profile"] and len(request) == 2:
-        print(json.dumps({"nodes": profile(int(request[1]))}), flush=True)
+        nodes, convs = profile(int(request[1]))
+        print(json.dumps({"nodes": nodes, "convs": convs}), flush=True)
     elif request == ["run"]:
         start = time.perf_counter()
         session.run(None, feed)
