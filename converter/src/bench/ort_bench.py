@@ -7,8 +7,9 @@ a JSON line {"nodes": [[op type, convolution kind, seconds], ...], "convs": [[we
 seconds], ...]}: its nodes' times summed by operator type and, for convolutions, by their kind
 ("pointwise", "depthwise" or "kxk", from the weights' shape; "" for other operators), then
 each convolution's own time with the shape of its weights, in the order the nodes ran; each
-the median of N runs after a warm-up. Ends at the end of stdin. Driven a run at a time, its runs interleave with ours, so that a machine
-that speeds up or slows down mid-benchmark moves both sides alike."""
+the median of N runs after a warm-up. Ends at the end of stdin. Driven a run at a time, its
+runs interleave with ours, so that a machine that speeds up or slows down mid-benchmark
+moves both sides alike."""
 
 import json
 import os
