@@ -80,7 +80,7 @@ pub struct ConvProfileRow {
 /// convolution that matches it: the next one in ONNX Runtime's order with the same shape, from
 /// after the last one matched. ONNX Runtime may run nodes we folded away, or none for one we
 /// kept; those are skipped over, and ours then gets `None`.
-pub fn match_in_order(ours: &[Vec<usize>], theirs: &[(Vec<usize>, f64)]) -> Vec<Option<f64>> {
+fn match_in_order(ours: &[Vec<usize>], theirs: &[(Vec<usize>, f64)]) -> Vec<Option<f64>> {
     let mut next = 0;
     ours.iter()
         .map(|shape| {
@@ -152,13 +152,8 @@ fn profile(
         *ort.entry(ort_layer_type(op, kind)).or_default() +=
             1e3 * seconds / images.len().max(1) as f64;
     }
-    // Per layer type, and per node, each profiled run's milliseconds per image: ANN runs,
-    // then SNN runs.
-    let mut runs: BTreeMap<String, [Vec<f64>; 2]> = BTreeMap::new();
-    let mut node_runs = vec![[vec![0.0; PROFILED_RUNS], vec![0.0; PROFILED_RUNS]]; nodes.len()];
-    for layer_type in ort.keys() {
-        runs.entry(layer_type.clone()).or_default();
-    }
+    // Per node, each profiled run's milliseconds per image: ANN runs, then SNN runs.
+    let mut node_runs = vec![[[0.0; PROFILED_RUNS]; 2]; nodes.len()];
     for snn in [false, true] {
         for run in 0..PROFILED_RUNS {
             engine.start_profile();
@@ -168,28 +163,33 @@ fn profile(
                 net.run_ann(images)?;
             }
             let seconds = engine.take_profile().unwrap_or_default();
-            for (i, (node, s)) in nodes.iter().zip(seconds).enumerate() {
+            for (times, s) in node_runs.iter_mut().zip(seconds) {
                 // Images run in parallel, one per thread: the nodes' times add up over the
                 // images running at once, which divides out to wall time.
                 let at_once = engine.threads().min(images.len()).max(1) as f64;
-                let ms = 1e3 * s / images.len() as f64 / at_once;
-                node_runs[i][snn as usize][run] = ms;
-                // Gates count under their unit in both modes, so the rows line up.
-                let times = &mut runs.entry(layer_type(&node.op, true)).or_default()[snn as usize];
-                times.resize(PROFILED_RUNS, 0.0);
-                times[run] += ms;
+                times[snn as usize][run] = 1e3 * s / images.len() as f64 / at_once;
             }
         }
     }
-    let median = |mut v: Vec<f64>| {
+    // Per layer type, each run's sum over its nodes (gates under their unit in both modes,
+    // so that the rows line up), and a row for each of ONNX Runtime's layer types.
+    let mut runs: BTreeMap<String, [[f64; PROFILED_RUNS]; 2]> = BTreeMap::new();
+    for layer_type in ort.keys() {
+        runs.entry(layer_type.clone()).or_default();
+    }
+    for (node, times) in nodes.iter().zip(&node_runs) {
+        let sums = runs.entry(layer_type(&node.op, true)).or_default();
+        for (sums, times) in sums.iter_mut().zip(times) {
+            sums.iter_mut().zip(times).for_each(|(sum, ms)| *sum += ms);
+        }
+    }
+    let median = |mut v: [f64; PROFILED_RUNS]| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        v[PROFILED_RUNS / 2]
     };
-    let rows = runs
+    let mut out: Vec<ProfileRow> = runs
         .into_iter()
-        .map(|(layer_type, [ann, snn])| (layer_type, (median(ann), median(snn))));
-    let mut out: Vec<ProfileRow> = rows
-        .into_iter()
+        .map(|(layer_type, [ann, snn])| (layer_type, (median(ann), median(snn))))
         .map(|(layer_type, (ann_ms, snn_ms))| ProfileRow {
             ort_ms: ort.get(&layer_type).copied(),
             layer_type,
@@ -218,7 +218,7 @@ fn profile(
         .zip(shapes)
         .zip(ort_ms)
         .map(|((i, weights), ort)| {
-            let [ann, snn] = node_runs[i].clone();
+            let [ann, snn] = node_runs[i];
             ConvProfileRow {
                 node: i,
                 layer_type: layer_type(&nodes[i].op, false),
