@@ -130,7 +130,10 @@ struct Cells {
     cells: Vec<Cell>,
 }
 
+/// One bucket's answer, laid out so that [`cells_avx2`] reads it as one little-endian
+/// 64-bit word: the output in bits 0–31, then `start`, `inside` and `spikes`.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
 struct Cell {
     /// The output of interval `start` (meaningful where `inside` is 0).
     output: f32,
@@ -141,6 +144,10 @@ struct Cell {
     /// The spikes of interval `start` (meaningful where `inside` is 0).
     spikes: u8,
 }
+
+// Eight bytes and no padding: every byte of a cell is initialised, so reading one as a u64
+// is sound.
+const _: () = assert!(std::mem::size_of::<Cell>() == 8 && std::mem::align_of::<Cell>() == 8);
 
 impl Cells {
     /// The cells of [`CELL_BUCKETS`] buckets over the finite `bounds`, if every bucket has
@@ -459,9 +466,13 @@ fn blocks_then_search(
 }
 
 /// Whole blocks of inputs by their [`Cells`]: the buckets in vector lanes (the operations of
-/// [`Grid::bucket`]), then one read per input ([`Cells::find`]). A block with an input that
-/// is not finite, or that the fanout ends inside, goes to [`search`]. `x.len()` is a
-/// multiple of [`BLOCK`].
+/// [`Grid::bucket`]); each input's cell read whole, one 8-byte load per input (the loads
+/// independent, so many are in flight at once); then per vector of 8 the outputs and spike
+/// counts taken out of the cells in lanes, and the spikes and synaptic operations summed
+/// there. The few inputs whose bucket has bounds inside go to [`Cells::find`] one by one.
+/// The reads and comparisons are [`Cells::find`]'s, so the results are the same. A block
+/// with an input that is not finite, or that the fanout ends inside, goes to [`search`].
+/// `x.len()` is a multiple of [`BLOCK`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn cells_avx2(
@@ -473,24 +484,44 @@ unsafe fn cells_avx2(
     mut z: Option<&mut [u64]>,
     fanout: &[u32],
 ) -> (u64, u64) {
+    use super::unit::synops_avx2;
     use std::arch::x86_64::*;
     const V: usize = BLOCK / 8;
     assert!(x.len().is_multiple_of(BLOCK) && y.len() == x.len());
     assert!(z.as_ref().is_none_or(|z| z.len() == x.len()));
     let grid = &cells.grid;
-    let (mut spikes, mut synops) = (0u64, 0u64);
-    // SAFETY: AVX2 is enabled; every load and store is inside a block of `x` or inside a
-    // local array (asserts above).
+    // Every bucket the mask lets through has a cell.
+    assert!(cells.cells.len() > grid.mask);
+    let words = cells.cells.as_ptr().cast::<u64>();
+    // Blocks between flushes of the spike counts' lanes: at most 4 · 255 spikes per lane and
+    // block (a cell's count is a byte), so no lane wraps.
+    const FLUSH: usize = 4096;
+    let (mut spikes, mut synops_alone) = (0u64, 0u64);
+    // SAFETY: AVX2 is enabled; every load and store is inside a block of `x`, `y`, `z` or
+    // `fanout` (asserts above, `get` below), inside a local array, or a cell (the bucket is
+    // masked, and the assert above holds).
     unsafe {
         let (lo, scale) = (_mm256_set1_ps(grid.lo), _mm256_set1_ps(grid.scale));
         let (top, zero) = (_mm256_set1_ps(grid.top), _mm256_setzero_ps());
         let bucket_mask = _mm256_set1_epi32(grid.mask as i32);
+        let byte = _mm256_set1_epi32(0xFF);
+        let mut lane_spikes = _mm256_setzero_si256();
+        let mut synops = _mm256_setzero_si256();
+        let flush = |lanes: __m256i| -> u64 {
+            let mut each = [0u32; 8];
+            _mm256_storeu_si256(each.as_mut_ptr().cast(), lanes);
+            each.iter().map(|&l| l as u64).sum()
+        };
         for (b, (xs, ys)) in x
             .chunks_exact(BLOCK)
             .zip(y.chunks_exact_mut(BLOCK))
             .enumerate()
         {
             let first = b * BLOCK;
+            if b % FLUSH == FLUSH - 1 {
+                spikes += flush(lane_spikes);
+                lane_spikes = _mm256_setzero_si256();
+            }
             let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.as_ptr().add(8 * v)));
             // x − x is 0 exactly for finite x (NaN for ±∞ and NaN).
             let finite = xv.iter().fold(true, |all, &v| {
@@ -503,7 +534,7 @@ unsafe fn cells_avx2(
                 let fan = &fanout[first.min(fanout.len())..];
                 let (s, o) = search(t, Lookup::Cells, unit, xs, ys, words, fan);
                 spikes += s;
-                synops += o;
+                synops_alone += o;
                 continue;
             }
             let mut bucket = [0u32; BLOCK];
@@ -513,22 +544,50 @@ unsafe fn cells_avx2(
                 let b = _mm256_and_si256(_mm256_cvttps_epi32(clamped), bucket_mask);
                 _mm256_storeu_si256(bucket.as_mut_ptr().add(8 * v).cast(), b);
             }
-            let mut j = [0u32; BLOCK];
-            let fan = fan.unwrap_or(&[0; BLOCK]);
-            for e in 0..BLOCK {
-                let count;
-                (j[e], ys[e], count) = cells.find(t, bucket[e] as usize, xs[e]);
-                spikes += count as u64;
-                synops += count as u64 * fan[e] as u64;
+            let mut cell = [0u64; BLOCK];
+            for (cell, &b) in cell.iter_mut().zip(&bucket) {
+                *cell = *words.add(b as usize);
+            }
+            for v in 0..V {
+                let (a, c) = (cell.as_ptr().add(8 * v), cell.as_ptr().add(8 * v + 4));
+                let (a, c) = (_mm256_loadu_ps(a.cast()), _mm256_loadu_ps(c.cast()));
+                // The low and the high halves of the eight cells, in order (the shuffles
+                // work within 128-bit lanes, the permutation puts those back in order).
+                let in_order = |h: __m256| _mm256_permute4x64_epi64::<0xD8>(_mm256_castps_si256(h));
+                let outputs = in_order(_mm256_shuffle_ps::<0x88>(a, c));
+                let rest = in_order(_mm256_shuffle_ps::<0xDD>(a, c));
+                // No bound inside the bucket: the cell's output and count are the input's.
+                let inside = _mm256_and_si256(_mm256_srli_epi32::<16>(rest), byte);
+                let plain = _mm256_cmpeq_epi32(inside, _mm256_setzero_si256());
+                let counts = _mm256_and_si256(_mm256_srli_epi32::<24>(rest), plain);
+                _mm256_storeu_si256(ys.as_mut_ptr().add(8 * v).cast(), outputs);
+                lane_spikes = _mm256_add_epi32(lane_spikes, counts);
+                if let Some(fan) = fan {
+                    let f = _mm256_loadu_si256(fan.as_ptr().add(8 * v).cast());
+                    synops = _mm256_add_epi64(synops, synops_avx2(counts, f));
+                }
+                let mut found = !_mm256_movemask_ps(_mm256_castsi256_ps(plain)) & 0xFF;
+                while found != 0 {
+                    let e = 8 * v + found.trailing_zeros() as usize;
+                    let (_, output, count) = cells.find(t, bucket[e] as usize, xs[e]);
+                    ys[e] = output;
+                    spikes += count as u64;
+                    synops_alone += count as u64 * fan.map_or(0, |f| f[e] as u64);
+                    found &= found - 1;
+                }
             }
             if let Some(z) = z.as_deref_mut() {
-                for (w, &j) in z[first..first + BLOCK].iter_mut().zip(&j) {
-                    *w = t.words[j as usize];
+                for e in 0..BLOCK {
+                    let (j, _, _) = cells.find(t, bucket[e] as usize, xs[e]);
+                    z[first + e] = t.words[j as usize];
                 }
             }
         }
+        spikes += flush(lane_spikes);
+        let mut wide = [0u64; 4];
+        _mm256_storeu_si256(wide.as_mut_ptr().cast(), synops);
+        (spikes, wide.iter().sum::<u64>() + synops_alone)
     }
-    (spikes, synops)
 }
 
 /// Elements per block of [`tree_avx512`]: eight vectors (eight walks side by side).
@@ -957,6 +1016,22 @@ mod tests {
                     (spikes, synops),
                     "{lookup:?} (portable: {portable})"
                 );
+                // Without spike words (the kernels' own way to the counts).
+                let mut alone = vec![0.0; xs.len()];
+                let counts = if portable {
+                    search(&table, lookup, unit, &xs, &mut alone, None, &fanout)
+                } else {
+                    eval_by(&table, lookup, unit, &xs, &mut alone, None, &fanout)
+                };
+                let same = alone
+                    .iter()
+                    .zip(&y)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "K {k}, {lookup:?} without words (portable: {portable})"
+                );
+                assert_eq!(counts, (spikes, synops), "{lookup:?} without words");
             }
         }
         assert!(tabulated >= 5, "only {tabulated} units tabulated");
