@@ -130,10 +130,10 @@ struct Cells {
     cells: Vec<Cell>,
 }
 
-/// One bucket's answer, laid out so that [`cells_avx2`] reads it as one little-endian
-/// 64-bit word: the output in bits 0–31, then `start`, `inside` and `spikes`.
+/// One bucket's answer, laid out so that [`cells_avx2`] reads it whole as two 32-bit fields:
+/// the output, then `start`, `inside` and `spikes` (low byte first).
 #[derive(Clone, Copy, Debug)]
-#[repr(C, align(8))]
+#[repr(C)]
 struct Cell {
     /// The output of interval `start` (meaningful where `inside` is 0).
     output: f32,
@@ -147,7 +147,7 @@ struct Cell {
 
 // Eight bytes and no padding: every byte of a cell is initialised, so reading one as a u64
 // is sound.
-const _: () = assert!(std::mem::size_of::<Cell>() == 8 && std::mem::align_of::<Cell>() == 8);
+const _: () = assert!(std::mem::size_of::<Cell>() == 8);
 
 impl Cells {
     /// The cells of [`CELL_BUCKETS`] buckets over the finite `bounds`, if every bucket has
@@ -484,7 +484,7 @@ unsafe fn cells_avx2(
     mut z: Option<&mut [u64]>,
     fanout: &[u32],
 ) -> (u64, u64) {
-    use super::unit::synops_avx2;
+    use super::unit::{fields_avx2, synops_avx2};
     use std::arch::x86_64::*;
     const V: usize = BLOCK / 8;
     assert!(x.len().is_multiple_of(BLOCK) && y.len() == x.len());
@@ -492,7 +492,6 @@ unsafe fn cells_avx2(
     let grid = &cells.grid;
     // Every bucket the mask lets through has a cell.
     assert!(cells.cells.len() > grid.mask);
-    let words = cells.cells.as_ptr().cast::<u64>();
     // Blocks between flushes of the spike counts' lanes: at most 4 · 255 spikes per lane and
     // block (a cell's count is a byte), so no lane wraps.
     const FLUSH: usize = 4096;
@@ -537,25 +536,15 @@ unsafe fn cells_avx2(
                 synops_alone += o;
                 continue;
             }
-            let mut bucket = [0u32; BLOCK];
+            let mut bucket = [[0u32; 8]; V];
             for (v, &xv) in xv.iter().enumerate() {
                 let scaled = _mm256_mul_ps(_mm256_sub_ps(xv, lo), scale);
                 let clamped = _mm256_min_ps(_mm256_max_ps(scaled, zero), top);
                 let b = _mm256_and_si256(_mm256_cvttps_epi32(clamped), bucket_mask);
-                _mm256_storeu_si256(bucket.as_mut_ptr().add(8 * v).cast(), b);
+                _mm256_storeu_si256(bucket[v].as_mut_ptr().cast(), b);
             }
-            let mut cell = [0u64; BLOCK];
-            for (cell, &b) in cell.iter_mut().zip(&bucket) {
-                *cell = *words.add(b as usize);
-            }
-            for v in 0..V {
-                let (a, c) = (cell.as_ptr().add(8 * v), cell.as_ptr().add(8 * v + 4));
-                let (a, c) = (_mm256_loadu_ps(a.cast()), _mm256_loadu_ps(c.cast()));
-                // The low and the high halves of the eight cells, in order (the shuffles
-                // work within 128-bit lanes, the permutation puts those back in order).
-                let in_order = |h: __m256| _mm256_permute4x64_epi64::<0xD8>(_mm256_castps_si256(h));
-                let outputs = in_order(_mm256_shuffle_ps::<0x88>(a, c));
-                let rest = in_order(_mm256_shuffle_ps::<0xDD>(a, c));
+            for (v, bucket) in bucket.iter().enumerate() {
+                let (outputs, rest) = fields_avx2(cells.cells.as_ptr().cast(), bucket);
                 // No bound inside the bucket: the cell's output and count are the input's.
                 let inside = _mm256_and_si256(_mm256_srli_epi32::<16>(rest), byte);
                 let plain = _mm256_cmpeq_epi32(inside, _mm256_setzero_si256());
@@ -568,8 +557,9 @@ unsafe fn cells_avx2(
                 }
                 let mut found = !_mm256_movemask_ps(_mm256_castsi256_ps(plain)) & 0xFF;
                 while found != 0 {
-                    let e = 8 * v + found.trailing_zeros() as usize;
-                    let (_, output, count) = cells.find(t, bucket[e] as usize, xs[e]);
+                    let lane = found.trailing_zeros() as usize;
+                    let e = 8 * v + lane;
+                    let (_, output, count) = cells.find(t, bucket[lane] as usize, xs[e]);
                     ys[e] = output;
                     spikes += count as u64;
                     synops_alone += count as u64 * fan.map_or(0, |f| f[e] as u64);
@@ -578,7 +568,7 @@ unsafe fn cells_avx2(
             }
             if let Some(z) = z.as_deref_mut() {
                 for e in 0..BLOCK {
-                    let (j, _, _) = cells.find(t, bucket[e] as usize, xs[e]);
+                    let (j, _, _) = cells.find(t, bucket[e / 8][e % 8] as usize, xs[e]);
                     z[first + e] = t.words[j as usize];
                 }
             }

@@ -18,16 +18,18 @@
 //! positions as register tables: 16 elements find their levels and results by register
 //! permutations, with no hash probe or gather; a group with a level not in the tree (new,
 //! NaN, or −0 beside +0) or a result not yet known goes the scalar way. With AVX2 alone, 16
-//! elements find their levels at the first slot their hash probes, and their results, by
-//! gathers (`settle_avx2`); an input further along the table (a collision) goes the scalar
-//! way too. On B0's structure that made SNN mode 7% faster on the Zen 3 of session 20.
+//! elements find their levels at the first slot their hash probes, and their results, in
+//! vector lanes (`settle_avx2`: the slots and results read whole, a load per lane); an input
+//! further along the table (a collision) goes the scalar way too. On B0's structure that
+//! made SNN mode 7% faster on the Zen 3 of session 20 (by gathers then), loads instead of
+//! the gathers 3–6% more in session 22.
 
 use rustc_hash::FxHashMap;
 
 use super::tree::{self, Tree};
 use super::unit::UnitKernel;
 #[cfg(target_arch = "x86_64")]
-use super::unit::{synops_avx2, synops_avx512};
+use super::unit::{fields_avx2, synops_avx2, synops_avx512};
 
 /// The second input of a two-input unit over the first input's elements.
 #[derive(Clone, Copy, Debug)]
@@ -226,13 +228,15 @@ impl LevelTree {
     }
 }
 
-/// [`LevelTree::settle`] without AVX-512, by AVX2 gathers: the groups of 16 elements of `x`
+/// [`LevelTree::settle`] without AVX-512, in AVX2 lanes: the groups of 16 elements of `x`
 /// (at most 32 groups) whose every input sits in the first slot its hash probes in the level
 /// table and whose results in `row` are all known. Their outputs go into `y`, their spikes
 /// and synaptic operations (`fanout` as in [`UnitKernel::eval_counted`]) are added to
 /// `counts`; returns a bit per group, set where the group is done. The rest (an input new,
 /// or moved along the table by a collision, or a result not yet known) is left to the scalar
-/// way. Only reads of what the scalar way reads, so the same results.
+/// way. Only reads of what the scalar way reads, so the same results. The level slots and
+/// the row's cells are read whole, one load per lane ([`fields_avx2`]): four gathers per 8
+/// inputs took 16% of a B0-structure SNN run on a Zen 3 (session 22).
 ///
 /// # Safety
 /// The CPU has AVX2.
@@ -251,8 +255,8 @@ unsafe fn settle_avx2(
     assert!(y.len() == x.len() && x.len() <= 32 * 16);
     assert!(levels.len() == 1 << PairMemo::LEVEL_BITS && row.cells.len() == PairMemo::MAX_LEVELS);
     let (slots, cells) = (
-        levels.as_ptr().cast::<i32>(),
-        row.cells.as_ptr().cast::<i32>(),
+        levels.as_ptr().cast::<u64>(),
+        row.cells.as_ptr().cast::<u64>(),
     );
     let mut done = 0u32;
     // SAFETY: AVX2 is enabled; loads and stores stay inside a group of `x`, `y` and `fanout`
@@ -275,8 +279,9 @@ unsafe fn settle_avx2(
                 let bits = _mm256_loadu_si256(x.as_ptr().add(start + 8 * v).cast());
                 // `PairMemo::level`'s first probe.
                 let slot = _mm256_srli_epi32::<SHIFT>(_mm256_mullo_epi32(bits, golden));
-                let found = _mm256_i32gather_epi32::<8>(slots, slot);
-                let level = _mm256_i32gather_epi32::<8>(slots.add(1), slot);
+                let mut index = [0u32; 8];
+                _mm256_storeu_si256(index.as_mut_ptr().cast(), slot);
+                let (found, level) = fields_avx2(slots, &index);
                 // The slot holds the input's bits and a level (an empty slot's bits may be
                 // left from before the levels started over; its level is NO_LEVEL).
                 let numbered = _mm256_cmpeq_epi32(_mm256_min_epu32(level, last_level), level);
@@ -284,8 +289,9 @@ unsafe fn settle_avx2(
                 if _mm256_movemask_epi8(matched) != -1 {
                     continue 'groups;
                 }
-                outputs[v] = _mm256_i32gather_ps::<8>(cells.cast::<f32>(), level);
-                states[v] = _mm256_i32gather_epi32::<8>(cells.add(1), level);
+                _mm256_storeu_si256(index.as_mut_ptr().cast(), level);
+                let (output, state) = fields_avx2(cells, &index);
+                (outputs[v], states[v]) = (_mm256_castsi256_ps(output), state);
                 // Known: a spike count, not UNKNOWN or PENDING plus an index (≥ 2^31).
                 if _mm256_movemask_ps(_mm256_castsi256_ps(states[v])) != 0 {
                     continue 'groups;
@@ -319,7 +325,7 @@ struct Lanes {
     done: u32,
 }
 
-/// `repr(C)`: [`settle_avx2`] gathers the fields by their offsets.
+/// `repr(C)`: [`settle_avx2`] reads a slot whole, as its two fields in order.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct LevelSlot {
@@ -868,12 +874,12 @@ mod tests {
         }
     }
 
-    /// The AVX2 gathers settle the groups whose inputs and pairs are remembered, with the
+    /// The AVX2 lanes settle the groups whose inputs and pairs are remembered, with the
     /// definition's outputs and counts, and leave a group with a new input, a group whose
     /// pair is not yet known and a group the fanout ends inside to the scalar way.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn gathers_settle_remembered_groups_as_the_definition() {
+    fn lanes_settle_remembered_groups_as_the_definition() {
         assert!(
             std::arch::is_x86_feature_detected!("avx2"),
             "the CI machines have AVX2"

@@ -872,6 +872,40 @@ pub(super) fn synops_avx2(
     _mm256_add_epi64(even, odd)
 }
 
+/// Eight 8-byte records (two 32-bit fields each, as the units' lookup tables hold them),
+/// read with one load per record at `index[0..8]` of `table` (AVX2 gathers cost more than a
+/// load per lane on the machines measured), then split into their first fields and their
+/// second fields, each in lane order.
+///
+/// # Safety
+/// The CPU has AVX2; `table` points to records of 8 bytes, all initialised, at least one
+/// past every `index`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn fields_avx2(
+    table: *const u64,
+    index: &[u32; 8],
+) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+    use std::arch::x86_64::*;
+    let mut records = [0u64; 8];
+    for (record, &i) in records.iter_mut().zip(index) {
+        // SAFETY: the caller's.
+        *record = unsafe { table.add(i as usize).read_unaligned() };
+    }
+    // SAFETY: AVX2 is enabled; both loads are inside `records`.
+    unsafe {
+        let low = _mm256_loadu_ps(records.as_ptr().cast());
+        let high = _mm256_loadu_ps(records.as_ptr().add(4).cast());
+        // Within 128-bit lanes, then the lanes' halves back in order.
+        let in_order = |h: __m256| _mm256_permute4x64_epi64::<0xD8>(_mm256_castps_si256(h));
+        (
+            in_order(_mm256_shuffle_ps::<0x88>(low, high)),
+            in_order(_mm256_shuffle_ps::<0xDD>(low, high)),
+        )
+    }
+}
+
 /// Elements per block of [`residual_avx512`]: eight vectors (eight dependency chains through
 /// the neurons side by side; more spill registers).
 const AVX512_BLOCK: usize = 128;
