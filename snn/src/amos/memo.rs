@@ -358,6 +358,9 @@ struct Cell {
     state: u32,
 }
 
+// Records of two 32-bit fields and no padding, as [`fields_avx2`] reads them.
+const _: () = assert!(std::mem::size_of::<LevelSlot>() == 8 && std::mem::size_of::<Cell>() == 8);
+
 const UNKNOWN: u32 = u32::MAX;
 const PENDING: u32 = 1 << 31;
 
