@@ -642,7 +642,7 @@ unsafe fn tree_avx512(
             for (v, &n) in node.iter().enumerate() {
                 let j = _mm512_min_epu32(n, last);
                 // Sixteen vectors' permutations cost more than a gather, which also leaves the
-                // shuffle units to the walk (README, engine performance).
+                // shuffle units to the walk (docs/engine-performance-log.md).
                 let out = if gather_outputs {
                     _mm512_i32gather_ps::<4>(j, t.outputs.as_ptr())
                 } else {

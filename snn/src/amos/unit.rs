@@ -206,7 +206,7 @@ impl UnitKernel {
             })
             .collect();
         // The residual form needs no table reads, which cost more on the machines measured
-        // (README, engine performance) even where the interval grid takes a single step.
+        // (docs/engine-performance-log.md) even where the interval grid takes a single step.
         let intervals = residual.is_none().then(|| Intervals::new(&unit)).flatten();
         let uniform = (residual.is_some() && ResidualPath::detect() == ResidualPath::Uniform)
             .then(|| Uniform::new(&unit))
@@ -1006,7 +1006,7 @@ const AVX2_BLOCK: usize = 32;
 /// runs from +0 over the fired neurons, ascending, as [`AmosUnit::decode`]'s: adding +0 where
 /// a neuron is silent changes nothing, as the sum is never −0 (it starts at +0, and `a + b`
 /// is −0 only when both are). Gathering outputs from a decode table and counting bits instead
-/// cost 40% more on Zen 3 (README, engine performance). With `WORDS`, the spike bits are
+/// cost 40% more on Zen 3 (docs/engine-performance-log.md). With `WORDS`, the spike bits are
 /// kept too (for `z`) and counted by bit count. With `SAME_HD` (the unit's
 /// `decodes_as_inhibits`) one masked value serves both. The floating-point operations are the
 /// definition's, so the bits are the same. `y.len()` is a multiple of [`AVX2_BLOCK`]; with

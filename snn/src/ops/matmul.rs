@@ -312,7 +312,7 @@ fn channel_kernel() -> Option<ChannelKernel> {
 /// 16-channel tiles whole (at least 64 channels). On Lite0's 14×14 products the AVX2 kernel
 /// ran level with the crate to 27% faster (one thread, `--example gemm_shapes`, two
 /// sittings); on 28×28 and 56×56 planes it won in one sitting and lost in the other, and in
-/// the network those did better with the crate (README, session 12).
+/// the network those did better with the crate (docs/engine-performance-log.md, session 12).
 pub fn prefers_channels(m: usize, n: usize, k: usize) -> bool {
     let (tile_rows, tile_columns) = match channel_kernel() {
         Some(ChannelKernel::Avx512) => (by_channels::CHANNELS, by_channels::COLUMNS),
