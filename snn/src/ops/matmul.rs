@@ -242,6 +242,9 @@ pub struct WeightsByInput {
     /// Channels of a block: `stride` for the AVX-512 kernel (one block, `[k × stride]`),
     /// [`by_channels::AVX2_CHANNELS`] for the AVX2 one.
     tile: usize,
+    /// Every weight is finite, so an input of ±0 contributes a zero to every product it
+    /// enters (see [`by_channels::matmul_avx2`]).
+    finite: bool,
 }
 
 impl WeightsByInput {
@@ -275,6 +278,7 @@ impl WeightsByInput {
             }
         }
         WeightsByInput {
+            finite: data.iter().all(|w| w.is_finite()),
             data,
             rows,
             depth,
@@ -1325,6 +1329,13 @@ mod by_channels {
     /// images at a time go through each block of 16 channels' weights, their inputs packed
     /// beforehand tile by tile (`[tile][k][6]`), so that both operands are read in order.
     ///
+    /// A tile skips the depths whose six inputs are all ±0 (after a ReLU or a spiking unit,
+    /// 40–70% of the inputs of Lite0's 14×14 and 7×7 projections): with finite weights such
+    /// a term is a zero, and adding a zero leaves a chain as it was, or a zero of either
+    /// sign. So a chain that skips them ends equal to the full one, or both end as zeros, and
+    /// a tile with an output of ±0 is computed again in full; the bits are the full
+    /// product's.
+    ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `rhs`, `dst` and `bias` hold at least `images·k·n`,
     /// `images·m·n` and `m`, and `w` is laid out for `m × k`.
@@ -1356,6 +1367,11 @@ mod by_channels {
         let per_image = tiles * k * P;
         let together = (SHARED_INPUTS / (4 * per_image).max(1)).clamp(1, images.max(1));
         let mut packed = vec![0.0f32; together * per_image];
+        // Per image and tile, the depths it reads (ascending, `k` slots a tile): all of them,
+        // or with finite weights those whose inputs are not all ±0.
+        let mut depths = vec![0u32; together * tiles * k];
+        let mut live = vec![0usize; together * tiles];
+        let every_depth: Vec<u32> = (0..k as u32).collect();
         for first in (0..images).step_by(together) {
             let group = together.min(images - first);
             for (image, packed) in packed.chunks_exact_mut(per_image).take(group).enumerate() {
@@ -1365,14 +1381,29 @@ mod by_channels {
                     let rows = packed.chunks_exact_mut(P).zip(x.chunks_exact(n));
                     if p0 + P <= n {
                         rows.for_each(|(row, x)| row.copy_from_slice(&x[p0..p0 + P]));
-                        continue;
-                    }
-                    // The last tile, partial: its last column repeated.
-                    for (row, x) in rows {
-                        for (p, y) in row.iter_mut().enumerate() {
-                            *y = x[(p0 + p).min(n - 1)];
+                    } else {
+                        // The last tile, partial: its last column repeated.
+                        for (row, x) in rows {
+                            for (p, y) in row.iter_mut().enumerate() {
+                                *y = x[(p0 + p).min(n - 1)];
+                            }
                         }
                     }
+                    let at = image * tiles + tile;
+                    let list = &mut depths[at * k..(at + 1) * k];
+                    live[at] = if w.finite {
+                        let mut len = 0;
+                        for (d, row) in packed.chunks_exact(P).enumerate() {
+                            // Branch-free: ±0 has no bits but the sign's (NaN has some).
+                            let bits = row.iter().fold(0, |bits, v| bits | v.to_bits());
+                            list[len] = d as u32;
+                            len += usize::from(bits << 1 != 0);
+                        }
+                        len
+                    } else {
+                        list.copy_from_slice(&every_depth);
+                        k
+                    };
                 }
             }
             // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
@@ -1389,16 +1420,31 @@ mod by_channels {
                     for image in 0..group {
                         let x = packed.as_ptr().add(image * per_image);
                         let dst = dst.as_mut_ptr().add((first + image) * m * n + c0 * n);
-                        slab_avx2(n, k, kc, channels, block, x, b, dst, clamp);
+                        let reads = Depths {
+                            lists: &depths[image * tiles * k..(image + 1) * tiles * k],
+                            live: &live[image * tiles..(image + 1) * tiles],
+                            every: &every_depth,
+                        };
+                        slab_avx2(n, k, kc, channels, block, x, reads, b, dst, clamp);
                     }
                 }
             }
         }
     }
 
+    /// The depths each tile of one image reads ([`matmul_avx2`]): tile t's are the first
+    /// `live[t]` of `lists[t·k..(t + 1)·k]`; `every` is all of them, `0..k`.
+    #[derive(Clone, Copy)]
+    struct Depths<'a> {
+        lists: &'a [u32],
+        live: &'a [usize],
+        every: &'a [u32],
+    }
+
     /// One block of 16 channels (`channels` of them real) of one image: [`matmul_avx2`]'s
     /// tiles along the row. `block` is the block's weights (`k × 16`), `x` the image's
-    /// packed inputs, `dst` the block's first channel's output row.
+    /// packed inputs, `reads` the depths of its tiles, `dst` the block's first channel's
+    /// output row.
     ///
     /// # Safety
     /// As [`matmul_avx2`], for one image's packed inputs and the block's `channels` rows of
@@ -1414,6 +1460,7 @@ mod by_channels {
         channels: usize,
         block: *const f32,
         x: *const f32,
+        reads: Depths<'_>,
         b: [std::arch::x86_64::__m256; AVX2_CHANNELS / 8],
         dst: *mut f32,
         clamp: Option<super::Clamp>,
@@ -1423,27 +1470,27 @@ mod by_channels {
         const P: usize = AVX2_COLUMNS;
         // SAFETY: as the caller's.
         unsafe {
+            // The lanes of real channels, where an output of ±0 sends a tile to be computed
+            // again in full (the padding's are zeros).
+            let real: [__m256; V] = std::array::from_fn(|v| {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let left = _mm256_set1_epi32(channels.saturating_sub(8 * v) as i32);
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(left, lane))
+            });
             for (tile, p0) in (0..n).step_by(P).enumerate() {
                 let x = x.add(tile * k * P);
-                let mut out = [b; P];
-                for (k0, depth) in super::k_blocks(k, kc) {
-                    let mut acc = [[_mm256_setzero_ps(); V]; P];
-                    for d in k0..k0 + depth {
-                        let row = block.add(d * AVX2_CHANNELS);
-                        let wv: [__m256; V] =
-                            std::array::from_fn(|v| _mm256_loadu_ps(row.add(8 * v)));
-                        let x = x.add(d * P);
-                        for (p, acc) in acc.iter_mut().enumerate() {
-                            let xb = _mm256_broadcast_ss(&*x.add(p));
-                            for (acc, &wv) in acc.iter_mut().zip(&wv) {
-                                *acc = _mm256_fmadd_ps(wv, xb, *acc);
-                            }
-                        }
-                    }
-                    for (out, acc) in out.iter_mut().zip(&acc) {
-                        for (out, &acc) in out.iter_mut().zip(acc) {
-                            *out = _mm256_add_ps(*out, acc);
-                        }
+                let read = &reads.lists[tile * k..][..reads.live[tile]];
+                let mut out = tile_avx2(k, kc, read, block, x, b);
+                if read.len() < k {
+                    let zero = _mm256_setzero_ps();
+                    let zeros = out.iter().fold(zero, |any, out| {
+                        out.iter().zip(&real).fold(any, |any, (&o, &real)| {
+                            let z = _mm256_cmp_ps::<_CMP_EQ_OQ>(o, zero);
+                            _mm256_or_ps(any, _mm256_and_ps(z, real))
+                        })
+                    });
+                    if _mm256_movemask_ps(zeros) != 0 {
+                        out = tile_avx2(k, kc, reads.every, block, x, b);
                     }
                 }
                 for out in out.iter_mut().flatten() {
@@ -1468,6 +1515,56 @@ mod by_channels {
                 }
             }
         }
+    }
+
+    /// One tile of [`slab_avx2`]: `bias + Σ w·x` for 16 channels × 6 columns over `depths`
+    /// (ascending), chains from zero by blocks of `kc` as the full product's.
+    ///
+    /// # Safety
+    /// As [`slab_avx2`]'s, with every depth below `k`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile_avx2(
+        k: usize,
+        kc: usize,
+        depths: &[u32],
+        block: *const f32,
+        x: *const f32,
+        b: [std::arch::x86_64::__m256; AVX2_CHANNELS / 8],
+    ) -> [[std::arch::x86_64::__m256; AVX2_CHANNELS / 8]; AVX2_COLUMNS] {
+        use std::arch::x86_64::*;
+        const V: usize = AVX2_CHANNELS / 8;
+        const P: usize = AVX2_COLUMNS;
+        let mut out = [b; P];
+        let mut rest = depths;
+        for (k0, depth) in super::k_blocks(k, kc) {
+            let end = (k0 + depth) as u32;
+            let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
+            rest = more;
+            let mut acc = [[_mm256_setzero_ps(); V]; P];
+            for &d in these {
+                let d = d as usize;
+                // SAFETY: d < k, inside the block's weights and the tile's packed inputs.
+                unsafe {
+                    let row = block.add(d * AVX2_CHANNELS);
+                    let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(row.add(8 * v)));
+                    let x = x.add(d * P);
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let xb = _mm256_broadcast_ss(&*x.add(p));
+                        for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                            *acc = _mm256_fmadd_ps(wv, xb, *acc);
+                        }
+                    }
+                }
+            }
+            for (out, acc) in out.iter_mut().zip(&acc) {
+                for (out, &acc) in out.iter_mut().zip(acc) {
+                    *out = _mm256_add_ps(*out, acc);
+                }
+            }
+        }
+        out
     }
 
     /// Writes a whole tile, `out[p][v]` holding channels 8v..8v+8 of column p, as 16 rows of
@@ -1990,6 +2087,85 @@ mod tests {
                     assert!(
                         same(&ours, &want[..images * m * n]),
                         "m {m} n {n} k {k}, {images} images, {clamp:?}: not the crate's bits"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The AVX2 kernel vectorised along the channels skips the depths whose inputs are all
+    /// ±0 and still gives the `gemm` crate's bits: on inputs mostly zeros of either sign
+    /// (whole planes and runs of them, as after a ReLU or a spiking unit), with k in one block
+    /// and in three; a chain that underflows to −0 before a skipped depth, on a bias of −0
+    /// (skipped, the output would stay −0 where the full product gives +0); and weights with
+    /// an infinity, where `0·∞` is NaN and nothing may be skipped.
+    #[test]
+    fn avx2_channel_kernel_skips_zero_inputs_with_the_crates_bits() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
+            {
+                eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+                return;
+            }
+            let mut value = values(41);
+            let mut coin = values(43);
+            // (m, n, k, infinite weight): a 7×7 projection with k in three blocks, a 14×14
+            // one with partial tiles of channels, one with an infinite weight.
+            for (m, n, k, infinite) in [
+                (40, 49, 1100, false),
+                (53, 196, 120, false),
+                (32, 49, 96, true),
+            ] {
+                let Some(kc) = tiled_block(m, n, k) else {
+                    panic!("m {m} n {n} k {k}: the crate takes another path");
+                };
+                let mut lhs: Vec<f32> = (0..m * k).map(|_| value(false)).collect();
+                let mut bias: Vec<f32> = (0..m).map(|_| value(false)).collect();
+                // Inputs: a third of the planes zero, the rest three quarters zeros.
+                let mut rhs: Vec<f32> = Vec::with_capacity(2 * k * n);
+                for _ in 0..2 * k {
+                    let dead = coin(false).abs().to_bits().is_multiple_of(3);
+                    for _ in 0..n {
+                        let zero = dead || !coin(false).abs().to_bits().is_multiple_of(4);
+                        let sign = if coin(false) < 0.0 { -0.0 } else { 0.0 };
+                        rhs.push(if zero { sign } else { value(false) });
+                    }
+                }
+                // The first tile of the first image reads depth 0 only: channel 0, column 0 is
+                // −1e−30 · 1e−30, which underflows to −0, then depth 1 (skipped) adds +0 in
+                // the full product.
+                for x in rhs[..k * n].chunks_exact_mut(n) {
+                    x[..6].fill(0.0);
+                }
+                rhs[0] = 1e-30;
+                lhs[0] = -1e-30;
+                lhs[1] = 1.0;
+                bias[0] = -0.0;
+                if infinite {
+                    lhs[5 * k + 7] = f32::INFINITY;
+                }
+                let theirs = crate_image_by_image(m, n, k, &lhs, &rhs, &bias);
+                assert_eq!(theirs[0].to_bits(), 0.0f32.to_bits(), "the crate's product");
+                assert_eq!(
+                    theirs.iter().any(|v| v.is_nan()),
+                    infinite,
+                    "0·∞ in the crate's product"
+                );
+                let w = WeightsByInput::for_kernel(Some(ChannelKernel::Avx2), &lhs, m, k);
+                for images in [1, 2] {
+                    let mut ours = vec![f32::NAN; images * m * n];
+                    // SAFETY: AVX2 and FMA were detected above; the operands have the
+                    // product's sizes.
+                    unsafe {
+                        by_channels::matmul_avx2(
+                            m, n, k, kc, images, &w, &rhs, &bias, &mut ours, None,
+                        )
+                    };
+                    assert!(
+                        same(&ours, &theirs[..images * m * n]),
+                        "m {m} n {n} k {k}, {images} images: not the crate's bits"
                     );
                 }
             }
