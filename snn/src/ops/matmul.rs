@@ -1329,12 +1329,15 @@ mod by_channels {
     /// images at a time go through each block of 16 channels' weights, their inputs packed
     /// beforehand tile by tile (`[tile][k][6]`), so that both operands are read in order.
     ///
-    /// A tile skips the depths whose six inputs are all ±0 (after a ReLU or a spiking unit,
-    /// 40–70% of the inputs of Lite0's 14×14 and 7×7 projections): with finite weights such
+    /// A tile skips the depths whose six inputs are all ±0 (after a ReLU or a spiking unit:
+    /// 46% of the multiply-adds of Lite0's 14×14 and 7×7 projections): with finite weights such
     /// a term is a zero, and adding a zero leaves a chain as it was, or a zero of either
     /// sign. So a chain that skips them ends equal to the full one, or both end as zeros, and
     /// a tile with an output of ±0 is computed again in full; the bits are the full
-    /// product's.
+    /// product's. A tile with fewer than an eighth of its depths to skip reads them all in
+    /// order (the list costs about as much), and so does every tile of an image whose first
+    /// tile has so few (dense inputs, after a swish or of an expansion, are not tested
+    /// further).
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `rhs`, `dst` and `bias` hold at least `images·k·n`,
@@ -1366,12 +1369,14 @@ mod by_channels {
         let tiles = n.div_ceil(P);
         let per_image = tiles * k * P;
         let together = (SHARED_INPUTS / (4 * per_image).max(1)).clamp(1, images.max(1));
-        let mut packed = vec![0.0f32; together * per_image];
-        // Per image and tile, the depths it reads (ascending, `k` slots a tile): all of them,
-        // or with finite weights those whose inputs are not all ±0.
-        let mut depths = vec![0u32; together * tiles * k];
-        let mut live = vec![0usize; together * tiles];
-        let every_depth: Vec<u32> = (0..k as u32).collect();
+        // Two floats past the last tile: the test of a depth's six inputs reads eight.
+        let mut packed = vec![0.0f32; together * per_image + 2];
+        // Per image and tile, the depths whose inputs are not all ±0 (ascending, `k` slots a
+        // tile; made when a first image has zeros enough) and how many; `k` where the tile
+        // reads every depth in order (too few zeros to pay for the list, or weights that are
+        // not all finite).
+        let mut depths: Vec<u32> = Vec::new();
+        let mut live = vec![k; together * tiles];
         for first in (0..images).step_by(together) {
             let group = together.min(images - first);
             for (image, packed) in packed.chunks_exact_mut(per_image).take(group).enumerate() {
@@ -1389,21 +1394,37 @@ mod by_channels {
                             }
                         }
                     }
+                }
+            }
+            // Each image's first tile tells whether its inputs have zeros enough: dense ones
+            // (after a swish, or an expansion's) then cost one tile's test, not every tile's.
+            for image in (0..group).filter(|_| w.finite && k > 0) {
+                for tile in 0..tiles {
                     let at = image * tiles + tile;
+                    if depths.is_empty() {
+                        depths = vec![0; together * tiles * k];
+                    }
                     let list = &mut depths[at * k..(at + 1) * k];
-                    live[at] = if w.finite {
-                        let mut len = 0;
-                        for (d, row) in packed.chunks_exact(P).enumerate() {
-                            // Branch-free: ±0 has no bits but the sign's (NaN has some).
-                            let bits = row.iter().fold(0, |bits, v| bits | v.to_bits());
-                            list[len] = d as u32;
-                            len += usize::from(bits << 1 != 0);
-                        }
-                        len
-                    } else {
-                        list.copy_from_slice(&every_depth);
-                        k
-                    };
+                    let inputs = packed[at * k * P..].as_ptr();
+                    let mut len = 0;
+                    for d in 0..k {
+                        // SAFETY: AVX2 is enabled; eight floats from depth d's six lie in
+                        // `packed` (the last tile's run into the two spare ones). Unordered:
+                        // NaN counts as nonzero; branch-free.
+                        let nonzero = unsafe {
+                            let v = _mm256_loadu_ps(inputs.add(d * P));
+                            let ne = _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps());
+                            _mm256_movemask_ps(ne) & 0x3f != 0
+                        };
+                        // Written at every depth, kept where nonzero (len ≤ d).
+                        list[len] = d as u32;
+                        len += usize::from(nonzero);
+                    }
+                    live[at] = if len > k - k / 8 { k } else { len };
+                    if tile == 0 && live[at] == k {
+                        live[at..(image + 1) * tiles].fill(k);
+                        break;
+                    }
                 }
             }
             // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
@@ -1421,9 +1442,10 @@ mod by_channels {
                         let x = packed.as_ptr().add(image * per_image);
                         let dst = dst.as_mut_ptr().add((first + image) * m * n + c0 * n);
                         let reads = Depths {
-                            lists: &depths[image * tiles * k..(image + 1) * tiles * k],
+                            lists: depths
+                                .get(image * tiles * k..(image + 1) * tiles * k)
+                                .unwrap_or_default(),
                             live: &live[image * tiles..(image + 1) * tiles],
-                            every: &every_depth,
                         };
                         slab_avx2(n, k, kc, channels, block, x, reads, b, dst, clamp);
                     }
@@ -1433,12 +1455,11 @@ mod by_channels {
     }
 
     /// The depths each tile of one image reads ([`matmul_avx2`]): tile t's are the first
-    /// `live[t]` of `lists[t·k..(t + 1)·k]`; `every` is all of them, `0..k`.
+    /// `live[t]` of `lists[t·k..(t + 1)·k]`, or every depth in order where `live[t]` is k.
     #[derive(Clone, Copy)]
     struct Depths<'a> {
         lists: &'a [u32],
         live: &'a [usize],
-        every: &'a [u32],
     }
 
     /// One block of 16 channels (`channels` of them real) of one image: [`matmul_avx2`]'s
@@ -1479,9 +1500,10 @@ mod by_channels {
             });
             for (tile, p0) in (0..n).step_by(P).enumerate() {
                 let x = x.add(tile * k * P);
-                let read = &reads.lists[tile * k..][..reads.live[tile]];
+                let live = reads.live[tile];
+                let read = (live < k).then(|| &reads.lists[tile * k..][..live]);
                 let mut out = tile_avx2(k, kc, read, block, x, b);
-                if read.len() < k {
+                if read.is_some() {
                     let zero = _mm256_setzero_ps();
                     let zeros = out.iter().fold(zero, |any, out| {
                         out.iter().zip(&real).fold(any, |any, (&o, &real)| {
@@ -1490,7 +1512,7 @@ mod by_channels {
                         })
                     });
                     if _mm256_movemask_ps(zeros) != 0 {
-                        out = tile_avx2(k, kc, reads.every, block, x, b);
+                        out = tile_avx2(k, kc, None, block, x, b);
                     }
                 }
                 for out in out.iter_mut().flatten() {
@@ -1518,7 +1540,8 @@ mod by_channels {
     }
 
     /// One tile of [`slab_avx2`]: `bias + Σ w·x` for 16 channels × 6 columns over `depths`
-    /// (ascending), chains from zero by blocks of `kc` as the full product's.
+    /// (ascending; every depth, in order, where `None`), chains from zero by blocks of `kc`
+    /// as the full product's.
     ///
     /// # Safety
     /// As [`slab_avx2`]'s, with every depth below `k`.
@@ -1528,7 +1551,7 @@ mod by_channels {
     unsafe fn tile_avx2(
         k: usize,
         kc: usize,
-        depths: &[u32],
+        depths: Option<&[u32]>,
         block: *const f32,
         x: *const f32,
         b: [std::arch::x86_64::__m256; AVX2_CHANNELS / 8],
@@ -1537,26 +1560,28 @@ mod by_channels {
         const V: usize = AVX2_CHANNELS / 8;
         const P: usize = AVX2_COLUMNS;
         let mut out = [b; P];
-        let mut rest = depths;
+        let mut rest = depths.unwrap_or_default();
         for (k0, depth) in super::k_blocks(k, kc) {
-            let end = (k0 + depth) as u32;
-            let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
-            rest = more;
             let mut acc = [[_mm256_setzero_ps(); V]; P];
-            for &d in these {
-                let d = d as usize;
-                // SAFETY: d < k, inside the block's weights and the tile's packed inputs.
-                unsafe {
-                    let row = block.add(d * AVX2_CHANNELS);
-                    let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(row.add(8 * v)));
-                    let x = x.add(d * P);
-                    for (p, acc) in acc.iter_mut().enumerate() {
-                        let xb = _mm256_broadcast_ss(&*x.add(p));
-                        for (acc, &wv) in acc.iter_mut().zip(&wv) {
-                            *acc = _mm256_fmadd_ps(wv, xb, *acc);
-                        }
+            // SAFETY: d < k, inside the block's weights and the tile's packed inputs.
+            let mut add = |d: usize| unsafe {
+                let row = block.add(d * AVX2_CHANNELS);
+                let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(row.add(8 * v)));
+                let x = x.add(d * P);
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm256_broadcast_ss(&*x.add(p));
+                    for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                        *acc = _mm256_fmadd_ps(wv, xb, *acc);
                     }
                 }
+            };
+            if depths.is_some() {
+                let end = (k0 + depth) as u32;
+                let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
+                rest = more;
+                these.iter().for_each(|&d| add(d as usize));
+            } else {
+                (k0..k0 + depth).for_each(add);
             }
             for (out, acc) in out.iter_mut().zip(&acc) {
                 for (out, &acc) in out.iter_mut().zip(acc) {
@@ -2144,7 +2169,9 @@ mod tests {
                 lhs[1] = 1.0;
                 bias[0] = -0.0;
                 if infinite {
+                    // Against a plane of zeros, which every tile would skip.
                     lhs[5 * k + 7] = f32::INFINITY;
+                    rhs[7 * n..8 * n].fill(0.0);
                 }
                 let theirs = crate_image_by_image(m, n, k, &lhs, &rhs, &bias);
                 assert_eq!(theirs[0].to_bits(), 0.0f32.to_bits(), "the crate's product");
