@@ -1373,8 +1373,8 @@ mod by_channels {
         let mut packed = vec![0.0f32; together * per_image + 2];
         // Per image and tile, the depths whose inputs are not all ±0 (ascending, `k` slots a
         // tile; made when a first image has zeros enough) and how many; `k` where the tile
-        // reads every depth in order (too few zeros to pay for the list, or weights that are
-        // not all finite).
+        // reads every depth in order (too few zeros to pay for the list, an image whose first
+        // tile has too few, or weights that are not all finite).
         let mut depths: Vec<u32> = Vec::new();
         let mut live = vec![k; together * tiles];
         for first in (0..images).step_by(together) {
@@ -1399,32 +1399,30 @@ mod by_channels {
             // Each image's first tile tells whether its inputs have zeros enough: dense ones
             // (after a swish, or an expansion's) then cost one tile's test, not every tile's.
             for image in (0..group).filter(|_| w.finite && k > 0) {
+                let first_tile = packed[image * per_image..].as_ptr();
+                // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
+                let live_in_first = (0..k)
+                    .map(|d| usize::from(unsafe { has_nonzero(first_tile.add(d * P)) }))
+                    .sum::<usize>();
+                if live_in_first > k - k / 8 {
+                    live[image * tiles..(image + 1) * tiles].fill(k);
+                    continue;
+                }
+                if depths.is_empty() {
+                    depths = vec![0; together * tiles * k];
+                }
                 for tile in 0..tiles {
                     let at = image * tiles + tile;
-                    if depths.is_empty() {
-                        depths = vec![0; together * tiles * k];
-                    }
                     let list = &mut depths[at * k..(at + 1) * k];
                     let inputs = packed[at * k * P..].as_ptr();
                     let mut len = 0;
                     for d in 0..k {
-                        // SAFETY: AVX2 is enabled; eight floats from depth d's six lie in
-                        // `packed` (the last tile's run into the two spare ones). Unordered:
-                        // NaN counts as nonzero; branch-free.
-                        let nonzero = unsafe {
-                            let v = _mm256_loadu_ps(inputs.add(d * P));
-                            let ne = _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps());
-                            _mm256_movemask_ps(ne) & 0x3f != 0
-                        };
                         // Written at every depth, kept where nonzero (len ≤ d).
                         list[len] = d as u32;
-                        len += usize::from(nonzero);
+                        // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
+                        len += usize::from(unsafe { has_nonzero(inputs.add(d * P)) });
                     }
                     live[at] = if len > k - k / 8 { k } else { len };
-                    if tile == 0 && live[at] == k {
-                        live[at..(image + 1) * tiles].fill(k);
-                        break;
-                    }
                 }
             }
             // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
@@ -1451,6 +1449,25 @@ mod by_channels {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether any of the six packed inputs at `inputs` is other than ±0 (NaN counts):
+    /// branch-free, by one 8-lane load, compare and mask.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; eight floats from `inputs` are readable (a packed buffer has two
+    /// spare ones after its last tile).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn has_nonzero(inputs: *const f32) -> bool {
+        use std::arch::x86_64::*;
+        // SAFETY: as the caller's.
+        unsafe {
+            let v = _mm256_loadu_ps(inputs);
+            let ne = _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps());
+            _mm256_movemask_ps(ne) & 0x3f != 0
         }
     }
 
