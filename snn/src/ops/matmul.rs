@@ -1693,6 +1693,18 @@ mod tests {
         }
     }
 
+    /// Whether the AVX2 kernels run here (AVX2 and FMA); says so where they do not, for the
+    /// tests that then check nothing of them.
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_fma() -> bool {
+        let yes = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if !yes {
+            eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+        }
+        yes
+    }
+
     /// The same bits, any NaN matching any NaN (payloads may differ).
     fn same(a: &[f32], b: &[f32]) -> bool {
         a.len() == b.len()
@@ -1871,10 +1883,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_kernel_gives_the_gemm_crates_bits() {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
-            eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+        if !avx2_and_fma() {
             return;
         }
         let mut value = values(23);
@@ -2083,10 +2092,7 @@ mod tests {
     fn avx2_channel_kernel_gives_the_gemm_crates_bits() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !(std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma"))
-            {
-                eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+            if !avx2_and_fma() {
                 return;
             }
             let mut value = values(23);
@@ -2145,10 +2151,7 @@ mod tests {
     fn avx2_channel_kernel_skips_zero_inputs_with_the_crates_bits() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !(std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma"))
-            {
-                eprintln!("no AVX2 and FMA: only the gemm crate runs here");
+            if !avx2_and_fma() {
                 return;
             }
             let mut value = values(41);
