@@ -1398,13 +1398,16 @@ mod by_channels {
             }
             // Each image's first tile tells whether its inputs have zeros enough: dense ones
             // (after a swish, or an expansion's) then cost one tile's test, not every tile's.
-            for image in (0..group).filter(|_| w.finite && k > 0) {
+            for image in 0..group {
+                if !w.finite || k == 0 {
+                    break;
+                }
                 let first_tile = packed[image * per_image..].as_ptr();
                 // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
                 let live_in_first = (0..k)
                     .map(|d| usize::from(unsafe { has_nonzero(first_tile.add(d * P)) }))
                     .sum::<usize>();
-                if live_in_first > k - k / 8 {
+                if reads_every_depth(live_in_first, k) {
                     live[image * tiles..(image + 1) * tiles].fill(k);
                     continue;
                 }
@@ -1422,7 +1425,7 @@ mod by_channels {
                         // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
                         len += usize::from(unsafe { has_nonzero(inputs.add(d * P)) });
                     }
-                    live[at] = if len > k - k / 8 { k } else { len };
+                    live[at] = if reads_every_depth(len, k) { k } else { len };
                 }
             }
             // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
@@ -1450,6 +1453,13 @@ mod by_channels {
                 }
             }
         }
+    }
+
+    /// Whether a tile (or an image, judged on its first tile) with `live` of its `k` depths
+    /// not all ±0 reads every depth in order: with fewer than an eighth to skip, the list of
+    /// depths costs about as much as it saves.
+    fn reads_every_depth(live: usize, k: usize) -> bool {
+        live > k - k / 8
     }
 
     /// Whether any of the six packed inputs at `inputs` is other than ±0 (NaN counts):
