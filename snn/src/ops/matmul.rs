@@ -1192,7 +1192,9 @@ mod by_channels {
     /// another in `rhs` and `dst`: per tile of 48 channels × 7 columns, 21 vectors of chains
     /// `acc = fma(w, x, acc)` from zero over each block of `kc`, added to the running result
     /// after each block, which is then written across. A few images at a time go through
-    /// each slab of 48 channels' weights.
+    /// each slab of 48 channels' weights. A tile skips the depths whose seven inputs are all
+    /// ±0, as [`matmul_avx2`]'s do (and with the same bits, for the same reasons); the lists
+    /// of depths are made once per image, before its slabs.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `rhs`, `dst` and `bias` hold at least `images·k·n`,
@@ -1218,31 +1220,88 @@ mod by_channels {
         assert!(bias.len() >= m && n > 0);
         assert!(w.rows == m && w.depth == k && w.data.len() >= w.stride * k && kc > 0);
         assert!(w.tile == w.stride, "weights laid out for another kernel");
+        let tiles = n.div_ceil(COLUMNS);
         let together = (SHARED_INPUTS / (4 * k * n).max(1)).max(1);
+        // Per image and tile, the depths that are not all ±0, as in `matmul_avx2`.
+        let mut depths: Vec<u32> = Vec::new();
+        let mut live = vec![k; images * tiles];
+        for image in 0..images {
+            if !w.finite || k == 0 {
+                break;
+            }
+            let x = rhs[image * k * n..][..k * n].as_ptr();
+            // SAFETY: AVX-512F is enabled; the tile's columns lie in the image's inputs.
+            let live_in_first = (0..k)
+                .map(|d| usize::from(unsafe { has_nonzero_avx512(x.add(d * n), n) }))
+                .sum::<usize>();
+            if reads_every_depth(live_in_first, k) {
+                continue;
+            }
+            if depths.is_empty() {
+                depths = vec![0; images * tiles * k];
+            }
+            for tile in 0..tiles {
+                let at = image * tiles + tile;
+                let p0 = tile * COLUMNS;
+                live[at] = list_depths(&mut depths[at * k..(at + 1) * k], |d| {
+                    // SAFETY: as above, columns p0.. of row d.
+                    unsafe { has_nonzero_avx512(x.add(d * n + p0), n - p0) }
+                });
+            }
+        }
         // SAFETY: loads of `w` stay in its padded rows (c0 + 48 ≤ stride); of `rhs` at column
         // min(p, n − 1) of rows < k of an image < images; of `bias` under the mask of
         // channels < m; stores only at channels < m and columns < n of an image < images.
         unsafe {
             for first in (0..images).step_by(together) {
                 for c0 in (0..m).step_by(CHANNELS) {
-                    let lanes = |v: usize| -> __mmask16 {
+                    // The lanes of real channels.
+                    let real: [__mmask16; V] = std::array::from_fn(|v| {
                         let left = m.saturating_sub(c0 + 16 * v).min(16);
                         ((1u32 << left) - 1) as __mmask16
-                    };
+                    });
                     let b: [__m512; V] = std::array::from_fn(|v| {
-                        _mm512_maskz_loadu_ps(lanes(v), bias.as_ptr().add(c0 + 16 * v))
+                        _mm512_maskz_loadu_ps(real[v], bias.as_ptr().add(c0 + 16 * v))
                     });
                     for image in first..images.min(first + together) {
                         let rhs = rhs.as_ptr().add(image * k * n);
                         let dst = dst.as_mut_ptr().add(image * m * n);
-                        slab(m, n, k, kc, c0, w, rhs, b, dst, clamp);
+                        let reads = Depths {
+                            lists: depths
+                                .get(image * tiles * k..(image + 1) * tiles * k)
+                                .unwrap_or_default(),
+                            live: &live[image * tiles..(image + 1) * tiles],
+                        };
+                        let bias = (b, real);
+                        slab(m, n, k, kc, c0, w, rhs, reads, bias, dst, clamp);
                     }
                 }
             }
         }
     }
 
-    /// One slab of 48 channels (from `c0`) of one image: [`matmul`]'s tiles along the row.
+    /// Whether any of the (at most seven) inputs of a tile's depth from `inputs`, `left`
+    /// columns to the row's end, is other than ±0 (NaN counts).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `min(left, 7)` floats from `inputs` are readable.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn has_nonzero_avx512(inputs: *const f32, left: usize) -> bool {
+        use std::arch::x86_64::*;
+        let keep = ((1u32 << left.min(COLUMNS)) - 1) as __mmask16;
+        // SAFETY: as the caller's; lanes outside `keep` are not read.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(keep, inputs);
+            _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(keep, v, _mm512_setzero_ps()) != 0
+        }
+    }
+
+    /// One slab of 48 channels (from `c0`) of one image: [`matmul`]'s tiles along the row,
+    /// each over the depths `reads` gives it, from the biases `b` (`real` the lanes of real
+    /// channels, where an output of ±0 sends a tile that skipped depths to be computed
+    /// again in full).
     ///
     /// # Safety
     /// As [`matmul`], for one image's `rhs` (`k·n`) and `dst` (`m·n`).
@@ -1258,7 +1317,11 @@ mod by_channels {
         c0: usize,
         w: &super::WeightsByInput,
         rhs: *const f32,
-        b: [std::arch::x86_64::__m512; CHANNELS / 16],
+        reads: Depths<'_>,
+        (b, real): (
+            [std::arch::x86_64::__m512; CHANNELS / 16],
+            [std::arch::x86_64::__mmask16; CHANNELS / 16],
+        ),
         dst: *mut f32,
         clamp: Option<super::Clamp>,
     ) {
@@ -1267,27 +1330,20 @@ mod by_channels {
         const P: usize = COLUMNS;
         // SAFETY: as the caller's.
         unsafe {
-            for p0 in (0..n).step_by(P) {
+            for (tile, p0) in (0..n).step_by(P).enumerate() {
                 let column: [usize; P] = std::array::from_fn(|p| (p0 + p).min(n - 1));
-                let mut out = [b; P];
-                for (k0, depth) in super::k_blocks(k, kc) {
-                    let mut acc = [[_mm512_setzero_ps(); V]; P];
-                    for d in k0..k0 + depth {
-                        let row = w.data.as_ptr().add(d * w.stride + c0);
-                        let wv: [__m512; V] =
-                            std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
-                        let x = rhs.add(d * n);
-                        for (acc, &col) in acc.iter_mut().zip(&column) {
-                            let xb = _mm512_set1_ps(*x.add(col));
-                            for (acc, &wv) in acc.iter_mut().zip(&wv) {
-                                *acc = _mm512_fmadd_ps(wv, xb, *acc);
-                            }
-                        }
-                    }
-                    for (out, acc) in out.iter_mut().zip(&acc) {
-                        for (out, &acc) in out.iter_mut().zip(acc) {
-                            *out = _mm512_add_ps(*out, acc);
-                        }
+                let live = reads.live[tile];
+                let read = (live < k).then(|| &reads.lists[tile * k..][..live]);
+                let mut out = tile_avx512(k, kc, read, w, c0, rhs, n, &column, b);
+                if read.is_some() {
+                    let zero = _mm512_setzero_ps();
+                    let zeros = out.iter().any(|out| {
+                        out.iter().zip(&real).any(|(&o, &real)| {
+                            _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(real, o, zero) != 0
+                        })
+                    });
+                    if zeros {
+                        out = tile_avx512(k, kc, None, w, c0, rhs, n, &column, b);
                     }
                 }
                 // Written across: per vector of 16 channels, its halves' 8 × 8 transposes
@@ -1321,6 +1377,62 @@ mod by_channels {
                 }
             }
         }
+    }
+
+    /// One tile of [`slab`]: `bias + Σ w·x` for 48 channels × 7 columns (`column`, of rows
+    /// `n` apart in `rhs`) over `depths` (ascending; every depth, in order, where `None`),
+    /// chains from zero by blocks of `kc` as the full product's.
+    ///
+    /// # Safety
+    /// As [`slab`]'s, with every depth below `k`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn tile_avx512(
+        k: usize,
+        kc: usize,
+        depths: Option<&[u32]>,
+        w: &super::WeightsByInput,
+        c0: usize,
+        rhs: *const f32,
+        n: usize,
+        column: &[usize; COLUMNS],
+        b: [std::arch::x86_64::__m512; CHANNELS / 16],
+    ) -> [[std::arch::x86_64::__m512; CHANNELS / 16]; COLUMNS] {
+        use std::arch::x86_64::*;
+        const V: usize = CHANNELS / 16;
+        let mut out = [b; COLUMNS];
+        let mut rest = depths.unwrap_or_default();
+        for (k0, depth) in super::k_blocks(k, kc) {
+            let mut acc = [[_mm512_setzero_ps(); V]; COLUMNS];
+            // SAFETY: d < k: inside the padded weights and the image's inputs.
+            let mut add = |d: usize| unsafe {
+                let row = w.data.as_ptr().add(d * w.stride + c0);
+                let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
+                let x = rhs.add(d * n);
+                for (acc, &col) in acc.iter_mut().zip(column) {
+                    let xb = _mm512_set1_ps(*x.add(col));
+                    for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                        *acc = _mm512_fmadd_ps(wv, xb, *acc);
+                    }
+                }
+            };
+            if depths.is_some() {
+                let end = (k0 + depth) as u32;
+                let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
+                rest = more;
+                these.iter().for_each(|&d| add(d as usize));
+            } else {
+                (k0..k0 + depth).for_each(add);
+            }
+            for (out, acc) in out.iter_mut().zip(&acc) {
+                for (out, &acc) in out.iter_mut().zip(acc) {
+                    *out = _mm512_add_ps(*out, acc);
+                }
+            }
+        }
+        out
     }
 
     /// [`matmul`] on AVX2: tiles of 16 channels × 6 columns, 12 vectors of chains
@@ -1416,16 +1528,11 @@ mod by_channels {
                 }
                 for tile in 0..tiles {
                     let at = image * tiles + tile;
-                    let list = &mut depths[at * k..(at + 1) * k];
                     let inputs = packed[at * k * P..].as_ptr();
-                    let mut len = 0;
-                    for d in 0..k {
-                        // Written at every depth, kept where nonzero (len ≤ d).
-                        list[len] = d as u32;
+                    live[at] = list_depths(&mut depths[at * k..(at + 1) * k], |d| {
                         // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
-                        len += usize::from(unsafe { has_nonzero(inputs.add(d * P)) });
-                    }
-                    live[at] = if reads_every_depth(len, k) { k } else { len };
+                        unsafe { has_nonzero(inputs.add(d * P)) }
+                    });
                 }
             }
             // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
@@ -1453,6 +1560,20 @@ mod by_channels {
                 }
             }
         }
+    }
+
+    /// Writes into `list` (`k` long) the depths below `k` where `nonzero(depth)`, ascending,
+    /// and returns how many, or `k` where the tile is to read every depth in order
+    /// ([`reads_every_depth`]).
+    #[inline(always)]
+    fn list_depths(list: &mut [u32], nonzero: impl Fn(usize) -> bool) -> usize {
+        let (k, mut len) = (list.len(), 0);
+        for d in 0..k {
+            // Written at every depth, kept where nonzero (len ≤ d).
+            list[len] = d as u32;
+            len += usize::from(nonzero(d));
+        }
+        if reads_every_depth(len, k) { k } else { len }
     }
 
     /// Whether a tile (or an image, judged on its first tile) with `live` of its `k` depths
@@ -1863,27 +1984,46 @@ mod tests {
                 "m {m} n {n} k {k}: three images by channels, not the crate's bits"
             );
             by_channels_chosen |= prefers_channels(m, n, k);
-            if let Some(kc) = tiled_block(m, n, k) {
-                ours.fill(f32::NAN);
-                // SAFETY: AVX-512F was detected above; the operands have the product's sizes.
-                unsafe {
-                    by_channels::matmul(m, n, k, kc, 1, &by_input, &rhs, &bias, &mut ours, None)
-                };
+        }
+        assert!(by_channels_chosen);
+    }
+
+    /// The AVX-512 kernel vectorised along the channels against the `gemm` crate, bit for bit,
+    /// natively or on an emulated CPU ([`avx512_by_channels`]): the shapes of the test above
+    /// that the kernels tile, with signed zeros, infinities and NaN in every other one, from
+    /// biases and clamped.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_channel_kernel_gives_the_gemm_crates_bits() {
+        let mut value = values(13);
+        for (case, (m, n, k)) in [(16, 49, 32), (24, 196, 96), (100, 49, 1100), (50, 33, 70)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(kc) = tiled_block(m, n, k) else {
+                panic!("m {m} n {n} k {k}: tiled by the kernels");
+            };
+            let special = case % 2 == 1;
+            let lhs: Vec<f32> = (0..m * k).map(|_| value(special)).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|_| value(special)).collect();
+            let bias: Vec<f32> = (0..m).map(|_| value(special)).collect();
+            let theirs = crate_image_by_image(m, n, k, &lhs, &rhs, &bias);
+            let clamp = Clamp::new(-0.5, 0.25).unwrap();
+            let mut clamped = theirs.clone();
+            clamp.apply_all(&mut clamped);
+            let w = WeightsByInput::for_kernel(Some(ChannelKernel::Avx512), &lhs, m, k);
+            for (clamp, expected) in [(None, &theirs), (Some(clamp), &clamped)] {
+                let mut ours = vec![f32::NAN; m * n];
+                if !avx512_by_channels(m, n, k, kc, 1, &w, &rhs, &bias, &mut ours, clamp) {
+                    eprintln!("no AVX-512F and no emulator: the AVX-512 kernel is not tested");
+                    return;
+                }
                 assert!(
-                    same(&ours, &theirs),
-                    "m {m} n {n} k {k}: by channels, not the bits"
-                );
-                ours.fill(f32::NAN);
-                let (w, b) = (&by_input, &bias);
-                // SAFETY: as above.
-                unsafe { by_channels::matmul(m, n, k, kc, 1, w, &rhs, b, &mut ours, Some(clamp)) };
-                assert!(
-                    same(&ours, &clamped),
-                    "m {m} n {n} k {k}: by channels, clamped, not the bits clamped"
+                    same(&ours, expected),
+                    "m {m} n {n} k {k}, clamp {clamp:?}: not the crate's bits"
                 );
             }
         }
-        assert!(by_channels_chosen);
     }
 
     /// The AVX2 kernel against the `gemm` crate, bit for bit, wherever the CPU has AVX2 and
@@ -2188,11 +2328,11 @@ mod tests {
                         rhs.push(if zero { sign } else { value(false) });
                     }
                 }
-                // The first tile of the first image reads depth 0 only: channel 0, column 0 is
-                // −1e−30 · 1e−30, which underflows to −0, then depth 1 (skipped) adds +0 in
-                // the full product.
+                // The first tile of the first image (6 columns with AVX2, 7 with AVX-512)
+                // reads depth 0 only: channel 0, column 0 is −1e−30 · 1e−30, which
+                // underflows to −0, then depth 1 (skipped) adds +0 in the full product.
                 for x in rhs[..k * n].chunks_exact_mut(n) {
-                    x[..6].fill(0.0);
+                    x[..7].fill(0.0);
                 }
                 rhs[0] = 1e-30;
                 lhs[0] = -1e-30;
@@ -2211,6 +2351,7 @@ mod tests {
                     "0·∞ in the crate's product"
                 );
                 let w = WeightsByInput::for_kernel(Some(ChannelKernel::Avx2), &lhs, m, k);
+                let w512 = WeightsByInput::for_kernel(Some(ChannelKernel::Avx512), &lhs, m, k);
                 for images in [1, 2] {
                     let mut ours = vec![f32::NAN; images * m * n];
                     // SAFETY: AVX2 and FMA were detected above; the operands have the
@@ -2224,9 +2365,53 @@ mod tests {
                         same(&ours, &theirs[..images * m * n]),
                         "m {m} n {n} k {k}, {images} images: not the crate's bits"
                     );
+                    ours.fill(f32::NAN);
+                    let (w, b) = (&w512, &bias);
+                    if avx512_by_channels(m, n, k, kc, images, w, &rhs, b, &mut ours, None) {
+                        assert!(
+                            same(&ours, &theirs[..images * m * n]),
+                            "m {m} n {n} k {k}, {images} images: AVX-512, not the crate's bits"
+                        );
+                    }
                 }
             }
         }
+    }
+
+    /// The AVX-512 kernel vectorised along the channels on `images` products, natively where
+    /// the CPU has AVX-512F, else on an emulated CPU where one is named
+    /// ([`crate::testing::emulated`]); whether it ran.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn avx512_by_channels(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        images: usize,
+        w: &WeightsByInput,
+        rhs: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        clamp: Option<Clamp>,
+    ) -> bool {
+        if ours_available() {
+            // SAFETY: AVX-512F was detected; the operands have the product's sizes.
+            unsafe { by_channels::matmul(m, n, k, kc, images, w, rhs, bias, out, clamp) };
+            return true;
+        }
+        #[cfg(not(target_os = "linux"))]
+        return false;
+        let (at, len) = (out.as_mut_ptr(), out.len());
+        let mut run = || {
+            // SAFETY: run on the emulated CPU only, which has AVX-512F; `at` is `out`'s,
+            // which nothing else uses meanwhile.
+            unsafe {
+                let out = std::slice::from_raw_parts_mut(at, len);
+                by_channels::matmul(m, n, k, kc, images, w, rhs, bias, out, clamp)
+            }
+        };
+        crate::testing::emulated(&mut run, out)
     }
 
     /// Several rows at once by our kernel, each with the bits of the `gemm` crate's product
