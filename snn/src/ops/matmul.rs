@@ -2030,6 +2030,7 @@ mod tests {
     /// FMA (with or without AVX-512): every shape of the AVX-512 kernel's test that the
     /// kernels tile, accumulating into `dst`, from biases and clamped; whole products and
     /// bands of rows on three threads through [`matmul_bias`] where it is the kernel here.
+    /// The AVX-512 kernel too, accumulating and clamped, where it runs ([`on_avx512`]).
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_kernel_gives_the_gemm_crates_bits() {
@@ -2069,6 +2070,15 @@ mod tests {
                 same(&ours, &theirs),
                 "m {m} n {n} k {k}: not the crate's bits"
             );
+            let mut ours512 = start.clone();
+            let avx512 = on_avx512(&mut ours512, |out| {
+                // SAFETY: AVX-512F (`on_avx512`); the operands have the product's sizes.
+                unsafe { avx512::matmul(m, n, k, kc, &lhs, &rhs, None, out, None) }
+            });
+            assert!(
+                !avx512 || same(&ours512, &theirs),
+                "m {m} n {n} k {k}: AVX-512, not the crate's bits"
+            );
             let mut theirs: Vec<f32> = bias.iter().flat_map(|&b| vec![b; n]).collect();
             gemm_crate(m, n, k, &lhs, &rhs, &mut theirs, Parallelism::None);
             let b = Some(&bias[..]);
@@ -2086,6 +2096,14 @@ mod tests {
             // SAFETY: as above.
             unsafe { avx2::matmul(m, n, k, kc, &lhs, &rhs, b, &mut ours, Some(clamp)) };
             assert!(same(&ours, &clamped), "m {m} n {n} k {k}: clamped");
+            let avx512 = on_avx512(&mut ours512, |out| {
+                // SAFETY: as above.
+                unsafe { avx512::matmul(m, n, k, kc, &lhs, &rhs, b, out, Some(clamp)) }
+            });
+            assert!(
+                !avx512 || same(&ours512, &clamped),
+                "m {m} n {n} k {k}: AVX-512, clamped"
+            );
             // Through the dispatch, in bands of rows on three threads.
             ours.fill(f32::NAN);
             let par = Parallelism::Rayon(3);
@@ -2378,9 +2396,8 @@ mod tests {
         }
     }
 
-    /// The AVX-512 kernel vectorised along the channels on `images` products, natively where
-    /// the CPU has AVX-512F, else on an emulated CPU where one is named
-    /// ([`crate::testing::emulated`]); whether it ran.
+    /// The AVX-512 kernel vectorised along the channels on `images` products ([`on_avx512`]);
+    /// whether it ran.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn avx512_by_channels(
@@ -2395,22 +2412,26 @@ mod tests {
         out: &mut [f32],
         clamp: Option<Clamp>,
     ) -> bool {
+        on_avx512(out, |out| {
+            // SAFETY: on a CPU with AVX-512F (`on_avx512`); the operands have the product's
+            // sizes.
+            unsafe { by_channels::matmul(m, n, k, kc, images, w, rhs, bias, out, clamp) }
+        })
+    }
+
+    /// Runs `f` on `out` on a CPU with AVX-512F: this one where it has it, else an emulated
+    /// one where an emulator is named ([`crate::testing::emulated`]); whether it ran.
+    #[cfg(target_arch = "x86_64")]
+    fn on_avx512(out: &mut [f32], f: impl Fn(&mut [f32])) -> bool {
         if ours_available() {
-            // SAFETY: AVX-512F was detected; the operands have the product's sizes.
-            unsafe { by_channels::matmul(m, n, k, kc, images, w, rhs, bias, out, clamp) };
+            f(out);
             return true;
         }
         #[cfg(not(target_os = "linux"))]
         return false;
         let (at, len) = (out.as_mut_ptr(), out.len());
-        let mut run = || {
-            // SAFETY: run on the emulated CPU only, which has AVX-512F; `at` is `out`'s,
-            // which nothing else uses meanwhile.
-            unsafe {
-                let out = std::slice::from_raw_parts_mut(at, len);
-                by_channels::matmul(m, n, k, kc, images, w, rhs, bias, out, clamp)
-            }
-        };
+        // SAFETY: `at` is `out`'s, which nothing else uses while the emulated CPU runs `f`.
+        let mut run = || f(unsafe { std::slice::from_raw_parts_mut(at, len) });
         crate::testing::emulated(&mut run, out)
     }
 
