@@ -41,6 +41,17 @@ MMAP_PAGES = 16384
 PML4 = 0x10_0000
 
 
+def segment(selector: int, attr: int, base: int = 0):
+    """A flat user-mode segment (code 0x33, data 0x2B), `base` for %fs."""
+    seg = bochscpu.Segment()
+    seg.present = True
+    seg.selector = selector
+    seg.base = base
+    seg.limit = 0xFFFF_FFFF
+    seg.attr = attr
+    return seg
+
+
 def answer(state, mapped) -> int:
     """The result of the system call `state` is in: `mmap` of anonymous memory from the
     area set aside for it; `munmap`, `mprotect` and `madvise` succeed (everything is
@@ -140,30 +151,13 @@ def main(snapshot: str) -> int:
     state.rsp = rsp
     state.rip = meta["rip"][0]
     state.rdi = meta["rdi"][0]
-    code = bochscpu.Segment()
-    code.present = True
-    code.selector = 0x33
-    code.base = 0
-    code.limit = 0xFFFF_FFFF
-    code.attr = 0x22FB
-    state.cs = code
-    data = bochscpu.Segment()
-    data.present = True
-    data.selector = 0x2B
-    data.base = 0
-    data.limit = 0xFFFF_FFFF
-    data.attr = 0xCF3
+    state.cs = segment(0x33, 0x22FB)
+    data = segment(0x2B, 0xCF3)
     state.ds = data
     state.ss = data
     state.es = data
     state.gs = data
-    fs = bochscpu.Segment()
-    fs.present = True
-    fs.selector = 0x2B
-    fs.base = meta["fs"][0]
-    fs.limit = 0xFFFF_FFFF
-    fs.attr = 0xCF3
-    state.fs = fs
+    state.fs = segment(0x2B, 0xCF3, base=meta["fs"][0])
     sess.cpu.state = state
 
     stopped = {}

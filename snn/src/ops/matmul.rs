@@ -1407,7 +1407,7 @@ mod by_channels {
         for (k0, depth) in super::k_blocks(k, kc) {
             let mut acc = [[_mm512_setzero_ps(); V]; COLUMNS];
             // SAFETY: d < k: inside the padded weights and the image's inputs.
-            let mut add = |d: usize| unsafe {
+            let add = |d: usize| unsafe {
                 let row = w.data.as_ptr().add(d * w.stride + c0);
                 let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
                 let x = rhs.add(d * n);
@@ -1418,14 +1418,7 @@ mod by_channels {
                     }
                 }
             };
-            if depths.is_some() {
-                let end = (k0 + depth) as u32;
-                let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
-                rest = more;
-                these.iter().for_each(|&d| add(d as usize));
-            } else {
-                (k0..k0 + depth).for_each(add);
-            }
+            each_depth(depths.is_some(), &mut rest, k0..k0 + depth, add);
             for (out, acc) in out.iter_mut().zip(&acc) {
                 for (out, &acc) in out.iter_mut().zip(acc) {
                     *out = _mm512_add_ps(*out, acc);
@@ -1559,6 +1552,26 @@ mod by_channels {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs `add` on a tile's depths in the block `block` of k, ascending: every one where
+    /// the tile reads them all, else those of its list at the front of `rest` (which then
+    /// moves past them).
+    #[inline(always)]
+    fn each_depth(
+        listed: bool,
+        rest: &mut &[u32],
+        block: std::ops::Range<usize>,
+        mut add: impl FnMut(usize),
+    ) {
+        if listed {
+            let end = block.end as u32;
+            let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
+            *rest = more;
+            these.iter().for_each(|&d| add(d as usize));
+        } else {
+            block.for_each(add);
         }
     }
 
@@ -1712,7 +1725,7 @@ mod by_channels {
         for (k0, depth) in super::k_blocks(k, kc) {
             let mut acc = [[_mm256_setzero_ps(); V]; P];
             // SAFETY: d < k, inside the block's weights and the tile's packed inputs.
-            let mut add = |d: usize| unsafe {
+            let add = |d: usize| unsafe {
                 let row = block.add(d * AVX2_CHANNELS);
                 let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(row.add(8 * v)));
                 let x = x.add(d * P);
@@ -1723,14 +1736,7 @@ mod by_channels {
                     }
                 }
             };
-            if depths.is_some() {
-                let end = (k0 + depth) as u32;
-                let (these, more) = rest.split_at(rest.partition_point(|&d| d < end));
-                rest = more;
-                these.iter().for_each(|&d| add(d as usize));
-            } else {
-                (k0..k0 + depth).for_each(add);
-            }
+            each_depth(depths.is_some(), &mut rest, k0..k0 + depth, add);
             for (out, acc) in out.iter_mut().zip(&acc) {
                 for (out, &acc) in out.iter_mut().zip(acc) {
                     *out = _mm256_add_ps(*out, acc);
