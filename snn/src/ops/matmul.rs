@@ -1223,31 +1223,14 @@ mod by_channels {
         let tiles = n.div_ceil(COLUMNS);
         let together = (SHARED_INPUTS / (4 * k * n).max(1)).max(1);
         // Per image and tile, the depths that are not all ±0, as in `matmul_avx2`.
-        let mut depths: Vec<u32> = Vec::new();
-        let mut live = vec![k; images * tiles];
+        let mut lists = TileLists::new(images, tiles, k);
         for image in 0..images {
-            if !w.finite || k == 0 {
-                break;
-            }
             let x = rhs[image * k * n..][..k * n].as_ptr();
-            // SAFETY: AVX-512F is enabled; the tile's columns lie in the image's inputs.
-            let live_in_first = (0..k)
-                .map(|d| usize::from(unsafe { has_nonzero_avx512(x.add(d * n), n) }))
-                .sum::<usize>();
-            if reads_every_depth(live_in_first, k) {
-                continue;
-            }
-            if depths.is_empty() {
-                depths = vec![0; images * tiles * k];
-            }
-            for tile in 0..tiles {
-                let at = image * tiles + tile;
+            lists.make(image, w.finite, |tile, d| {
                 let p0 = tile * COLUMNS;
-                live[at] = list_depths(&mut depths[at * k..(at + 1) * k], |d| {
-                    // SAFETY: as above, columns p0.. of row d.
-                    unsafe { has_nonzero_avx512(x.add(d * n + p0), n - p0) }
-                });
-            }
+                // SAFETY: AVX-512F is enabled; columns p0.. of row d of the image's inputs.
+                unsafe { has_nonzero_avx512(x.add(d * n + p0), n - p0) }
+            });
         }
         // SAFETY: loads of `w` stay in its padded rows (c0 + 48 ≤ stride); of `rhs` at column
         // min(p, n − 1) of rows < k of an image < images; of `bias` under the mask of
@@ -1266,14 +1249,8 @@ mod by_channels {
                     for image in first..images.min(first + together) {
                         let rhs = rhs.as_ptr().add(image * k * n);
                         let dst = dst.as_mut_ptr().add(image * m * n);
-                        let reads = Depths {
-                            lists: depths
-                                .get(image * tiles * k..(image + 1) * tiles * k)
-                                .unwrap_or_default(),
-                            live: &live[image * tiles..(image + 1) * tiles],
-                        };
                         let bias = (b, real);
-                        slab(m, n, k, kc, c0, w, rhs, reads, bias, dst, clamp);
+                        slab(m, n, k, kc, c0, w, rhs, lists.of(image), bias, dst, clamp);
                     }
                 }
             }
@@ -1476,12 +1453,8 @@ mod by_channels {
         let together = (SHARED_INPUTS / (4 * per_image).max(1)).clamp(1, images.max(1));
         // Two floats past the last tile: the test of a depth's six inputs reads eight.
         let mut packed = vec![0.0f32; together * per_image + 2];
-        // Per image and tile, the depths whose inputs are not all ±0 (ascending, `k` slots a
-        // tile; made when a first image has zeros enough) and how many; `k` where the tile
-        // reads every depth in order (too few zeros to pay for the list, an image whose first
-        // tile has too few, or weights that are not all finite).
-        let mut depths: Vec<u32> = Vec::new();
-        let mut live = vec![k; together * tiles];
+        // Per image of a group and tile, the depths whose inputs are not all ±0.
+        let mut lists = TileLists::new(together, tiles, k);
         for first in (0..images).step_by(together) {
             let group = together.min(images - first);
             for (image, packed) in packed.chunks_exact_mut(per_image).take(group).enumerate() {
@@ -1501,32 +1474,12 @@ mod by_channels {
                     }
                 }
             }
-            // Each image's first tile tells whether its inputs have zeros enough: dense ones
-            // (after a swish, or an expansion's) then cost one tile's test, not every tile's.
             for image in 0..group {
-                if !w.finite || k == 0 {
-                    break;
-                }
-                let first_tile = packed[image * per_image..].as_ptr();
-                // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
-                let live_in_first = (0..k)
-                    .map(|d| usize::from(unsafe { has_nonzero(first_tile.add(d * P)) }))
-                    .sum::<usize>();
-                if reads_every_depth(live_in_first, k) {
-                    live[image * tiles..(image + 1) * tiles].fill(k);
-                    continue;
-                }
-                if depths.is_empty() {
-                    depths = vec![0; together * tiles * k];
-                }
-                for tile in 0..tiles {
-                    let at = image * tiles + tile;
-                    let inputs = packed[at * k * P..].as_ptr();
-                    live[at] = list_depths(&mut depths[at * k..(at + 1) * k], |d| {
-                        // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
-                        unsafe { has_nonzero(inputs.add(d * P)) }
-                    });
-                }
+                let x = packed[image * per_image..].as_ptr();
+                lists.make(image, w.finite, |tile, d| {
+                    // SAFETY: AVX2 is enabled; the tile's depths lie in `packed`.
+                    unsafe { has_nonzero(x.add((tile * k + d) * P)) }
+                });
             }
             // SAFETY: a block of weights is `k × 16` from `c0·k` (c0 + 16 ≤ stride); the
             // packed inputs are `group` images of `tiles` tiles of `k × 6`; stores only at
@@ -1542,12 +1495,7 @@ mod by_channels {
                     for image in 0..group {
                         let x = packed.as_ptr().add(image * per_image);
                         let dst = dst.as_mut_ptr().add((first + image) * m * n + c0 * n);
-                        let reads = Depths {
-                            lists: depths
-                                .get(image * tiles * k..(image + 1) * tiles * k)
-                                .unwrap_or_default(),
-                            live: &live[image * tiles..(image + 1) * tiles],
-                        };
+                        let reads = lists.of(image);
                         slab_avx2(n, k, kc, channels, block, x, reads, b, dst, clamp);
                     }
                 }
@@ -1575,18 +1523,69 @@ mod by_channels {
         }
     }
 
-    /// Writes into `list` (`k` long) the depths below `k` where `nonzero(depth)`, ascending,
-    /// and returns how many, or `k` where the tile is to read every depth in order
-    /// ([`reads_every_depth`]).
-    #[inline(always)]
-    fn list_depths(list: &mut [u32], nonzero: impl Fn(usize) -> bool) -> usize {
-        let (k, mut len) = (list.len(), 0);
-        for d in 0..k {
-            // Written at every depth, kept where nonzero (len ≤ d).
-            list[len] = d as u32;
-            len += usize::from(nonzero(d));
+    /// Per image and tile, the depths a tile of the channel products reads: those whose
+    /// inputs are not all ±0 (ascending, `k` slots a tile; made only once an image has
+    /// zeros enough), and how many; `k` where the tile reads every depth in order (too few
+    /// zeros to pay for the list, an image whose first tile has too few, or weights that are
+    /// not all finite).
+    struct TileLists {
+        lists: Vec<u32>,
+        live: Vec<usize>,
+        tiles: usize,
+        k: usize,
+    }
+
+    impl TileLists {
+        /// Room for `images` images of `tiles` tiles over `k` depths, every tile reading
+        /// every depth.
+        fn new(images: usize, tiles: usize, k: usize) -> TileLists {
+            TileLists {
+                lists: Vec::new(),
+                live: vec![k; images * tiles],
+                tiles,
+                k,
+            }
         }
-        if reads_every_depth(len, k) { k } else { len }
+
+        /// Makes image `image`'s lists, `nonzero(tile, depth)` telling whether a tile's
+        /// inputs at a depth are not all ±0. The image's first tile decides whether its
+        /// inputs have zeros enough: dense ones (after a swish, or an expansion's) then cost
+        /// one tile's test, not every tile's.
+        #[inline(always)]
+        fn make(&mut self, image: usize, finite: bool, nonzero: impl Fn(usize, usize) -> bool) {
+            let (k, tiles, slots) = (self.k, self.tiles, self.live.len() * self.k);
+            let live = &mut self.live[image * tiles..(image + 1) * tiles];
+            live.fill(k);
+            let dense = |count: usize| reads_every_depth(count, k);
+            if !finite || k == 0 || dense((0..k).filter(|&d| nonzero(0, d)).count()) {
+                return;
+            }
+            if self.lists.is_empty() {
+                self.lists = vec![0; slots];
+            }
+            let lists = &mut self.lists[image * tiles * k..(image + 1) * tiles * k];
+            for (tile, (list, live)) in lists.chunks_exact_mut(k).zip(live).enumerate() {
+                let mut len = 0;
+                for d in 0..k {
+                    // Written at every depth, kept where nonzero (len ≤ d).
+                    list[len] = d as u32;
+                    len += usize::from(nonzero(tile, d));
+                }
+                *live = if dense(len) { k } else { len };
+            }
+        }
+
+        /// Image `image`'s depths, as its slabs read them.
+        fn of(&self, image: usize) -> Depths<'_> {
+            let (k, tiles) = (self.k, self.tiles);
+            Depths {
+                lists: self
+                    .lists
+                    .get(image * tiles * k..(image + 1) * tiles * k)
+                    .unwrap_or_default(),
+                live: &self.live[image * tiles..(image + 1) * tiles],
+            }
+        }
     }
 
     /// Whether a tile (or an image, judged on its first tile) with `live` of its `k` depths
@@ -1615,7 +1614,7 @@ mod by_channels {
         }
     }
 
-    /// The depths each tile of one image reads ([`matmul_avx2`]): tile t's are the first
+    /// The depths each tile of one image reads ([`TileLists::of`]): tile t's are the first
     /// `live[t]` of `lists[t·k..(t + 1)·k]`, or every depth in order where `live[t]` is k.
     #[derive(Clone, Copy)]
     struct Depths<'a> {
