@@ -77,18 +77,38 @@ pub struct ConvProfileRow {
 }
 
 /// For each of our convolutions' weight shapes in order, the time of ONNX Runtime's
-/// convolution that matches it: the next one in ONNX Runtime's order with the same shape, from
-/// after the last one matched. ONNX Runtime may run nodes we folded away, or none for one we
-/// kept; those are skipped over, and ours then gets `None`.
+/// convolution that matches it: the next one in ONNX Runtime's order with the same shape
+/// ([`same_weights`]), from after the last one matched. ONNX Runtime may run nodes we folded
+/// away, or none for one we kept; those are skipped over, and ours then gets `None`.
 fn match_in_order(ours: &[Vec<usize>], theirs: &[(Vec<usize>, f64)]) -> Vec<Option<f64>> {
     let mut next = 0;
     ours.iter()
         .map(|shape| {
-            let found = theirs[next..].iter().position(|(s, _)| s == shape)?;
+            let found = theirs[next..]
+                .iter()
+                .position(|(s, _)| same_weights(shape, s))?;
             next += found + 1;
             Some(theirs[next - 1].1)
         })
         .collect()
+}
+
+/// Whether ONNX Runtime's weights of shape `theirs` are ours of shape `ours`: the same, or
+/// with the output and input channels padded to its NCHWc block (8 channels where the CPU
+/// has AVX2, 16 where it has AVX-512: its profile then shows a `[24, 32, 1, 1]` convolution
+/// as `[32, 32, 1, 1]`).
+fn same_weights(ours: &[usize], theirs: &[usize]) -> bool {
+    let padded = |ours: usize, theirs: usize| {
+        theirs == ours
+            || [8, 16]
+                .iter()
+                .any(|&block| theirs == ours.next_multiple_of(block))
+    };
+    ours.len() == theirs.len()
+        && ours.len() >= 2
+        && padded(ours[0], theirs[0])
+        && padded(ours[1], theirs[1])
+        && ours[2..] == theirs[2..]
 }
 
 /// The layer type a node's time is counted under; in SNN mode a gate is its AMOS unit.
@@ -540,8 +560,26 @@ mod tests {
         // One we have but ONNX Runtime does not, between two that match: the later still
         // matches.
         assert_eq!(
-            match_in_order(&[shape(16, 1), shape(1, 1), shape(32, 1)], &theirs),
+            match_in_order(&[shape(16, 1), shape(16, 7), shape(32, 1)], &theirs),
             [Some(3.0), None, Some(5.0)]
+        );
+        // With AVX-512, ONNX Runtime's NCHWc convolutions pad their channels to 16 (with
+        // AVX2 to 8): 24 × 32 shows as 32 × 32, a depthwise 72 as 80; 24 never as 40.
+        let nchwc = [
+            (vec![32, 32, 1, 1], 1.0),
+            (vec![80, 1, 3, 3], 2.0),
+            (vec![40, 40, 1, 1], 3.0),
+            (vec![24, 16, 1, 1], 4.0),
+        ];
+        let ours = [
+            vec![24, 32, 1, 1],
+            vec![72, 1, 3, 3],
+            vec![24, 24, 1, 1],
+            vec![20, 12, 1, 1],
+        ];
+        assert_eq!(
+            match_in_order(&ours, &nchwc),
+            [Some(1.0), Some(2.0), None, Some(4.0)]
         );
     }
 }
